@@ -1,0 +1,138 @@
+"""The Plan: the one exchange format between strategies, surgery, saving and remote workers.
+
+A plan is plain data. It says which units of which groups are removed (structured pruning) and
+which weights are masked (sparsity). It names tensors by their ``state_dict`` key and records the
+shapes they had, so that applying it to a fresh copy of the same architecture gives the same
+pruned model, and applying it to a different architecture fails with a clear error.
+
+Structured layout, for one group::
+
+    GroupPlan(name="layer1.0.conv1", size=64, partitions=1, remove=[3, 17],
+              slots=[Slot("layer1.0.conv1.weight", dim=0, role="out"),
+                     Slot("layer1.0.bn1.weight", dim=0, role="channel"), ...,
+                     Slot("layer1.0.conv2.weight", dim=1, role="in")])
+
+Unit ``c`` of a group covers, in each slot's tensor dimension, the indices
+``offset + o * stride + c * inner + r`` for ``o < outer`` and ``r < inner``: ``inner`` > 1 where a
+channel was flattened into features, ``offset`` where it arrived through a concatenation.
+A slot with ``row_groups`` > 1 is the input dimension of a grouped convolution: the index is local
+to each group of rows (see ``edgeprune.surgery``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+PLAN_FORMAT = "edgeprune.plan"
+PLAN_VERSION = 1
+
+
+class PlanError(ValueError):
+    """A plan is malformed, or does not fit the model it is applied to."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a group's units live in one tensor dimension."""
+
+    tensor: str
+    dim: int
+    role: str = "channel"  # "out" (produces the units), "in" (contracts them), "channel" (per-unit)
+    offset: int = 0
+    inner: int = 1
+    outer: int = 1
+    stride: int = 0  # distance between outer repeats; 0 when outer == 1
+    row_groups: int = 1
+
+    def indices(self, units: list[int]) -> list[int]:
+        """The tensor indices along ``dim`` that ``units`` occupy (for ``row_groups`` == 1)."""
+        out = []
+        for o in range(self.outer):
+            base = self.offset + o * self.stride
+            for c in units:
+                start = base + c * self.inner
+                out.extend(range(start, start + self.inner))
+        return out
+
+
+@dataclass
+class GroupPlan:
+    """The units removed from one group of coupled slots."""
+
+    name: str
+    size: int
+    remove: list[int]
+    slots: list[Slot]
+    unit: int = 1
+    partitions: int = 1
+
+    def kept(self) -> list[int]:
+        removed = set(self.remove)
+        return [u for u in range(self.size) if u not in removed]
+
+
+@dataclass
+class MaskEntry:
+    """A sparsity mask on one tensor: ``keep`` is the bit-packed (numpy.packbits, C order) keep mask, base64."""
+
+    tensor: str
+    shape: list[int]
+    pattern: str  # "unstructured", or "N:M" such as "2:4"
+    sparsity: float
+    keep: str
+
+
+@dataclass
+class Plan:
+    """What to prune: plain, JSON-serialisable, replayable on a fresh copy of the model."""
+
+    kind: str = "channels"
+    groups: list[GroupPlan] = field(default_factory=list)
+    masks: list[MaskEntry] = field(default_factory=list)
+    shapes: dict[str, list[int]] = field(default_factory=dict)  # tensor -> shape before pruning
+    meta: dict[str, Any] = field(default_factory=dict)  # criterion, strategy, ratio, notes
+
+    @property
+    def removed_units(self) -> int:
+        return sum(len(g.remove) for g in self.groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PLAN_FORMAT, "version": PLAN_VERSION, **asdict(self)}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
+            raise PlanError("not an edgeprune plan (missing 'format': 'edgeprune.plan')")
+        if data.get("version") != PLAN_VERSION:
+            raise PlanError(f"plan version {data.get('version')!r} is not supported (expected {PLAN_VERSION})")
+        try:
+            groups = [
+                GroupPlan(**{**g, "slots": [Slot(**s) for s in g["slots"]], "remove": list(g["remove"])})
+                for g in data.get("groups", [])
+            ]
+            masks = [MaskEntry(**m) for m in data.get("masks", [])]
+            return cls(kind=data["kind"], groups=groups, masks=masks,
+                       shapes={k: list(v) for k, v in data.get("shapes", {}).items()},
+                       meta=dict(data.get("meta", {})))
+        except (KeyError, TypeError) as exc:
+            raise PlanError(f"malformed plan: {exc}") from exc
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(f"plan is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        return cls.from_json(Path(path).read_text())
