@@ -136,3 +136,18 @@ class Plan:
     @classmethod
     def load(cls, path: str | Path) -> Plan:
         return cls.from_json(Path(path).read_text())
+
+
+_PLANS_ATTR = "_edgeprune_plans"
+
+
+def attach_plan(model: Any, plan: Plan) -> None:
+    """Record on ``model`` that ``plan`` was applied to it (a pruned model remembers its plans, in order)."""
+    plans = list(getattr(model, _PLANS_ATTR, []))
+    plans.append(plan)
+    object.__setattr__(model, _PLANS_ATTR, plans)
+
+
+def plans_of(model: Any) -> list[Plan]:
+    """The plans applied to ``model``, oldest first; empty for a model edgeprune never pruned."""
+    return list(getattr(model, _PLANS_ATTR, []))
