@@ -1,0 +1,91 @@
+"""From a model and an example input to its prunable groups: trace, group, probe."""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch.nn as nn
+
+from edgeprune.graph.groups import Group, build_groups
+from edgeprune.graph.probe import ProbeError, freeze_at, run_probe
+from edgeprune.graph.rules import RuleRegistry, default_rules
+from edgeprune.graph.trace import TraceResult, trace
+
+Ignore = Iterable["str | nn.Module | type"]
+
+
+@dataclass
+class Analysis:
+    """The prunable groups of a model, what was left alone and why, and the trace behind them."""
+
+    groups: list[Group]
+    skipped: dict[str, str]
+    trace: TraceResult
+    probe_rounds: int = 0
+
+
+def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules: RuleRegistry | None = None,
+            probe: bool = True, max_probe_rounds: int = 24) -> Analysis:
+    """Trace ``model`` once and return the groups that can be pruned without changing its outputs' shapes.
+
+    Args:
+        model: the model (left unchanged; it runs once in eval mode without gradients).
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        ignore: modules whose output units must be kept: names (glob patterns allowed),
+            module objects or module types.
+        rules: op rules; ``default_rules()`` unless a copy extended with custom ops is given.
+        probe: verify on a copy that every group can shrink (see ``edgeprune.graph.probe``).
+
+    Returns:
+        An ``Analysis`` whose ``skipped`` maps each group left alone to the reason.
+
+    Example:
+        >>> import torch, torchvision
+        >>> a = analyze(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
+        >>> len(a.groups) > 0
+        True
+    """
+    tr, _ = trace(model, example_inputs, rules or default_rules())
+    _block_ignored(tr, model, ignore)
+    rounds = 0
+    while True:
+        groups, skipped = build_groups(tr)
+        if not probe or not groups:
+            break
+        outcome = run_probe(model, example_inputs, tr, groups)
+        rounds += 1
+        if outcome.mismatch is None:
+            break
+        if rounds >= max_probe_rounds:
+            raise ProbeError(f"after {rounds} probe rounds the pruned copy still disagrees at op "
+                             f"'{tr.records[outcome.mismatch].name}': {outcome.detail}")
+        if not freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=False):
+            if not freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=True):
+                raise ProbeError(f"the pruned copy fails at op '{tr.records[outcome.mismatch].name}' in "
+                                 f"{tr.records[outcome.mismatch].module or 'the top-level forward'} and no group "
+                                 f"there can be frozen: {outcome.detail}")
+    return Analysis(groups, skipped, tr, rounds)
+
+
+def _block_ignored(tr: TraceResult, model: nn.Module, ignore: Ignore) -> None:
+    patterns = list(ignore)
+    if not patterns:
+        return
+    for name, module in model.named_modules():
+        if not any(_matches(p, name, module) for p in patterns):
+            continue
+        for pname, dims in tr.param_dims.items():
+            if pname.rpartition(".")[0] != name:
+                continue
+            for d, dm in enumerate(dims):
+                if tr.roles.get((pname, d)) == "out":
+                    tr.spaces.block(dm, f"protected by ignore= ({name})")
+
+
+def _matches(pattern: Any, name: str, module: nn.Module) -> bool:
+    if isinstance(pattern, str):
+        return fnmatch.fnmatchcase(name, pattern)
+    if isinstance(pattern, type):
+        return isinstance(module, pattern)
+    return pattern is module

@@ -1,0 +1,106 @@
+"""The shape probe: prove on a copy that every group can really shrink.
+
+Tracing sees sizes as plain ints, so a forward that bakes a size in (``x.view(B, 512, 7, 7)``, an
+``assert C == self.dim``, a module attribute used in a reshape) looks the same as one that reads
+it from the tensor. The probe removes one unit from every candidate group of a copy of the model,
+runs it under a light recorder and compares every op's output shape with the shape the groups
+predict. The first op that disagrees (or raises) freezes the groups it touches, with a reason
+that names the op and module; then the probe runs again until the copy agrees everywhere.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+from edgeprune.graph.groups import Group
+from edgeprune.graph.spaces import DimMap, Unresolvable
+from edgeprune.graph.trace import OpRecord, TraceResult, call_model, op_name, tensors_in
+
+
+class ProbeError(RuntimeError):
+    """The probe could not make the pruned copy agree with the predicted shapes."""
+
+
+class _ShapeRecorder(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[str, list[tuple[int, ...]]]] = []
+        self.failed_at: int | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        try:
+            out = func(*args, **(kwargs or {}))
+        except Exception:
+            self.failed_at = len(self.shapes)
+            raise
+        outs = tensors_in(out)
+        if outs:
+            self.shapes.append((op_name(func), [tuple(t.shape) for t in outs]))
+        return out
+
+
+@dataclass
+class ProbeOutcome:
+    mismatch: int | None  # index of the first disagreeing op, None when all agree
+    detail: str = ""
+
+
+def predicted_size(tr: TraceResult, dm: DimMap, removed: dict[int, int]) -> int:
+    total = 0
+    for seg in tr.spaces.resolve(dm):
+        units = seg.size - removed.get(seg.space, 0) if seg.space is not None else seg.size
+        total += units * seg.inner * seg.outer
+    return total
+
+
+def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group]) -> ProbeOutcome:
+    """Remove one unit per partition from each group of a copy and compare every op's shapes."""
+    from edgeprune.strategies.base import make_plan
+    from edgeprune.surgery.structured import apply_plan, named_tensors
+
+    removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in groups}
+    removed = {g.root: g.partitions for g in groups}
+    probe_model = copy.deepcopy(model)
+    apply_plan(probe_model, make_plan(groups, removals, named_tensors(probe_model)))
+    recorder = _ShapeRecorder()
+    error = None
+    probe_model.eval()
+    try:
+        with torch.no_grad(), recorder:
+            call_model(probe_model, example_inputs)
+    except Exception as exc:  # the pruned copy broke: find where
+        error = exc
+    for i, (name, shapes) in enumerate(recorder.shapes):
+        if i >= len(tr.records) or tr.records[i].name != name:
+            return ProbeOutcome(i, f"the pruned copy ran a different sequence of ops (at '{name}')")
+        record = tr.records[i]
+        try:
+            expected = [tuple(predicted_size(tr, dm, removed) for dm in dims) for dims in record.outputs]
+        except Unresolvable:
+            return ProbeOutcome(i, "its output layout could not be predicted")
+        if expected != shapes:
+            return ProbeOutcome(i, f"output shape {shapes[0]} where {expected[0]} was expected")
+    if error is not None:
+        at = recorder.failed_at if recorder.failed_at is not None else len(recorder.shapes)
+        return ProbeOutcome(min(at, len(tr.records) - 1), f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    return ProbeOutcome(None)
+
+
+def freeze_at(tr: TraceResult, index: int, detail: str, include_previous: bool) -> int:
+    """Block every space the op at ``index`` touches; return how many roots were newly blocked."""
+    records: list[OpRecord] = [tr.records[index]]
+    if include_previous and index > 0:
+        records.append(tr.records[index - 1])
+    before = len(tr.spaces.blocked)
+    for record in records:
+        reason = (f"the forward code fixes a size at op '{record.name}' in "
+                  f"{record.module or 'the top-level forward'} ({detail})")
+        for dims in record.inputs + record.outputs:
+            for dm in dims:
+                tr.spaces.block(dm, reason)
+    return len(tr.spaces.blocked) - before

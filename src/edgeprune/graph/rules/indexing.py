@@ -1,0 +1,150 @@
+"""Rules for ops that cut or join tensors: indexing, cat/stack, split/chunk, narrow/select."""
+from __future__ import annotations
+
+import torch
+
+from edgeprune.graph.rules._args import arg
+from edgeprune.graph.spaces import fixed
+from edgeprune.graph.trace import tensors_in
+
+
+def getitem(ctx, args, kwargs, out) -> None:
+    x, index = args[0], args[1]
+    xd = ctx.dims(x)
+    index = index if isinstance(index, tuple) else (index,)
+    if any(isinstance(e, (torch.Tensor, list)) or isinstance(e, bool) for e in index):
+        raise NotImplementedError("advanced indexing")
+    consuming = sum(1 for e in index if e is not None and e is not Ellipsis)
+    labels, i = [], 0
+    for e in index:
+        if e is Ellipsis:
+            for _ in range(x.dim() - consuming):
+                labels.append(xd[i]); i += 1  # noqa: E702
+        elif e is None:
+            labels.append(fixed(1))
+        elif isinstance(e, int):
+            ctx.block(xd[i], "a single index taken along this dim")
+            i += 1
+        elif isinstance(e, slice):
+            start, stop, step = e.indices(x.shape[i])
+            if step == 1 and (start, stop) == (0, x.shape[i]):
+                labels.append(xd[i])
+            elif step == 1:
+                labels.append(ctx.spaces.slice(xd[i], start, max(start, stop), f"slice in {ctx.where}"))
+            else:
+                ctx.block(xd[i], "strided slice")
+                labels.append(fixed(len(range(start, stop, step))))
+            i += 1
+        else:
+            raise NotImplementedError(f"index of type {type(e).__name__}")
+    labels.extend(xd[i:])
+    ctx.set_dims(out, tuple(labels))
+
+
+def cat(ctx, args, kwargs, out) -> None:
+    tensors = [t for t in arg(args, kwargs, 0, "tensors") if not (t.dim() == 1 and t.shape[0] == 0)]
+    dim = arg(args, kwargs, 1, "dim", 0) % out.dim()
+    joined = tuple(seg for t in tensors for seg in ctx.dims(t)[dim])
+    first = ctx.dims(tensors[0])
+    for t in tensors[1:]:
+        for k, dm in enumerate(ctx.dims(t)):
+            if k != dim:
+                ctx.unify(first[k], dm, "concatenated tensors")
+    labels = list(first)
+    labels[dim] = joined
+    ctx.set_dims(out, tuple(labels))
+
+
+def stack(ctx, args, kwargs, out) -> None:
+    tensors = list(arg(args, kwargs, 0, "tensors"))
+    dim = arg(args, kwargs, 1, "dim", 0) % out.dim()
+    first = ctx.dims(tensors[0])
+    for t in tensors[1:]:
+        for a, b in zip(first, ctx.dims(t)):
+            ctx.unify(a, b, "stacked tensors")
+    labels = list(first)
+    labels.insert(dim, fixed(len(tensors)))
+    ctx.set_dims(out, tuple(labels))
+
+
+def split(ctx, args, kwargs, out) -> None:
+    """split, chunk, tensor_split, split_with_sizes: each piece gets its range of the labels."""
+    x = args[0]
+    dim = arg(args, kwargs, 2, "dim", 0) % x.dim()
+    xd = ctx.dims(x)
+    start = 0
+    for piece in tensors_in(out):
+        stop = start + piece.shape[dim]
+        labels = list(xd)
+        labels[dim] = ctx.spaces.slice(xd[dim], start, stop, f"split in {ctx.where}") if stop > start else fixed(0)
+        ctx.set_dims(piece, tuple(labels))
+        start = stop
+
+
+def narrow(ctx, args, kwargs, out) -> None:
+    x, dim = args[0], arg(args, kwargs, 1, "dim") % args[0].dim()
+    start, length = arg(args, kwargs, 2, "start"), arg(args, kwargs, 3, "length")
+    start = int(start) % x.shape[dim] if start < 0 else int(start)
+    labels = list(ctx.dims(x))
+    labels[dim] = ctx.spaces.slice(labels[dim], start, start + int(length), f"narrow in {ctx.where}")
+    ctx.set_dims(out, tuple(labels))
+
+
+def _drop_dim(ctx, x, dim, out, why) -> None:
+    xd = list(ctx.dims(x))
+    dim %= x.dim()
+    ctx.block(xd[dim], why)
+    del xd[dim]
+    for t in tensors_in(out):
+        ctx.set_dims(t, tuple(xd))
+
+
+def select(ctx, args, kwargs, out) -> None:
+    _drop_dim(ctx, args[0], arg(args, kwargs, 1, "dim"), out, "a single index taken along this dim")
+
+
+def unbind(ctx, args, kwargs, out) -> None:
+    _drop_dim(ctx, args[0], arg(args, kwargs, 1, "dim", 0), out, "unbound along this dim")
+
+
+def index_select(ctx, args, kwargs, out) -> None:
+    x, dim = args[0], arg(args, kwargs, 1, "dim") % args[0].dim()
+    labels = list(ctx.dims(x))
+    ctx.block(labels[dim], "indexed along this dim")
+    labels[dim] = fixed(out.shape[dim])
+    ctx.set_dims(out, tuple(labels))
+
+
+def glu(ctx, args, kwargs, out) -> None:
+    x, dim = args[0], arg(args, kwargs, 1, "dim", -1) % args[0].dim()
+    xd = list(ctx.dims(x))
+    half = x.shape[dim] // 2
+    a = ctx.spaces.slice(xd[dim], 0, half, f"glu in {ctx.where}")
+    b = ctx.spaces.slice(xd[dim], half, 2 * half, f"glu in {ctx.where}")
+    ctx.unify(a, b, "gated halves")
+    xd[dim] = a
+    ctx.set_dims(out, tuple(xd))
+
+
+def roll(ctx, args, kwargs, out) -> None:
+    x = args[0]
+    dims = arg(args, kwargs, 2, "dims")
+    xd = ctx.dims(x)
+    for d in ([dims] if isinstance(dims, int) else (dims or range(x.dim()))):
+        ctx.block(xd[d % x.dim()], "rolled along this dim")
+    ctx.set_dims(out, xd)
+
+
+def flip(ctx, args, kwargs, out) -> None:
+    x = args[0]
+    dims = arg(args, kwargs, 1, "dims")
+    xd = ctx.dims(x)
+    for d in ([dims] if isinstance(dims, int) else dims):
+        ctx.block(xd[d % x.dim()], "flipped along this dim")
+    ctx.set_dims(out, xd)
+
+
+RULES = {"__getitem__": getitem, "cat": cat, "concat": cat, "concatenate": cat, "stack": stack,
+         "split": split, "chunk": split, "tensor_split": split, "split_with_sizes": split, "unsafe_split": split,
+         "narrow": narrow, "select": select, "unbind": unbind, "index_select": index_select, "glu": glu,
+         "roll": roll, "flip": flip}

@@ -1,0 +1,252 @@
+"""Tracing: one real forward run, recorded op by op at the ``torch`` function level.
+
+Why this technique: a ``TorchFunctionMode`` sees every ``torch.*`` function, ``Tensor`` method and
+``torch.nn.functional`` call of an ordinary eager forward pass, with the real tensors. Python
+control flow, data-dependent branches, asserts and custom modules all run as they normally do,
+which is what gives coverage of real-world model code (timm, torchvision, user code) where
+``torch.fx`` symbolic tracing stops at the first data-dependent branch and ``torch.export`` at the
+first unsupported construct. Parameters are recognised by identity, so every op knows the module
+path of the weights it touches. See docs/engine.md.
+
+Each op is interpreted by a rule (``edgeprune.graph.rules``) that labels its outputs' dimensions
+and unifies the dimensions it couples; unknown ops block every tracked dimension they touch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from edgeprune.graph.spaces import DimMap, SpaceTable, fixed
+
+Dims = tuple[DimMap, ...]
+
+
+@dataclass
+class OpRecord:
+    """One traced op: what ran, where, and the labels of its tensor inputs and outputs."""
+
+    index: int
+    name: str
+    module: str
+    inputs: list[Dims]
+    outputs: list[Dims]
+    out_shapes: list[tuple[int, ...]]
+
+
+@dataclass
+class GroupedInput:
+    """The input-channel dimension of a grouped convolution's weight (pruned per group of rows)."""
+
+    tensor: str
+    source: DimMap
+    groups: int
+
+
+@dataclass
+class TraceResult:
+    spaces: SpaceTable
+    records: list[OpRecord]
+    param_dims: dict[str, Dims]
+    roles: dict[tuple[str, int], str]
+    grouped: list[GroupedInput]
+    aliases: dict[str, list[str]]
+    unknown_ops: dict[str, str] = field(default_factory=dict)
+
+
+def op_name(func: Callable) -> str:
+    """A normalised op name: ``Tensor.add_``, ``__iadd__`` and ``torch.add`` all become ``add``."""
+    name = getattr(func, "__name__", str(func))
+    if name == "__get__":  # a Tensor property such as .T, .mT or .data: name it by the property
+        name = getattr(getattr(func, "__self__", None), "__name__", name)
+    if name.startswith("__") and name.endswith("__") and name not in ("__getitem__", "__setitem__", "__get__"):
+        name = name[2:-2]
+        if name[:1] in "ri" and name[1:] in _DUNDER_BINARY:
+            name = ("rsub" if name == "rsub" else name[1:])
+    if name.endswith("_") and not name.startswith("_") and name != "_":
+        name = name[:-1]
+    return _DUNDER_ALIASES.get(name, name)
+
+
+_DUNDER_BINARY = {"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul", "and", "or", "xor", "mod",
+                  "lshift", "rshift"}
+_DUNDER_ALIASES = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and", "or": "bitwise_or",
+                   "xor": "bitwise_xor", "mod": "remainder", "neg": "neg", "invert": "bitwise_not"}
+
+
+def tensors_in(obj: Any) -> list[torch.Tensor]:
+    leaves, _ = tree_flatten(obj)
+    return [x for x in leaves if isinstance(x, torch.Tensor)]
+
+
+class Tracer(TorchFunctionMode):
+    """Records a forward pass and runs each op's rule (the context object rules talk to)."""
+
+    def __init__(self, model: nn.Module, rules: "RuleRegistry") -> None:  # noqa: F821
+        super().__init__()
+        self.rules = rules
+        self.spaces = SpaceTable()
+        self.records: list[OpRecord] = []
+        self.param_dims: dict[str, Dims] = {}
+        self.roles: dict[tuple[str, int], str] = {}
+        self.grouped: list[GroupedInput] = []
+        self.unknown_ops: dict[str, str] = {}
+        self._dims: dict[int, Dims] = {}
+        self._alive: list[torch.Tensor] = []  # keeps ids unique while the trace runs
+        self._names: dict[int, str] = {}
+        self.aliases: dict[str, list[str]] = {}
+        for name, tensor in _named_tensors(model):
+            if id(tensor) in self._names:
+                self.aliases[self._names[id(tensor)]].append(name)
+            else:
+                self._names[id(tensor)] = name
+                self.aliases[name] = [name]
+        self.module_stack: list[str] = [""]
+
+    # -- the context API that rules use --------------------------------------------------------
+    def dims(self, t: torch.Tensor) -> Dims:
+        """The labels of ``t``'s dimensions (a parameter's dimensions get fresh spaces)."""
+        key = id(t)
+        if key in self._dims:
+            return self._dims[key]
+        name = self._names.get(key)
+        if name is not None:
+            dims = tuple(self.spaces.new_map(n, f"{name}:{d}") for d, n in enumerate(t.shape))
+            self.param_dims[name] = dims
+        else:
+            dims = tuple(fixed(n) for n in t.shape)
+        self._remember(t, dims)
+        return dims
+
+    def set_dims(self, t: torch.Tensor, dims: Dims) -> None:
+        if len(dims) != t.dim():
+            raise AssertionError(f"rule produced {len(dims)} labels for a {t.dim()}-d tensor")
+        self._remember(t, tuple(dims))
+
+    def param_name(self, t: torch.Tensor) -> str | None:
+        return self._names.get(id(t))
+
+    def role(self, t: torch.Tensor, dim: int, role: str) -> None:
+        """Note how a parameter dimension relates to its units ("out", "in" or "channel")."""
+        name = self.param_name(t)
+        if name is not None:
+            self.roles[(name, dim % t.dim())] = role
+
+    def unify(self, a: DimMap, b: DimMap, why: str) -> None:
+        self.spaces.unify(a, b, f"{why} in {self.where}")
+
+    def block(self, dm: DimMap, why: str) -> None:
+        self.spaces.block(dm, f"{why} in {self.where}")
+
+    @property
+    def where(self) -> str:
+        module = self.module_stack[-1]
+        return f"'{self._current}' ({module or 'top level'})"
+
+    # -- recording -----------------------------------------------------------------------------
+    def _remember(self, t: torch.Tensor, dims: Dims) -> None:
+        self._dims[id(t)] = dims
+        self._alive.append(t)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        outs = tensors_in(out)
+        name = op_name(func)
+        if not outs:
+            if name == "__setitem__":  # in-place writes into a slice: keep every dim involved as is
+                self._current = name
+                for t in tensors_in((args, kwargs)):
+                    for dm in self.dims(t):
+                        self.block(dm, "written into by slice assignment")
+            return out
+        self._current = name
+        ins = tensors_in((args, kwargs))
+        in_dims = [self.dims(t) for t in ins]
+        rule = self.rules.lookup(name, func)
+        try:
+            if rule is None:
+                raise NotImplementedError
+            rule(self, args, kwargs, out)
+        except Exception as exc:  # an op the rules do not know, or cannot place: stay safe
+            reason = "op edgeprune has no rule for" if isinstance(exc, NotImplementedError) else \
+                f"op whose rule failed ({type(exc).__name__}: {exc})"
+            self.unknown_ops.setdefault(name, self.module_stack[-1])
+            for dims in in_dims:
+                for dm in dims:
+                    self.block(dm, reason)
+            for t in outs:
+                self.set_dims(t, tuple(fixed(n) for n in t.shape))
+        if any(id(t) not in self._dims for t in outs):
+            # A rule that could not label an output: its sizes may follow the inputs, so freeze both.
+            for dims in in_dims:
+                for dm in dims:
+                    self.block(dm, "op whose output layout is unknown")
+            for t in outs:
+                if id(t) not in self._dims:
+                    self.set_dims(t, tuple(fixed(n) for n in t.shape))
+        self.records.append(OpRecord(len(self.records), name, self.module_stack[-1], in_dims,
+                                     [self._dims[id(t)] for t in outs], [tuple(t.shape) for t in outs]))
+        return out
+
+    def result(self) -> TraceResult:
+        return TraceResult(self.spaces, self.records, self.param_dims, self.roles, self.grouped,
+                           self.aliases, self.unknown_ops)
+
+
+def _named_tensors(model: nn.Module):
+    yield from model.named_parameters(remove_duplicate=False)
+    for name, buf in model.named_buffers(remove_duplicate=False):
+        if buf is not None and buf.dim() > 0:
+            yield name, buf
+
+
+def _module_hooks(model: nn.Module, stack: list[str]):
+    handles = []
+    for name, module in model.named_modules():
+        def pre(_m, _a, name=name):
+            stack.append(name)
+
+        def post(_m, _a, _o):
+            if len(stack) > 1:
+                stack.pop()
+        handles.append(module.register_forward_pre_hook(pre))
+        handles.append(module.register_forward_hook(post, always_call=True))
+    return handles
+
+
+def call_model(model: nn.Module, example_inputs: Any) -> Any:
+    """Run the model on a tensor, a tuple of positional inputs, or a dict of keyword inputs."""
+    if isinstance(example_inputs, dict):
+        return model(**example_inputs)
+    if isinstance(example_inputs, (tuple, list)):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+def trace(model: nn.Module, example_inputs: Any, rules: "RuleRegistry") -> tuple[TraceResult, Any]:  # noqa: F821
+    """Run ``model`` once under the tracer and return the recorded graph and the model's output.
+
+    The model runs in eval mode without gradients; its training flag is restored afterwards.
+    """
+    tracer = Tracer(model, rules)
+    handles = _module_hooks(model, tracer.module_stack)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tracer:
+            for t in tensors_in(example_inputs):
+                tracer.dims(t)
+            output = call_model(model, example_inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    for t in tensors_in(output):
+        for dm in tracer.dims(t):
+            tracer.spaces.block(dm, "feeds a model output (outputs keep their shape)")
+    return tracer.result(), output

@@ -1,0 +1,130 @@
+"""Structured surgery: slice tensors as a plan says and update the modules that own them.
+
+All new tensors are computed before any module is touched, so a plan that does not fit raises
+before the model changes.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+
+from edgeprune.plan import GroupPlan, Plan, PlanError, attach_plan
+from edgeprune.surgery.modules import update_module_attributes
+
+
+def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer by its state_dict name, aliases (tied weights) included."""
+    out = dict(model.named_parameters(remove_duplicate=False))
+    out.update((n, b) for n, b in model.named_buffers(remove_duplicate=False) if b is not None)
+    return out
+
+
+def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
+    """Remove the units a plan names from ``model``, in place, and return it.
+
+    Args:
+        model: an unpruned model of the architecture the plan was made for (or one pruned by
+            exactly the plans before this one).
+        plan: a structured plan; ``plan.masks`` are applied by ``edgeprune.surgery.masks``.
+
+    Returns:
+        The same model object, with smaller tensors and updated module attributes.
+
+    Raises:
+        PlanError: a tensor is missing, has another shape than the plan recorded, or the plan's
+            indices are out of range or unbalanced across groups of a grouped layer.
+    """
+    tensors = named_tensors(model)
+    _check_shapes(plan, tensors)
+    removal: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    grouped: dict[str, tuple[int, list[int]]] = {}
+    for group in plan.groups:
+        _check_group(group)
+        for slot in group.slots:
+            if slot.tensor not in tensors:
+                raise PlanError(f"plan group {group.name!r} names tensor {slot.tensor!r}, which this model lacks")
+            if slot.row_groups > 1:
+                grouped[slot.tensor] = (slot.row_groups, list(group.remove))
+                continue
+            indices = slot.indices(group.remove)
+            extent = tensors[slot.tensor].shape[slot.dim]
+            if indices and max(indices) >= extent:
+                raise PlanError(f"plan group {group.name!r} removes index {max(indices)} of "
+                                f"{slot.tensor} dim {slot.dim}, which has only {extent}")
+            removal[slot.tensor][slot.dim].update(indices)
+
+    new: dict[str, torch.Tensor] = {}
+    for name in set(removal) | set(grouped):
+        t = tensors[name].detach()
+        if name in grouped:
+            t = _gather_grouped_inputs(t, *grouped[name], name)
+        for dim, idx in sorted(removal.get(name, {}).items()):
+            keep = torch.tensor([i for i in range(t.shape[dim]) if i not in idx], dtype=torch.long)
+            t = t.index_select(dim, keep)
+        new[name] = t.contiguous()
+    _swap_tensors(model, tensors, new)
+    if plan.groups:
+        attach_plan(model, plan)
+    return model
+
+
+def _check_shapes(plan: Plan, tensors: dict[str, torch.Tensor]) -> None:
+    for name, shape in plan.shapes.items():
+        if name not in tensors:
+            raise PlanError(f"plan was made for a model with tensor {name!r}, which this model lacks "
+                            f"(is it the same architecture?)")
+        if list(tensors[name].shape) != list(shape):
+            raise PlanError(f"tensor {name!r} has shape {list(tensors[name].shape)}, the plan expects {list(shape)} "
+                            f"(a different architecture, or a model already pruned)")
+
+
+def _check_group(group: GroupPlan) -> None:
+    if len(set(group.remove)) != len(group.remove):
+        raise PlanError(f"plan group {group.name!r} removes a unit twice")
+    if any(not 0 <= u < group.size for u in group.remove):
+        raise PlanError(f"plan group {group.name!r} removes a unit outside 0..{group.size - 1}")
+    if len(group.remove) >= group.size:
+        raise PlanError(f"plan group {group.name!r} removes all {group.size} units")
+    if group.partitions > 1:
+        block = group.size // group.partitions
+        counts = [sum(1 for u in group.remove if u // block == k) for k in range(group.partitions)]
+        if len(set(counts)) > 1 or counts[0] >= block:
+            raise PlanError(f"plan group {group.name!r} must remove equal numbers from each of its "
+                            f"{group.partitions} blocks, and keep at least one in each (got {counts})")
+
+
+def _gather_grouped_inputs(w: torch.Tensor, groups: int, remove: list[int], name: str) -> torch.Tensor:
+    """Drop input channels of a grouped conv weight ``(out, in/groups, *k)``, group by group."""
+    per_group_in = w.shape[1]
+    rows_per_group = w.shape[0] // groups
+    removed = set(remove)
+    parts = []
+    for k in range(groups):
+        keep = [j for j in range(per_group_in) if k * per_group_in + j not in removed]
+        if k and len(keep) != parts[0].shape[1]:
+            raise PlanError(f"grouped weight {name!r}: groups lose different numbers of input channels")
+        rows = w[k * rows_per_group:(k + 1) * rows_per_group]
+        parts.append(rows.index_select(1, torch.tensor(keep, dtype=torch.long)))
+    return torch.cat(parts, 0)
+
+
+def _swap_tensors(model: nn.Module, old: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> None:
+    """Put new tensors in place of old ones, once per tensor object (tied weights stay tied)."""
+    by_identity: dict[int, torch.Tensor | nn.Parameter] = {}
+    for name, t in new.items():
+        original = old[name]
+        by_identity[id(original)] = (nn.Parameter(t, requires_grad=original.requires_grad)
+                                     if isinstance(original, nn.Parameter) else t)
+    touched: dict[str, nn.Module] = {}
+    for name, original in old.items():
+        replacement = by_identity.get(id(original))
+        if replacement is None:
+            continue
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        setattr(module, attr, replacement)  # nn.Module registers it as the parameter/buffer it replaces
+        touched[module_name] = module
+    for module in touched.values():
+        update_module_attributes(module)
