@@ -47,9 +47,11 @@ _HOOK_ATTR = "_edgeprune_mask_load_hook"  # the handle of the load pre-hook on a
 class _Mask(nn.Module):
     """The parametrization ``original -> original * mask`` (``mask`` a boolean keep mask)."""
 
-    def __init__(self, keep: torch.Tensor) -> None:
+    def __init__(self, keep: torch.Tensor, order: list[str]) -> None:
         super().__init__()
         self.register_buffer("mask", keep.to(torch.bool), persistent=False)
+        # The owner's parameter names before masking, so finalize can restore state_dict order.
+        self.order = order
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         return original * self.mask.to(original.dtype)
@@ -208,7 +210,8 @@ def set_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
             existing.mask = keep
             continue
         _own_class(module)
-        parametrize.register_parametrization(module, attr, _Mask(keep))
+        order = list(module._parameters.keys())
+        parametrize.register_parametrization(module, attr, _Mask(keep, order))
         if not hasattr(module, _HOOK_ATTR):
             object.__setattr__(module, _HOOK_ATTR, module.register_load_state_dict_pre_hook(_accept_plain_keys))
     return model
@@ -268,8 +271,21 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: _mask_module(m, a).mask.clone() for name, m, a in _masked(model)}
 
 
+def _restore_order(module: nn.Module, order: list[str]) -> None:
+    # remove_parametrizations re-registers the tensor last; put the parameters back in their
+    # original order so state_dict keys come out exactly as before masking.
+    params = module._parameters
+    ranked = sorted(params, key=lambda k: order.index(k) if k in order else len(order))
+    for key in ranked:
+        params[key] = params.pop(key)
+
+
 def _unmask(model: nn.Module, leave_parametrized: bool) -> nn.Module:
+    orders: dict[int, tuple[nn.Module, list[str]]] = {}
     for _, module, attr in _masked(model):
+        order = _mask_module(module, attr).order
+        if len(order) >= len(orders.get(id(module), (None, []))[1]):  # the first mask saw them all
+            orders[id(module)] = (module, order)
         params = module.parametrizations[attr]
         if len(params) != 1:
             raise RuntimeError(f"{attr!r} of {type(module).__name__} carries other parametrizations "
@@ -279,6 +295,8 @@ def _unmask(model: nn.Module, leave_parametrized: bool) -> nn.Module:
         if not parametrize.is_parametrized(module) and hasattr(module, _HOOK_ATTR):
             getattr(module, _HOOK_ATTR).remove()
             object.__delattr__(module, _HOOK_ATTR)
+    for module, order in orders.values():
+        _restore_order(module, order)
     return model
 
 
