@@ -1,0 +1,330 @@
+"""Model specs: one string names a model, and the model knows the spec that built it.
+
+A spec is one of::
+
+    torchvision:resnet18          a torchvision classification/detection model, random weights
+    timm:vit_tiny_patch16_224     a timm model, random weights (``pretrained=False``: no network)
+    package.module:factory        an importable callable that returns an ``nn.Module``
+    path/to/file.py:factory       a callable in a Python file
+    mnist-cnn                     a built-in task model registered with :func:`register_builtin`
+
+Example inputs travel through edgeprune as a tensor, a tuple of positional tensors or a dict of
+keyword tensors; :func:`split_inputs` turns any of them into ``(args, kwargs)``.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+import torch.nn as nn
+
+ExampleInputs = Union[torch.Tensor, tuple, list, Mapping[str, torch.Tensor]]
+
+DEFAULT_IMAGE_SHAPE: tuple[int, ...] = (1, 3, 224, 224)
+_SPEC_ATTR = "_edgeprune_spec"
+_SHAPE_ATTR = "_edgeprune_input_shape"
+
+
+class SpecError(ValueError):
+    """A model spec names no model edgeprune can build (unknown prefix, name or factory)."""
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in model: a factory taking no arguments and the input shape it expects."""
+
+    name: str
+    factory: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    input_dtype: torch.dtype = torch.float32
+
+
+_BUILTINS: dict[str, Builtin] = {}
+
+
+def register_builtin(name: str, factory: Callable[[], nn.Module], input_shape: Sequence[int],
+                     input_dtype: torch.dtype = torch.float32) -> None:
+    """Register a built-in model under a short name (used by ``edgeprune.tasks``).
+
+    Args:
+        name: the spec that names it, e.g. ``"mnist-cnn"``; must not contain ``":"``.
+        factory: a callable with no arguments returning a fresh ``nn.Module``.
+        input_shape: the shape of one example input, batch first, e.g. ``(1, 1, 28, 28)``.
+        input_dtype: dtype of the example input (``torch.long`` for token ids).
+
+    Example:
+        >>> register_builtin("tiny-mlp", lambda: nn.Sequential(nn.Linear(4, 2)), (1, 4))
+        >>> load_model("tiny-mlp")(torch.zeros(1, 4)).shape
+        torch.Size([1, 2])
+    """
+    if ":" in name:
+        raise SpecError(f"built-in name {name!r} must not contain ':' (that marks a prefix or factory)")
+    _BUILTINS[name] = Builtin(name, factory, tuple(int(d) for d in input_shape), input_dtype)
+
+
+def builtin_names() -> list[str]:
+    """The names registered with :func:`register_builtin`, sorted."""
+    return sorted(_BUILTINS)
+
+
+def load_model(spec: str) -> nn.Module:
+    """Build the model a spec names, in eval mode, and record the spec on it.
+
+    Args:
+        spec: ``torchvision:NAME``, ``timm:NAME``, ``package.module:factory``,
+            ``path/to/file.py:factory`` or a built-in name.
+
+    Returns:
+        A fresh ``nn.Module`` in eval mode. ``spec_of(model)`` returns ``spec``.
+
+    Raises:
+        SpecError: the prefix, name, module, file or factory does not exist, or the factory does
+            not return an ``nn.Module``.
+
+    Example:
+        >>> m = load_model("torchvision:resnet18")
+        >>> spec_of(m)
+        'torchvision:resnet18'
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise SpecError(f"a model spec must be a non-empty string, got {spec!r}")
+    spec = spec.strip()
+    if spec in _BUILTINS:
+        model = _BUILTINS[spec].factory()
+    elif ":" not in spec:
+        known = ", ".join(builtin_names()) or "none registered"
+        raise SpecError(f"unknown model {spec!r}: use torchvision:NAME, timm:NAME, package.module:factory, "
+                        f"path/to/file.py:factory or a built-in name ({known})")
+    else:
+        prefix, _, name = spec.rpartition(":")
+        if not prefix or not name:
+            raise SpecError(f"malformed model spec {spec!r}: expected PREFIX:NAME")
+        if prefix == "torchvision":
+            model = _torchvision(name)
+        elif prefix == "timm":
+            model = _timm(name)
+        elif prefix.endswith(".py"):
+            model = _call_factory(_module_from_file(prefix), name, spec)
+        else:
+            model = _call_factory(_module_from_import(prefix), name, spec)
+    if not isinstance(model, nn.Module):
+        raise SpecError(f"{spec!r} built a {type(model).__name__}, not a torch.nn.Module")
+    model.eval()
+    object.__setattr__(model, _SPEC_ATTR, spec)
+    return model
+
+
+def spec_of(model: nn.Module) -> str | None:
+    """The spec :func:`load_model` built ``model`` from, or ``None`` for a model built otherwise."""
+    return getattr(model, _SPEC_ATTR, None)
+
+
+def default_input(spec_or_model: str | nn.Module, input_shape: Sequence[int] | None = None,
+                  *, seed: int = 0) -> torch.Tensor:
+    """A fixed-seed example input for a model.
+
+    The shape comes from, in order: ``input_shape``; a built-in's registered shape; a timm
+    model's ``pretrained_cfg["input_size"]``; ``(1, 3, 224, 224)`` for other image models.
+
+    Args:
+        spec_or_model: a spec string or a model (a spec is looked up without building the model
+            where possible).
+        input_shape: the full shape to use, batch first; overrides everything else.
+        seed: seed of the random generator, so the same call gives the same tensor.
+
+    Returns:
+        A tensor of the chosen shape (normal values; random ids below 100 for an integer input).
+
+    Example:
+        >>> default_input("torchvision:resnet18", (1, 3, 64, 64)).shape
+        torch.Size([1, 3, 64, 64])
+    """
+    dtype = torch.float32
+    shape: tuple[int, ...] | None = tuple(int(d) for d in input_shape) if input_shape is not None else None
+    spec = spec_or_model if isinstance(spec_or_model, str) else spec_of(spec_or_model)
+    if spec is not None and spec in _BUILTINS:
+        dtype = _BUILTINS[spec].input_dtype
+        shape = shape or _BUILTINS[spec].input_shape
+    if shape is None and isinstance(spec_or_model, nn.Module):
+        shape = _model_input_shape(spec_or_model)
+    if shape is None and isinstance(spec, str) and spec.startswith("timm:"):
+        shape = _timm_input_shape(spec.split(":", 1)[1])
+    shape = shape or DEFAULT_IMAGE_SHAPE
+    if any(d <= 0 for d in shape):
+        raise SpecError(f"input shape {shape} has a dimension <= 0")
+    gen = torch.Generator().manual_seed(seed)
+    if dtype.is_floating_point:
+        return torch.randn(shape, generator=gen, dtype=dtype)
+    return torch.randint(0, 100, shape, generator=gen, dtype=dtype)
+
+
+def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """Normalise example inputs to ``(args, kwargs)`` for ``model(*args, **kwargs)``.
+
+    Args:
+        example_inputs: a tensor, a tuple/list of tensors, or a dict of name -> tensor.
+
+    Returns:
+        ``(args, kwargs)``; exactly one of them is non-empty.
+
+    Raises:
+        TypeError: anything else, or a container holding a non-tensor.
+    """
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, Mapping):
+        kwargs = dict(example_inputs)
+        bad = [k for k, v in kwargs.items() if not isinstance(v, torch.Tensor)]
+        if bad or not kwargs:
+            raise TypeError(f"example inputs dict must map names to tensors (bad keys: {bad})")
+        return (), kwargs
+    if isinstance(example_inputs, (tuple, list)):
+        args = tuple(example_inputs)
+        if not args or not all(isinstance(a, torch.Tensor) for a in args):
+            raise TypeError("example inputs tuple must hold one or more tensors")
+        return args, {}
+    raise TypeError(f"example inputs must be a tensor, tuple or dict of tensors, not {type(example_inputs).__name__}")
+
+
+def flat_inputs(example_inputs: ExampleInputs) -> list[torch.Tensor]:
+    """The input tensors in call order: positional ones, then keyword ones in dict order."""
+    args, kwargs = split_inputs(example_inputs)
+    return list(args) + list(kwargs.values())
+
+
+def random_inputs(example_inputs: ExampleInputs, *, seed: int = 0, batch_size: int | None = None
+                  ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+    """Seeded random inputs shaped like ``example_inputs``, as ``(args, kwargs)``.
+
+    Float tensors get normal values with the example's mean and standard deviation (so an image
+    in [0, 1] stays in that range roughly); integer tensors get values between the example's min
+    and max; boolean tensors (masks) are copied, since a random mask can mask every position.
+
+    Args:
+        example_inputs: a tensor, tuple or dict of tensors.
+        seed: the generator seed: the same seed gives the same tensors.
+        batch_size: replace dimension 0 of every input by this size (``None`` keeps it).
+
+    Returns:
+        ``(args, kwargs)`` for ``model(*args, **kwargs)``.
+    """
+    args, kwargs = split_inputs(example_inputs)
+    gen = torch.Generator().manual_seed(seed)
+
+    def fresh(t: torch.Tensor) -> torch.Tensor:
+        shape = tuple(t.shape) if batch_size is None or t.dim() == 0 else (batch_size, *t.shape[1:])
+        if t.dtype.is_floating_point:
+            ref = t.detach().double()
+            mean = float(ref.mean()) if t.numel() else 0.0
+            std = float(ref.std()) if t.numel() > 1 else 1.0
+            std = std if std == std and 0 < std < float("inf") else 1.0
+            return (torch.randn(shape, generator=gen, dtype=torch.float64) * std + mean).to(t.dtype)
+        if t.dtype == torch.bool or t.numel() == 0:
+            return t.clone() if shape == tuple(t.shape) else t[:1].expand(shape).clone()
+        lo, hi = int(t.min()), int(t.max())
+        return torch.randint(lo, hi + 1, shape, generator=gen, dtype=t.dtype)
+
+    return tuple(fresh(a) for a in args), {k: fresh(v) for k, v in kwargs.items()}
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the ``with`` block, then restore every module's own flag.
+
+    Args:
+        model: the model.
+
+    Returns:
+        A context manager yielding ``model``.
+    """
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _model_input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    recorded = getattr(model, _SHAPE_ATTR, None)
+    if recorded is not None:
+        return tuple(recorded)
+    cfg = getattr(model, "pretrained_cfg", None)  # timm models carry their input size
+    if isinstance(cfg, dict) and cfg.get("input_size"):
+        return (1, *(int(d) for d in cfg["input_size"]))
+    return None
+
+
+def _timm_input_shape(name: str) -> tuple[int, ...] | None:
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - timm is an optional dependency
+        return None
+    cfg = timm.get_pretrained_cfg(name) if timm.is_model(name) else None
+    return (1, *cfg.input_size) if cfg is not None and cfg.input_size else None
+
+
+def _torchvision(name: str) -> nn.Module:
+    try:
+        import torchvision.models as tvm
+    except ImportError as exc:  # pragma: no cover - torchvision is an optional dependency
+        raise SpecError("torchvision is not installed (pip install 'edgeprune[tasks]')") from exc
+    try:
+        builder = tvm.get_model_builder(name)
+    except ValueError as exc:
+        raise SpecError(f"torchvision has no model {name!r}") from exc
+    return builder(weights=None)
+
+
+def _timm(name: str) -> nn.Module:
+    try:
+        import timm
+    except ImportError as exc:  # pragma: no cover - timm is an optional dependency
+        raise SpecError("timm is not installed (pip install 'edgeprune[tasks]')") from exc
+    if not timm.is_model(name):
+        raise SpecError(f"timm has no model {name!r}")
+    return timm.create_model(name, pretrained=False)
+
+
+def _module_from_import(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise SpecError(f"cannot import module {module_name!r}: {exc}") from exc
+
+
+def _module_from_file(path_text: str) -> Any:
+    path = Path(path_text).expanduser().resolve()
+    if not path.is_file():
+        raise SpecError(f"model file {path_text!r} does not exist")
+    mod_name = f"_edgeprune_spec_{abs(hash(str(path)))}"
+    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise SpecError(f"cannot load {path_text!r} as a Python module")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[mod_name] = module  # dataclasses and pickling look modules up here
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(mod_name, None)
+        raise SpecError(f"running {path_text!r} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _call_factory(module: Any, name: str, spec: str) -> Any:
+    factory = module
+    for part in name.split("."):
+        if not hasattr(factory, part):
+            raise SpecError(f"{spec!r}: {getattr(module, '__name__', module)!r} has no attribute {name!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise SpecError(f"{spec!r}: {name!r} is not callable")
+    return factory()
