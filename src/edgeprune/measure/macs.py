@@ -12,10 +12,11 @@ kind                      ops and MACs
                           M x K x N, bias adds not counted
 ``matmul``                ``mm``/``addmm``/``bmm``/``baddbmm``/``mv``/``dot`` elsewhere (``matmul``,
                           ``einsum``, ``@``)
-``attention``             ``scaled_dot_product_attention`` kernels (B x H x L x S x (E + Ev)),
-                          the fused ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer``
-                          fast paths (projections + attention + FFN), and any matmul inside an
-                          ``nn.MultiheadAttention``
+``attention``             ``scaled_dot_product_attention`` (B x H x L x S x (E + Ev), fused
+                          kernel or math path), the fused ``nn.MultiheadAttention`` /
+                          ``nn.TransformerEncoderLayer`` fast paths (projections + attention +
+                          FFN), and any other matmul inside an ``nn.MultiheadAttention`` or a
+                          module whose class name contains "Attention" (e.g. Swin's windows)
 ========================  =====================================================================
 
 ``torch.utils.flop_counter.FlopCounterMode`` (flops / 2) agrees on convolutions and matmuls, but on
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from edgeprune.specs import ExampleInputs, split_inputs
@@ -73,7 +75,7 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> MacCount:
     handles = [nn.modules.module.register_module_forward_pre_hook(counter.enter),
                nn.modules.module.register_module_forward_hook(counter.leave)]
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), _AttentionScope(counter), counter:
             model(*args, **kwargs)
     finally:
         for h in handles:
@@ -176,6 +178,7 @@ class _MacCounter(TorchDispatchMode):
         super().__init__()
         self.by_kind: Counter[str] = Counter()
         self._stack: list[nn.Module] = []  # modules whose forward is running, innermost last
+        self.in_attention = 0  # > 0 inside F.scaled_dot_product_attention (its math path is matmuls)
 
     def enter(self, module: nn.Module, inputs) -> None:
         self._stack.append(module)
@@ -185,10 +188,13 @@ class _MacCounter(TorchDispatchMode):
             self._stack.pop()
 
     def _matmul_kind(self) -> str:
+        if self.in_attention:
+            return "attention"
         for module in reversed(self._stack):
             if isinstance(module, nn.Linear):
                 return "linear"
-            if isinstance(module, (nn.MultiheadAttention, nn.TransformerEncoderLayer)):
+            if isinstance(module, (nn.MultiheadAttention, nn.TransformerEncoderLayer)) \
+                    or "Attention" in type(module).__name__:
                 return "attention"
         return "matmul"
 
@@ -199,3 +205,20 @@ class _MacCounter(TorchDispatchMode):
             macs_of, kind = rule
             self.by_kind[self._matmul_kind() if kind == "mm" else kind] += macs_of(args, out)
         return out
+
+
+class _AttentionScope(TorchFunctionMode):
+    """Marks the matmuls of ``F.scaled_dot_product_attention``'s math path as attention."""
+
+    def __init__(self, counter: _MacCounter) -> None:
+        super().__init__()
+        self.counter = counter
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is not torch.nn.functional.scaled_dot_product_attention:
+            return func(*args, **(kwargs or {}))
+        self.counter.in_attention += 1
+        try:
+            return func(*args, **(kwargs or {}))
+        finally:
+            self.counter.in_attention -= 1
