@@ -1,7 +1,7 @@
 """Criteria: one score per unit of a group, no side effects. Registry by name."""
 from __future__ import annotations
 
-from edgeprune.criteria.base import Criterion, ScoreContext, slot_unit_sum
+from edgeprune.criteria.base import Criterion, ScoreContext, gather_units, slot_unit_sum
 from edgeprune.criteria.magnitude import Magnitude
 from edgeprune.criteria.random import Random
 
@@ -23,4 +23,4 @@ def get_criterion(criterion: str | Criterion) -> Criterion:
     return CRITERIA[criterion]
 
 
-__all__ = ["CRITERIA", "Criterion", "Magnitude", "Random", "ScoreContext", "get_criterion", "slot_unit_sum"]
+__all__ = ["CRITERIA", "Criterion", "Magnitude", "Random", "ScoreContext", "gather_units", "get_criterion", "slot_unit_sum"]

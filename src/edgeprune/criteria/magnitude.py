@@ -25,6 +25,6 @@ class Magnitude:
         chosen = [s for s in group.slots if self.slots == "all" or s.role == "out"] or group.slots
         per_slot = []
         for slot in chosen:
-            raw = slot_unit_sum(ctx.tensors[slot.tensor], slot, group.size, lambda x: x.abs().pow(self.p))
+            raw = slot_unit_sum(ctx, slot, group.size, self.p)
             per_slot.append(raw.pow(1.0 / self.p))
         return REDUCTIONS[self.reduction](torch.stack(per_slot))

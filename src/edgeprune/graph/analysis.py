@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import torch.nn as nn
 
 from edgeprune.graph.groups import Group, build_groups
-from edgeprune.graph.probe import ProbeError, freeze_at, run_probe
+from edgeprune.graph.probe import ProbeError, freeze_at, meta_agrees, run_probe
 from edgeprune.graph.rules import RuleRegistry, default_rules
 from edgeprune.graph.trace import TraceResult, trace
 
@@ -49,11 +49,12 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
     tr, _ = trace(model, example_inputs, rules or default_rules())
     _block_ignored(tr, model, ignore)
     rounds = 0
+    meta = probe and meta_agrees(model, example_inputs, tr)
     while True:
         groups, skipped = build_groups(tr)
         if not probe or not groups:
             break
-        outcome = run_probe(model, example_inputs, tr, groups)
+        outcome = run_probe(model, example_inputs, tr, groups, meta=meta)
         rounds += 1
         if outcome.mismatch is None:
             break

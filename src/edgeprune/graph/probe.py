@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 from edgeprune.graph.groups import Group
 from edgeprune.graph.spaces import DimMap, Unresolvable
@@ -58,23 +59,52 @@ def predicted_size(tr: TraceResult, dm: DimMap, removed: dict[int, int]) -> int:
     return total
 
 
-def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group]) -> ProbeOutcome:
+def _copy(model: nn.Module, example_inputs: Any, meta: bool) -> tuple[nn.Module, Any]:
+    """A copy of the model to cut; on the meta device it costs no memory and no compute."""
+    if not meta:
+        return copy.deepcopy(model), example_inputs
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    inputs = tree_map(lambda x: torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x,
+                      example_inputs)
+    return copy.deepcopy(model, memo), inputs
+
+
+def _record(model: nn.Module, inputs: Any) -> tuple[_ShapeRecorder, Exception | None]:
+    recorder = _ShapeRecorder()
+    model.eval()
+    try:
+        with torch.no_grad(), recorder:
+            call_model(model, inputs)
+    except Exception as exc:  # the pruned copy broke: the caller finds where
+        return recorder, exc
+    return recorder, None
+
+
+def meta_agrees(model: nn.Module, example_inputs: Any, tr: TraceResult) -> bool:
+    """Whether the model runs on the meta device exactly as it ran for the trace (then probes are cheap)."""
+    try:
+        meta_model, inputs = _copy(model, example_inputs, meta=True)
+    except Exception:
+        return False
+    recorder, error = _record(meta_model, inputs)
+    return error is None and [(n, s) for n, s in recorder.shapes] == [(r.name, r.out_shapes) for r in tr.records]
+
+
+def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group],
+              meta: bool = False) -> ProbeOutcome:
     """Remove one unit per partition from each group of a copy and compare every op's shapes."""
     from edgeprune.strategies.base import make_plan
     from edgeprune.surgery.structured import apply_plan, named_tensors
 
     removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in groups}
     removed = {g.root: g.partitions for g in groups}
-    probe_model = copy.deepcopy(model)
+    probe_model, inputs = _copy(model, example_inputs, meta)
     apply_plan(probe_model, make_plan(groups, removals, named_tensors(probe_model)))
-    recorder = _ShapeRecorder()
-    error = None
-    probe_model.eval()
-    try:
-        with torch.no_grad(), recorder:
-            call_model(probe_model, example_inputs)
-    except Exception as exc:  # the pruned copy broke: find where
-        error = exc
+    recorder, error = _record(probe_model, inputs)
     for i, (name, shapes) in enumerate(recorder.shapes):
         if i >= len(tr.records) or tr.records[i].name != name:
             return ProbeOutcome(i, f"the pruned copy ran a different sequence of ops (at '{name}')")

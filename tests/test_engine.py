@@ -1,0 +1,153 @@
+"""The engine's safety behaviour: baked sizes, unknown ops, plans that replay or refuse."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import edgeprune as ep
+from edgeprune.graph import default_rules
+from edgeprune.graph.spaces import Seg, SpaceTable
+from tests import zoo
+
+
+class BakedReshape(nn.Module):
+    """``reshape(B, 16, -1)`` bakes conv2's width into the forward code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.conv2(F.relu(self.conv1(x)))
+        return self.fc(x.reshape(x.shape[0], 16, -1).mean(-1))
+
+
+class AssertedWidth(nn.Module):
+    """A Python assert on a stored width, outside any tensor op."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 12, 3)
+        self.width = 12
+        self.fc = nn.Linear(12, 2)
+
+    def forward(self, x):
+        x = self.conv2(F.relu(self.conv1(x)))
+        assert x.shape[1] == self.width, "width changed"
+        return self.fc(x.mean((2, 3)))
+
+
+class PixelShuffle(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(4, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.conv3(F.relu(self.conv2(F.pixel_shuffle(self.conv1(x), 2))))
+
+
+def test_baked_reshape_is_left_alone_and_named():
+    model = BakedReshape().eval()
+    x = torch.randn(2, 3, 8, 8)
+    result = ep.prune(model, x, ratio=0.5)
+    assert result.model.conv2.out_channels == 16
+    assert result.model.conv1.out_channels == 4
+    assert "reshape" in result.skipped["conv2"] and "conv2" not in [g.name for g in result.plan.groups]
+    assert result.model(x).shape == (2, 4)
+
+
+def test_assert_on_width_is_left_alone():
+    model = AssertedWidth().eval()
+    x = torch.randn(1, 3, 10, 10)
+    result = ep.prune(model, x, ratio=0.5)
+    assert result.model.conv2.out_channels == 12 and result.model.conv1.out_channels == 4
+    assert result.model(x).shape == (1, 2)
+
+
+def test_unknown_op_blocks_its_neighbours_and_is_reported():
+    model = PixelShuffle().eval()
+    x = torch.randn(1, 3, 6, 6)
+    result = ep.prune(model, x, ratio=0.5)
+    assert "pixel_shuffle" in result.stats["unknown_ops"]
+    assert "no rule" in result.skipped["conv1"]
+    assert result.model.conv1.out_channels == 16 and result.model.conv2.out_channels == 4
+
+
+def test_custom_rule_makes_an_unknown_op_prunable_locally():
+    rules = default_rules().copy()
+
+    def shuffle_rule(ctx, args, kwargs, out):  # treat as opaque but keep the batch dim: still safe
+        for dm in ctx.dims(args[0]):
+            ctx.block(dm, "custom rule: pixel shuffle")
+        ctx.set_dims(out, tuple((Seg(None, n),) for n in out.shape))
+
+    rules.register("pixel_shuffle", shuffle_rule)
+    result = ep.prune(PixelShuffle().eval(), torch.randn(1, 3, 6, 6), ratio=0.5, rules=rules)
+    assert "custom rule" in result.skipped["conv1"] and not result.stats["unknown_ops"]
+    assert "pixel_shuffle" not in default_rules()._rules  # the default registry is untouched
+
+
+def test_plan_json_replays_on_a_fresh_copy():
+    torch.manual_seed(0)
+    model = zoo.DenseConcat().eval()
+    fresh = copy.deepcopy(model)
+    x = zoo.example_input(model)
+    result = ep.prune(model, x, ratio=0.4, criterion="l1")
+    replayed = ep.apply_plan(fresh, result.plan.to_json())
+    a, b = result.model.state_dict(), replayed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(result.model(x), replayed(x))
+    assert ep.plan.plans_of(replayed)[0].to_dict() == result.plan.to_dict()
+
+
+def test_plan_that_does_not_fit_is_refused_without_damage():
+    model = zoo.ResidualCNN().eval()
+    plan = ep.prune(model, zoo.example_input(model), ratio=0.5).plan
+    other = zoo.MLP()
+    before = copy.deepcopy(other.state_dict())
+    with pytest.raises(ep.PlanError, match="lacks"):
+        ep.apply_plan(other, plan, inplace=True)
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
+    pruned = ep.apply_plan(model, plan)
+    with pytest.raises(ep.PlanError, match="expects"):
+        ep.apply_plan(pruned, plan)
+    with pytest.raises(ep.PlanError, match="not an edgeprune plan"):
+        ep.Plan.from_json('{"kind": "channels"}')
+
+
+def test_global_strategy_and_round_to():
+    model = zoo.ResidualCNN().eval()
+    x = zoo.example_input(model)
+    result = ep.prune(model, x, ratio=0.5, strategy="global")
+    removed = result.plan.removed_units
+    total = sum(g.size for g in ep.analyze(model, x).groups)
+    assert 0.3 * total <= removed <= 0.5 * total
+    rounded = ep.prune(model, x, ratio=0.4, round_to=8).model
+    assert rounded.stem[0].out_channels % 8 == 0 and rounded.b1.out_channels % 8 == 0
+
+
+def test_bad_arguments_are_named():
+    model, x = zoo.MLP(), torch.randn(2, 20)
+    with pytest.raises(ValueError, match="ratio"):
+        ep.prune(model, x, ratio=1.5)
+    with pytest.raises(ValueError, match="criterion"):
+        ep.prune(model, x, criterion="l7")
+    with pytest.raises(ValueError, match="strategy"):
+        ep.prune(model, x, strategy="vibes")
+
+
+def test_space_table_splits_concatenations():
+    spaces = SpaceTable()
+    a, b, w = spaces.new_map(4, "a"), spaces.new_map(6, "b"), spaces.new_map(10, "w")
+    spaces.unify(w, a + b, "cat")
+    resolved = spaces.resolve(w)
+    assert [s.size for s in resolved] == [4, 6]
+    c = spaces.new_map(10, "c")
+    spaces.unify(c, w, "add")
+    assert spaces.resolve(c) == spaces.resolve(w) and len(spaces.resolve(c)) == 2
