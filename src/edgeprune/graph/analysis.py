@@ -49,12 +49,15 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
     tr, _ = trace(model, example_inputs, rules or default_rules())
     _block_ignored(tr, model, ignore)
     rounds = 0
-    meta = probe and meta_agrees(model, example_inputs, tr)
+    meta = True  # cheap probes on the meta device; a disagreement there is confirmed on real tensors
     while True:
         groups, skipped = build_groups(tr)
         if not probe or not groups:
             break
         outcome = run_probe(model, example_inputs, tr, groups, meta=meta)
+        if outcome.mismatch is not None and meta:
+            outcome = run_probe(model, example_inputs, tr, groups, meta=False)
+            meta = outcome.mismatch is not None and meta_agrees(model, example_inputs, tr)
         rounds += 1
         if outcome.mismatch is None:
             break
