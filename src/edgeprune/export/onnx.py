@@ -9,10 +9,12 @@ keyword inputs natively. So ``exporter="auto"`` uses dynamo and falls back to To
 dynamo raises (a warning says so); ``"dynamo"`` / ``"torchscript"`` pick one. Dynamo writes weights
 to a side ``.data`` file by default; we ask for one self-contained file (``external_data=False``)
 so that the file is the model, its size is the model's size and one rename publishes it.
+Parametrizations (sparsity masks) are baked into a copy before export; see :func:`_baked`.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib
 import io
 import os
@@ -26,6 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten
 
 from edgeprune.specs import ExampleInputs, eval_mode, random_inputs, split_inputs
@@ -114,7 +117,7 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInputs, path: str | os.
     tmp_sparse = tmp.with_suffix(".sparse.tmp")
     try:
         with eval_mode(model):
-            _export(model, example_inputs, tmp, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
+            _export(_baked(model), example_inputs, tmp, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
             if check:
                 check_onnx(tmp, model, example_inputs, dynamic_batch=dynamic_batch, tol=tol, seed=seed)
             final = tmp
@@ -186,6 +189,30 @@ def onnx_feeds(session, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.
         raise ExportError(f"the ONNX graph has {len(names)} inputs {names} but the model was given {len(flat)}; "
                           "an input the model ignores is dropped by the exporter")
     return {n: _to_numpy(t) for n, t in zip(names, flat)}
+
+
+def _baked(model: nn.Module) -> nn.Module:
+    """``model``, or a copy of it with every parametrization (e.g. a sparsity mask) baked in.
+
+    The dynamo exporter keeps a parametrized weight as its ``original`` tensor plus the
+    parametrization's ops: a masked weight becomes the dense original, a boolean mask and a
+    Cast + Mul run on every inference. Baking gives the file a deployment wants (one weight
+    tensor, zeros in place), so sparse initializers and file sizes mean what they say. The parity
+    check still compares against ``model`` itself.
+    """
+    if not any(parametrize.is_parametrized(m) for m in model.modules()):
+        return model
+    baked = copy.deepcopy(model)
+    for module in list(baked.modules()):
+        if parametrize.is_parametrized(module):
+            # deepcopy shares parametrize's generated class with the original, and removing a
+            # parametrization deletes the property from that class: give the copy its own class.
+            cls = module.__class__
+            body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+            module.__class__ = type(cls.__name__, cls.__bases__, body)
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return baked
 
 
 def _sparse_converter():
