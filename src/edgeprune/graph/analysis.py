@@ -64,12 +64,36 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
         if rounds >= max_probe_rounds:
             raise ProbeError(f"after {rounds} probe rounds the pruned copy still disagrees at op "
                              f"'{tr.records[outcome.mismatch].name}': {outcome.detail}")
-        if not freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=False):
-            if not freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=True):
-                raise ProbeError(f"the pruned copy fails at op '{tr.records[outcome.mismatch].name}' in "
-                                 f"{tr.records[outcome.mismatch].module or 'the top-level forward'} and no group "
-                                 f"there can be frozen: {outcome.detail}")
+        if freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=False):
+            continue
+        # The op that failed touches no prunable group: a size reached it through Python (``x.shape``
+        # read elsewhere). Find the group responsible by bisection over cheap probes, and freeze it.
+        culprit = _bisect_culprit(model, example_inputs, tr, groups, meta)
+        record = tr.records[outcome.mismatch]
+        if culprit is None:
+            raise ProbeError(f"the pruned copy fails at op '{record.name}' in {record.module or 'the top-level forward'}"
+                             f" and no single group explains it: {outcome.detail}")
+        tr.spaces.block_space(culprit.root, f"pruning it breaks op '{record.name}' in {record.module or 'the forward'} "
+                                            f"(a size read from a tensor and used elsewhere): {outcome.detail}")
     return Analysis(groups, skipped, tr, rounds)
+
+
+def _bisect_culprit(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group],
+                    meta: bool) -> Group | None:
+    """The first group whose pruning (together with the groups before it) breaks the probe."""
+    def fails(subset: list[Group]) -> bool:
+        return bool(subset) and run_probe(model, example_inputs, tr, subset, meta=meta).mismatch is not None
+
+    lo, hi = 0, len(groups)  # invariant: groups[:lo] passes, groups[:hi] fails
+    if not fails(groups):
+        return None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if fails(groups[:mid]):
+            hi = mid
+        else:
+            lo = mid
+    return groups[hi - 1]
 
 
 def _block_ignored(tr: TraceResult, model: nn.Module, ignore: Ignore) -> None:

@@ -1,0 +1,89 @@
+"""Check a pruned model the way a deployment would: it runs, keeps its output shapes, shrank, and
+its ONNX export agrees with PyTorch on ONNX Runtime."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils._pytree import tree_flatten
+
+from edgeprune.graph.trace import call_model
+
+
+@dataclass
+class Verification:
+    """What ``verify_pruned`` found. ``ok`` is True only when every check passed."""
+
+    forward_ok: bool = False
+    shapes_ok: bool = False
+    mac_ratio: float | None = None
+    onnx_ok: bool | None = None  # None when not checked
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_pruned(original: nn.Module, pruned: nn.Module, example_inputs: Any, *, onnx: bool = True,
+                  max_mac_ratio: float | None = None, rtol: float = 1e-3, exporter: str = "auto") -> Verification:
+    """Run the checks every surgery must pass and say which failed.
+
+    Args:
+        original: the model before pruning.
+        pruned: the model after pruning.
+        example_inputs: a tensor, tuple or dict of tensors.
+        onnx: export ``pruned`` and compare ONNX Runtime with PyTorch: every element within
+            ``rtol`` times the largest magnitude of the PyTorch output.
+        max_mac_ratio: if given, pruned MACs / original MACs must not exceed it.
+        exporter: passed to ``edgeprune.export.onnx.export_onnx``.
+
+    Returns:
+        A ``Verification``; ``problems`` names each failed check.
+    """
+    from edgeprune.export.onnx import ExportError, export_onnx
+    from edgeprune.measure import count_macs
+
+    report = Verification()
+    with torch.no_grad():
+        was = (original.training, pruned.training)
+        original.eval()
+        pruned.eval()
+        try:
+            expected = _tensors(call_model(original, example_inputs))
+            try:
+                got = _tensors(call_model(pruned, example_inputs))
+            except Exception as exc:  # the point of the check: a pruned model that cannot run
+                report.problems.append(f"forward fails: {type(exc).__name__}: {exc}")
+                return report
+            report.forward_ok = True
+            report.shapes_ok = [t.shape for t in got] == [t.shape for t in expected]
+            if not report.shapes_ok:
+                report.problems.append(f"output shapes changed: {[tuple(t.shape) for t in expected]} -> "
+                                       f"{[tuple(t.shape) for t in got]}")
+            report.mac_ratio = count_macs(pruned, example_inputs).total / max(1, count_macs(original, example_inputs).total)
+            if max_mac_ratio is not None and report.mac_ratio > max_mac_ratio:
+                report.problems.append(f"MACs only down to {report.mac_ratio:.2f}x (needed <= {max_mac_ratio})")
+        finally:
+            original.train(was[0])
+            pruned.train(was[1])
+    if onnx and report.forward_ok:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                scale = max(float(t.abs().max()) for t in got) if got else 1.0
+                export_onnx(pruned, example_inputs, Path(tmp) / "pruned.onnx", rtol=0.0, atol=rtol * scale,
+                            exporter=exporter, check=True)
+                report.onnx_ok = True
+            except ExportError as exc:
+                report.onnx_ok = False
+                report.problems.append(f"ONNX: {exc}")
+    return report
+
+
+def _tensors(output: Any) -> list[torch.Tensor]:
+    leaves, _ = tree_flatten(output)
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
