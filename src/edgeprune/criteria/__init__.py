@@ -1,9 +1,18 @@
-"""Criteria: one score per unit of a group, no side effects. Registry by name."""
+"""Criteria: one score per unit of a group, no side effects. Registry by name.
+
+Magnitude and random criteria read only the weights. ``taylor`` and ``fisher`` read gradients,
+``activation``/``apoz`` read activation statistics: collect them with
+``edgeprune.criteria.data.collect`` (``edgeprune.prune`` does it when given ``data=``).
+"""
 from __future__ import annotations
 
-from edgeprune.criteria.base import Criterion, ScoreContext, gather_units, slot_unit_sum
+from edgeprune.criteria.activation import Activation
+from edgeprune.criteria.base import Criterion, ScoreContext, gather_units, needs_of, slot_sum, slot_unit_sum
+from edgeprune.criteria.bn_scale import BNScale
+from edgeprune.criteria.fisher import Fisher
 from edgeprune.criteria.magnitude import Magnitude
 from edgeprune.criteria.random import Random
+from edgeprune.criteria.taylor import Taylor
 
 CRITERIA: dict[str, Criterion] = {
     "l1": Magnitude(p=1),
@@ -11,11 +20,16 @@ CRITERIA: dict[str, Criterion] = {
     "l1-out": Magnitude(p=1, slots="out"),
     "l2-out": Magnitude(p=2, slots="out"),
     "random": Random(),
+    "taylor": Taylor(),
+    "fisher": Fisher(),
+    "bn": BNScale(),
+    "activation": Activation("mean"),
+    "apoz": Activation("apoz"),
 }
 
 
 def get_criterion(criterion: str | Criterion) -> Criterion:
-    """A criterion by name (``l1``, ``l2``, ``l1-out``, ``l2-out``, ``random``) or the callable itself."""
+    """A criterion by name (see ``CRITERIA``) or the callable itself."""
     if callable(criterion):
         return criterion
     if criterion not in CRITERIA:
@@ -23,4 +37,5 @@ def get_criterion(criterion: str | Criterion) -> Criterion:
     return CRITERIA[criterion]
 
 
-__all__ = ["CRITERIA", "Criterion", "Magnitude", "Random", "ScoreContext", "gather_units", "get_criterion", "slot_unit_sum"]
+__all__ = ["CRITERIA", "Activation", "BNScale", "Criterion", "Fisher", "Magnitude", "Random", "ScoreContext",
+           "Taylor", "gather_units", "get_criterion", "needs_of", "slot_sum", "slot_unit_sum"]

@@ -12,11 +12,22 @@ from edgeprune.plan import Slot
 
 @dataclass
 class ScoreContext:
-    """What a criterion may read: the model's tensors by name, and gradients or activations if collected."""
+    """What a criterion may read: the model's tensors by name, and gradients or activations if collected.
+
+    Attributes:
+        tensors: parameters and buffers by ``state_dict`` name.
+        grads: mean gradient of the loss per parameter over the collected batches (same names).
+        grad_sq: mean of the squared per-batch gradient per parameter (the empirical Fisher diagonal).
+        activations: per-module output statistics, ``{module: {"mean": [C], "apoz": [C], "order": k}}``
+            (see ``edgeprune.criteria.data.collect_activations``).
+        seed: for random choices.
+    """
 
     tensors: dict[str, torch.Tensor]
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     seed: int = 0
+    grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
+    activations: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     _cache: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def per_index(self, tensor: str, dim: int, p: float, row_groups: int = 1) -> torch.Tensor:
@@ -37,6 +48,9 @@ class ScoreContext:
 
 
 class Criterion(Protocol):
+    """``criterion(group, ctx) -> scores``. A criterion that needs data declares it in ``needs``
+    (a subset of ``{"grads", "grad_sq", "activations"}``); magnitude criteria need nothing."""
+
     def __call__(self, group: Group, ctx: ScoreContext) -> torch.Tensor:
         """One score per unit of ``group`` (shape ``[group.size]``); higher means keep."""
 
@@ -56,6 +70,11 @@ def slot_unit_sum(ctx: ScoreContext, slot: Slot, size: int, p: float = 1.0) -> t
     return gather_units(ctx.per_index(slot.tensor, slot.dim, p, slot.row_groups), slot, size)
 
 
+def needs_of(criterion: Criterion) -> frozenset[str]:
+    """What data a criterion reads besides the weights (empty for magnitude and random)."""
+    return frozenset(getattr(criterion, "needs", frozenset()))
+
+
 def _power_sum(x: torch.Tensor, p: float, dim: int) -> torch.Tensor:
     return torch.linalg.vector_norm(x, ord=p, dim=dim).pow(p)
 
@@ -66,3 +85,28 @@ REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "max": lambda s: s.max(0).values,
     "prod": lambda s: s.prod(0),
 }
+
+
+def index_sum(x: torch.Tensor, dim: int, row_groups: int = 1) -> torch.Tensor:
+    """Signed sum of ``x`` per index along ``dim`` (per global input channel when ``row_groups`` > 1).
+
+    The layout matches :meth:`ScoreContext.per_index`, so :func:`gather_units` maps the result to units.
+    """
+    x = x.detach().float()
+    if row_groups > 1:
+        per_in = x.reshape(x.shape[0], x.shape[1], -1).sum(2)  # (out, in/groups)
+        return per_in.reshape(row_groups, -1, x.shape[1]).sum(1).reshape(-1)  # index = group * (in/groups) + j
+    return x.movedim(dim, 0).reshape(x.shape[dim], -1).sum(1)
+
+
+def slot_sum(values: torch.Tensor, slot: Slot, size: int) -> torch.Tensor:
+    """Sum an elementwise quantity (shaped like the slot's tensor) over each unit's slice (shape ``[size]``)."""
+    return gather_units(index_sum(values, slot.dim, slot.row_groups), slot, size)
+
+
+def require(store: dict, name: str, what: str, criterion: str) -> torch.Tensor:
+    """``store[name]``, or an error that tells the user how to collect it."""
+    if name not in store:
+        raise KeyError(f"criterion {criterion!r} needs {what} of {name!r}; collect them first "
+                       f"(pass data= to edgeprune.prune, or see edgeprune.criteria.data)")
+    return store[name]

@@ -1,8 +1,30 @@
-"""Strategies decide how many units each group loses; each returns removals that become a Plan."""
+"""Strategies decide how many units each group loses; each returns removals that become a Plan.
+
+Two layers:
+
+* allocations (``STRATEGIES``): ``uniform`` and ``global`` turn scores and a ratio into removals;
+* strategies (``PRESETS``, typed configs): ``OneShot``, ``Sensitivity``, ``Iterative`` and
+  ``Guarded`` drive allocations against a ``Budget``, with data, evaluation and fine-tuning.
+  ``edgeprune.prune(strategy="sensitivity")`` takes a preset by name, or a config object.
+"""
 from edgeprune.strategies.base import lowest, make_plan, removable
 from edgeprune.strategies.global_ import global_ranking
+from edgeprune.strategies.guarded import Guarded
+from edgeprune.strategies.iterative import Iterative
+from edgeprune.strategies.oneshot import OneShot
+from edgeprune.strategies.schedule import scheduled_amount, step_amounts
+from edgeprune.strategies.sensitivity import Curves, Sensitivity
 from edgeprune.strategies.uniform import uniform
 
 STRATEGIES = {"uniform": uniform, "global": global_ranking}
 
-__all__ = ["STRATEGIES", "global_ranking", "lowest", "make_plan", "removable", "uniform"]
+PRESETS = {
+    "uniform": OneShot("uniform"),
+    "global": OneShot("global"),
+    "sensitivity": Sensitivity(),
+    "iterative": Iterative(),
+    "guarded": Guarded(),
+}
+
+__all__ = ["Curves", "Guarded", "Iterative", "OneShot", "PRESETS", "STRATEGIES", "Sensitivity", "global_ranking",
+           "lowest", "make_plan", "removable", "scheduled_amount", "step_amounts", "uniform"]

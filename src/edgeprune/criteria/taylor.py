@@ -1,0 +1,56 @@
+"""First-order Taylor importance (Molchanov et al., "Importance Estimation for Neural Network
+Pruning", CVPR 2019).
+
+Removing a unit zeroes every slice ``S`` of every tensor coupled to it. To first order the loss
+changes by ``L(w - w_S) - L(w) ~= -sum_{s in S} g_s w_s`` (``g`` the gradient of the loss), so the
+unit's importance is the size of that change, ``|sum_{s in S} g_s w_s|``. Molchanov et al. square
+it (eq. 8); the square ranks units the same way. The per-weight form is ``|g w|`` (their eq. 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from edgeprune.criteria.base import ScoreContext, require, slot_sum
+from edgeprune.graph.groups import Group
+
+
+@dataclass(frozen=True)
+class Taylor:
+    """Score = ``|sum over the unit's slices of g * w|`` (``mode="group"``) or ``sum |g * w|`` (``"element"``).
+
+    ``g`` is ``ctx.grads``: the gradient of the mean loss over the batches that
+    ``edgeprune.criteria.data.collect_gradients`` ran. Slices of buffers (BatchNorm running
+    statistics) have no gradient and are left out.
+
+    Example:
+        >>> import torch, torch.nn as nn, edgeprune
+        >>> from edgeprune.criteria.data import collect_gradients
+        >>> m = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+        >>> data = [(torch.randn(16, 4), torch.randint(0, 3, (16,)))]
+        >>> g = edgeprune.analyze(m, data[0][0]).groups[0]
+        >>> ctx = collect_gradients(m, data).context(m)
+        >>> Taylor()(g, ctx).shape
+        torch.Size([8])
+    """
+
+    mode: str = "group"
+    needs = frozenset({"grads"})
+
+    def __call__(self, group: Group, ctx: ScoreContext) -> torch.Tensor:
+        total = torch.zeros(group.size)
+        for slot in group.slots:
+            if not isinstance(ctx.tensors[slot.tensor], torch.nn.Parameter):
+                continue  # a buffer: nothing to differentiate
+            g = require(ctx.grads, slot.tensor, "gradients", "taylor")
+            w = ctx.tensors[slot.tensor].detach().float()
+            prod = g.float() * w
+            total = total + slot_sum(prod.abs() if self.mode == "element" else prod, slot, group.size)
+        return total.abs()
+
+    @staticmethod
+    def weights(name: str, ctx: ScoreContext) -> torch.Tensor:
+        """Per-weight Taylor scores ``|g * w|`` of one tensor (shape of the tensor), for weight pruning."""
+        return (require(ctx.grads, name, "gradients", "taylor").float() * ctx.tensors[name].detach().float()).abs()
+

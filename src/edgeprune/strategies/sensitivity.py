@@ -1,0 +1,190 @@
+"""Sensitivity-based pruning: measure how much each group can lose, then spend the budget where it hurts least.
+
+1. **Scan.** For each group alone, remove its lowest-scoring ``r`` of units for each ``r`` in
+   ``ratios`` and measure accuracy on validation data (Li et al. 2017, "Pruning Filters for
+   Efficient ConvNets", sec. 3.2 / fig. 2). The curves are plain data (:class:`Curves`: JSON,
+   reproducible for a given seed and criterion).
+2. **Choose.** Predicted loss of a group at a level = the accuracy drop of its curve up to that
+   level (running maximum, so it never falls as more is removed); drops add across groups.
+   Greedily take the next level of the group that loses the least predicted accuracy per unit
+   of cost saved (cost = the sum over budget targets of the fraction of the original saved,
+   priced exactly on the meta device), until every target is met. This is the greedy solution
+   of the multiple-choice knapsack that the additive model poses.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch.nn as nn
+
+from edgeprune.budget import BudgetError, Target
+from edgeprune.plan import Plan
+from edgeprune.strategies.base import lowest, make_plan, removable
+from edgeprune.strategies.session import Scored, Session
+from edgeprune.surgery import apply_plan
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@dataclass
+class Curve:
+    """One group's scan: units removed and accuracy measured at each ratio."""
+
+    size: int
+    ratios: list[float]
+    removed: list[int]
+    accuracy: list[float]
+
+
+@dataclass
+class Curves:
+    """Sensitivity curves of a model: JSON-serialisable; the same seed and criterion give the same curves."""
+
+    base_accuracy: float
+    criterion: str
+    seed: int
+    groups: dict[str, Curve] = field(default_factory=dict)
+
+    def drop(self, name: str) -> list[float]:
+        """Predicted accuracy drop of group ``name`` at each level (level 0 = nothing removed),
+        as a running maximum so it never falls as more units go."""
+        out, worst = [0.0], 0.0
+        for acc in self.groups[name].accuracy:
+            worst = max(worst, self.base_accuracy - acc)
+            out.append(worst)
+        return out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Curves:
+        return cls(data["base_accuracy"], data["criterion"], data["seed"],
+                   {k: Curve(**v) for k, v in data["groups"].items()})
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json())
+
+
+def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATIOS) -> Curves:
+    """Measure each group's accuracy curve (each point prunes that group alone, on a copy).
+
+    Args:
+        session: supplies ``evaluate`` and ``round_to``.
+        model: the model (not changed).
+        scored: its groups and scores.
+        ratios: fractions of each group's units to remove.
+
+    Returns:
+        :class:`Curves`; points that round to the same unit count are measured once.
+    """
+    base = session.accuracy(model)
+    curves = Curves(base, session.criterion_name, session.seed)
+    for g in scored.groups:
+        curve = Curve(g.size, [], [], [])
+        last_n, last_acc = 0, base
+        for r in ratios:
+            n = removable(g, int(round(g.size * r)), session.round_to)
+            if n != last_n:
+                plan = make_plan([g], {g.name: lowest(scored.scores[g.name], n, g.partitions)}, scored.tensors)
+                trial = apply_plan(copy.deepcopy(model), plan)
+                last_acc, last_n = session.accuracy(trial), n
+            curve.ratios.append(float(r))
+            curve.removed.append(n)
+            curve.accuracy.append(float(last_acc))
+        curves.groups[g.name] = curve
+    return curves
+
+
+def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
+           targets: list[Target]) -> tuple[Plan, dict[str, int]]:
+    """Per-group levels that meet ``targets`` at the least predicted drop (greedy; see the module docstring).
+
+    Returns:
+        (the plan, {group: units removed}).
+
+    Raises:
+        BudgetError: every group at its deepest level still misses a target.
+    """
+    names = [g.name for g in scored.groups]
+    by_name = {g.name: g for g in scored.groups}
+    drops = {n: curves.drop(n) for n in names}
+    level = dict.fromkeys(names, 0)
+
+    def plan_for(levels: dict[str, int]) -> Plan:
+        removals = {}
+        for n, lv in levels.items():
+            if lv:
+                k = curves.groups[n].removed[lv - 1]
+                removals[n] = lowest(scored.scores[n], k, by_name[n].partitions)
+        return make_plan(scored.groups, removals, scored.tensors, meta={
+            "criterion": session.criterion_name, "strategy": "sensitivity", "round_to": session.round_to})
+
+    def saved(costs: dict[str, float]) -> float:
+        return sum((t.original - costs[t.name]) / t.original for t in targets)
+
+    def met(costs: dict[str, float]) -> bool:
+        return all(t.met(costs[t.name]) for t in targets)
+
+    plan = plan_for(level)
+    costs = session.costs(targets, model, [plan])
+    while not met(costs):
+        best = None
+        for n in names:
+            if level[n] >= len(curves.groups[n].ratios):
+                continue
+            trial = {**level, n: level[n] + 1}
+            trial_costs = session.costs(targets, model, [plan_for(trial)])
+            gain = saved(trial_costs) - saved(costs)
+            if gain <= 0:
+                continue
+            loss = drops[n][trial[n]] - drops[n][level[n]]
+            key = (loss / gain, -gain)  # least drop per cost saved; on ties the bigger saving
+            if best is None or key < best[0]:
+                best = (key, n, trial_costs)
+        if best is None:
+            missed = "; ".join(f"{t.name} {costs[t.name]:.4g} > {t.limit:.4g}" for t in targets if not t.met(costs[t.name]))
+            raise BudgetError(f"sensitivity: the budget cannot be met with the scanned ratios (up to "
+                              f"{max(curves.groups[names[0]].ratios):.0%} per group): {missed}")
+        _, n, costs = best
+        level[n] += 1
+    plan = plan_for(level)
+    plan.meta["predicted_drop"] = sum(drops[n][level[n]] for n in names)
+    plan.meta["budget_fit"] = {k: float(v) for k, v in costs.items()}
+    return plan, {n: (curves.groups[n].removed[level[n] - 1] if level[n] else 0) for n in names}
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """Scan every group at ``ratios`` on validation data, then choose per-group amounts under the budget.
+
+    Needs ``evaluate=`` and a cost budget. Cost: one evaluation of the model per (group, distinct
+    unit count) — ``groups x len(ratios)`` at most — plus about ``groups x levels`` plans priced on
+    the meta device; then the fine-tuning.
+
+    Attributes:
+        ratios: fractions of each group's units to try removing.
+        curves: curves from an earlier scan of the same model (``Curves.from_dict``) to reuse.
+    """
+
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    curves: Curves | None = None
+    name: str = "sensitivity"
+
+    def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
+        if not targets:
+            raise ValueError("the sensitivity strategy needs a cost budget (budget=Budget(macs=..., ...))")
+        scored = session.score(model)
+        with session.meter.phase("scan"):
+            curves = self.curves or scan(session, model, scored, self.ratios)
+        plan, removed = choose(session, model, scored, curves, targets)
+        apply_plan(model, plan)
+        session.recover(model)
+        return {"curves": curves.to_dict(), "removed": removed, "predicted_drop": plan.meta["predicted_drop"],
+                "groups": len(scored.groups), "skipped": scored.analysis.skipped}

@@ -1,0 +1,128 @@
+"""What every strategy works with: the model being pruned, how to score it, price it, evaluate
+it and fine-tune it, and a meter of what that cost. Internal to ``edgeprune.prune``."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from edgeprune.budget import Fit, Target, fit_ratio, plan_cost
+from edgeprune.criteria import Criterion, ScoreContext, needs_of
+from edgeprune.criteria.data import LossFn, collect
+from edgeprune.errors import UnsupportedModelError
+from edgeprune.graph import analyze
+from edgeprune.graph.analysis import Analysis, Ignore
+from edgeprune.graph.rules import RuleRegistry
+from edgeprune.plan import Plan
+from edgeprune.strategies.base import make_plan
+from edgeprune.strategies.global_ import global_ranking
+from edgeprune.strategies.meter import Meter
+from edgeprune.strategies.uniform import uniform
+from edgeprune.surgery import named_tensors
+
+ALLOCATIONS = {"uniform": uniform, "global": global_ranking}
+
+
+@dataclass
+class Scored:
+    """One model's groups and their unit scores."""
+
+    analysis: Analysis
+    tensors: dict[str, torch.Tensor]
+    scores: dict[str, torch.Tensor]
+
+    @property
+    def groups(self):
+        return self.analysis.groups
+
+
+@dataclass
+class Session:
+    """The shared machinery of a prune (see ``edgeprune.prune`` for what each field means)."""
+
+    example_inputs: Any
+    criterion: Criterion
+    criterion_name: str = "l2"
+    ignore: Ignore = ()
+    rules: RuleRegistry | None = None
+    round_to: int = 1
+    seed: int = 0
+    data: Iterable | None = None
+    loss_fn: LossFn | None = None
+    calibration_batches: int | None = 8
+    evaluate: Callable[[nn.Module], float] | None = None
+    finetune: Any = None  # edgeprune.recover.Finetune
+    max_drop: float | None = None
+    teacher: nn.Module | None = None
+    meter: Meter = field(default_factory=Meter)
+    skipped: dict[str, str] = field(default_factory=dict)  # from the first analysis: group -> why it was kept
+
+    def score(self, model: nn.Module) -> Scored:
+        """Analyze ``model`` as it is now and score every group (collecting data if the criterion needs it)."""
+        with self.meter.phase("analyze"):
+            analysis = analyze(model, self.example_inputs, ignore=self.ignore, rules=self.rules)
+        if not self.skipped:
+            self.skipped = dict(analysis.skipped)
+        if not analysis.groups:
+            reasons = "; ".join(f"{k}: {v}" for k, v in list(analysis.skipped.items())[:5])
+            raise UnsupportedModelError(f"no prunable group found in {type(model).__name__}"
+                                        + (f" (e.g. {reasons})" if reasons else ""))
+        tensors = named_tensors(model)
+        ctx = ScoreContext(tensors, seed=self.seed)
+        needs = needs_of(self.criterion)
+        if needs:
+            if self.data is None:
+                raise ValueError(f"criterion {self.criterion_name!r} needs data ({', '.join(sorted(needs))}): "
+                                 f"pass data= (batches of (inputs, targets))")
+            with self.meter.phase("collect"):
+                got = collect(model, self.data, frozenset(needs), self.loss_fn, self.calibration_batches)
+            self.meter.forward += got.forward
+            self.meter.backward += got.backward
+            ctx = got.context(model, self.seed)
+        with self.meter.phase("score"):
+            scores = {g.name: self.criterion(g, ctx) for g in analysis.groups}
+        return Scored(analysis, tensors, scores)
+
+    def plan_at(self, scored: Scored, ratio: float, allocation: str, meta: dict | None = None) -> Plan:
+        """The plan that ``allocation`` (``uniform`` or ``global``) makes at ``ratio``."""
+        removals = ALLOCATIONS[allocation](scored.groups, scored.scores, ratio, round_to=self.round_to)
+        return make_plan(scored.groups, removals, scored.tensors, meta={
+            "criterion": self.criterion_name, "strategy": allocation, "ratio": ratio, "round_to": self.round_to,
+            **(meta or {})})
+
+    def fit(self, model: nn.Module, scored: Scored, targets: list[Target], allocation: str) -> Fit:
+        """The smallest ``allocation`` ratio whose plan meets ``targets`` (priced on meta copies)."""
+        with self.meter.phase("fit"):
+            fit = fit_ratio(lambda r: self.plan_at(scored, r, allocation), targets, model, self.example_inputs)
+        self.meter.cost_evaluations += fit.evaluations
+        fit.plan.meta["budget_fit"] = {k: float(v) for k, v in fit.costs.items()}
+        return fit
+
+    def costs(self, targets: list[Target], model: nn.Module, plans: list[Plan]) -> dict[str, float]:
+        """What ``model`` costs after ``plans``, per target."""
+        with self.meter.phase("fit"):
+            out = plan_cost(targets, model, self.example_inputs, plans)
+        self.meter.cost_evaluations += 1
+        return out
+
+    def accuracy(self, model: nn.Module) -> float:
+        """The user's ``evaluate(model)``, counted."""
+        if self.evaluate is None:
+            raise ValueError("this strategy needs evaluate= (a function model -> accuracy in points)")
+        return self.meter.evaluate(self.evaluate, model)
+
+    def recover(self, model: nn.Module, max_steps: int | None = None) -> None:
+        """Fine-tune ``model`` in place with ``self.finetune`` (no-op without it)."""
+        if self.finetune is None:
+            return
+        from edgeprune.recover.finetune import finetune
+
+        with self.meter.phase("finetune"):
+            log = finetune(model, self.finetune, self.teacher, max_steps=max_steps)
+        self.meter.forward += log.forward
+        self.meter.backward += log.backward
+        self.meter.teacher_forward += log.teacher_forward
+        self.meter.finetune_steps += log.steps
