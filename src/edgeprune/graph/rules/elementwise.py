@@ -74,13 +74,15 @@ _SAME = ["contiguous", "clone", "detach", "to", "type", "type_as", "float", "dou
          "feature_alpha_dropout", "hardswish", "relu", "relu6", "elu", "selu", "celu", "silu", "mish", "gelu",
          "softplus", "hardsigmoid", "hardtanh", "leaky_relu", "rrelu", "threshold", "logsigmoid", "softsign",
          "tanhshrink", "hardshrink", "softshrink", "sigmoid", "tanh", "long", "int", "bool", "abs", "neg",
-         "clamp", "nan_to_num", "detach_copy", "alias", "data", "__get__", "pin_memory", "share_memory",
-         "coalesce", "as_subclass", "_to_copy", "copy"]
+         "nan_to_num", "detach_copy", "alias", "data", "__get__", "pin_memory", "share_memory",
+         "coalesce", "as_subclass", "_to_copy", "zero", "uniform", "normal", "bernoulli", "exponential",
+         "clip"]
 
 _ELEMENTWISE = ["add", "sub", "rsub", "mul", "div", "pow", "maximum", "minimum", "where", "masked_fill",
                 "lerp", "addcmul", "addcdiv", "fmod", "remainder", "eq", "ne", "lt", "le", "gt", "ge",
                 "logical_and", "logical_or", "bitwise_and", "bitwise_or", "floor_divide", "true_divide",
-                "copysign", "atan2", "hypot", "clamp_min", "clamp_max"]
+                "copysign", "atan2", "hypot", "clamp_min", "clamp_max", "copy", "fill", "clamp", "xlogy",
+                "heaviside", "fmax", "fmin", "logaddexp", "float_power", "lerp"]
 
 RULES = {name: same for name in _SAME}
 RULES.update({name: elementwise for name in _ELEMENTWISE})
