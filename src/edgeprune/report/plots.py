@@ -1,0 +1,144 @@
+"""The report's figures, drawn with matplotlib and returned as inline SVG text.
+
+Inline SVG keeps ``report.html`` one self-contained file whose text stays searchable and sharp
+at any zoom. Each function takes plain data from ``metrics.json`` and returns ``""`` when there
+is nothing to draw.
+"""
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+ORIGINAL, PRUNED, TUNED, TRIAL = "#6b7280", "#f59e0b", "#2563eb", "#cbd5e1"
+_STYLE = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9, "axes.spines.top": False,
+          "axes.spines.right": False, "axes.grid": True, "grid.color": "#e5e7eb", "grid.linewidth": 0.6,
+          "axes.edgecolor": "#9ca3af", "axes.titlesize": 10, "axes.titleweight": "bold", "legend.frameon": False}
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    text = text[text.index("<svg"):]  # drop the XML prolog and doctype: the SVG lives inside HTML
+    return re.sub(r"<metadata>.*?</metadata>", "", text, flags=re.S)
+
+
+def _figure(width: float, height: float):
+    # A bare Figure, not pyplot: no global figure registry, no GUI backend, nothing to close.
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def tradeoff(metrics: dict[str, Any], x: str) -> str:
+    """Accuracy against MACs (``x="macs"``) or latency (``x="latency_ms"``).
+
+    Points: the original, the pruned model before and after fine-tuning, and (for MACs) every
+    candidate the search evaluated without fine-tuning.
+    """
+    import matplotlib
+
+    before, after = metrics.get("before", {}), metrics.get("after", {})
+    if before.get("accuracy") is None or before.get(x) is None or after.get(x) is None:
+        return ""
+    scale, unit = (1e6, "MMACs") if x == "macs" else (1.0, "ms, ONNX Runtime median")
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _figure(4.6, 3.2)
+        if x == "macs":
+            trials = [t for t in metrics.get("search", {}).get("trials", []) if t.get("accuracy") is not None]
+            if trials:
+                ax.plot([t["macs"] / scale for t in trials], [t["accuracy"] for t in trials], "o", color=TRIAL,
+                        markersize=5, label="candidates (not fine-tuned)", zorder=2)
+        pts = [(before, "accuracy", ORIGINAL, "original"),
+               (after, "accuracy_before_finetune", PRUNED, "pruned"),
+               (after, "accuracy", TUNED, "pruned + fine-tuned" if metrics.get("finetune") else "pruned (final)")]
+        for fig_src, key, color, label in pts:
+            if fig_src.get(key) is None:
+                continue
+            ax.plot([fig_src[x] / scale], [fig_src[key]], "o", color=color, markersize=8, label=label, zorder=3)
+        if after.get("accuracy_before_finetune") is not None and after.get("accuracy") is not None:
+            ax.annotate("", xy=(after[x] / scale, after["accuracy"]),
+                        xytext=(after[x] / scale, after["accuracy_before_finetune"]),
+                        arrowprops={"arrowstyle": "->", "color": TUNED, "lw": 1})
+        max_drop = (metrics.get("guard") or {}).get("max_drop")
+        if max_drop is not None:
+            ax.axhline(before["accuracy"] - max_drop, color="#dc2626", lw=0.8, ls="--", label=f"guard (-{max_drop:g})")
+        ax.set_xlabel(f"{'MACs' if x == 'macs' else 'latency'} ({unit})")
+        ax.set_ylabel(f"{metrics.get('metric') or 'accuracy'} (%)")
+        ax.set_title("accuracy vs " + ("MACs" if x == "macs" else "latency"), loc="left")
+        ax.set_xlim(left=0)
+        ax.legend(loc="lower right", fontsize=8)
+        return _svg(fig)
+
+
+def kept_per_layer(metrics: dict[str, Any]) -> str:
+    """Horizontal bars: the fraction of output units (channels) or nonzero weights each layer kept."""
+    import matplotlib
+
+    layers = metrics.get("layers") or []
+    if not layers:
+        return ""
+    sparse = (metrics.get("recipe") or {}).get("kind", "channels") != "channels"
+    key = "kept_weights" if sparse else "kept_units"
+    names = [row["layer"] for row in layers]
+    values = [row[key] for row in layers]
+    height = max(1.6, 0.24 * len(layers) + 0.8)
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _figure(4.6, height)
+        ax.barh(range(len(names)), [1.0] * len(names), color="#eef2f7", height=0.7)
+        bars = ax.barh(range(len(names)), values, color=TUNED, height=0.7)
+        for bar, row in zip(bars, layers):
+            label = (f"{row['weights_after']:,}/{row['weights_before']:,}" if sparse
+                     else f"{row['units_after']}/{row['units_before']}")
+            ax.text(1.01, bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=7, color="#374151")
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.18)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0])
+        ax.grid(False, axis="y")
+        ax.set_xlabel("fraction of nonzero weights kept" if sparse else "fraction of output channels kept")
+        ax.set_title("kept per layer", loc="left")
+        return _svg(fig)
+
+
+def sensitivity(metrics: dict[str, Any]) -> str:
+    """One curve per group: the score when only that group is pruned, against the ratio pruned.
+
+    Reads ``metrics["sensitivity"]`` = ``{"metric": ..., "curves": {group: [[ratio, score], ...]}}``.
+    """
+    import matplotlib
+
+    data = metrics.get("sensitivity") or {}
+    curves = data.get("curves") if isinstance(data, dict) else None
+    if not curves:
+        return ""
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _figure(6.4, 3.4)
+        for name, points in curves.items():
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, marker="o", markersize=3, lw=1.2, label=name)
+        ax.set_xlabel("fraction of the group's units pruned")
+        ax.set_ylabel(f"{data.get('metric') or metrics.get('metric') or 'accuracy'} (%)")
+        ax.set_title("sensitivity per group", loc="left")
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        return _svg(fig)
+
+
+def finetune_loss(metrics: dict[str, Any]) -> str:
+    """Mean training loss per fine-tuning epoch."""
+    import matplotlib
+
+    ft = metrics.get("finetune") or {}
+    losses = ft.get("losses") or []
+    if len(losses) < 2:
+        return ""
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _figure(4.6, 2.4)
+        ax.plot(range(1, len(losses) + 1), losses, marker="o", color=TUNED)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mean training loss")
+        ax.set_title("fine-tuning", loc="left")
+        return _svg(fig)

@@ -1,0 +1,290 @@
+"""The pipeline ``edgeprune prune`` runs, from a trained model to a run directory.
+
+    load -> evaluate -> profile before -> choose plan -> fine-tune -> evaluate -> profile after
+         (exports the checked ONNX file) -> save the pruned model -> metrics, plan, report
+
+Everything is written into a staging directory that becomes the run directory only when the last
+file is in place (see :mod:`edgeprune.run.rundir`). The run directory holds::
+
+    recipe.json        the recipe that reproduces this run (``edgeprune prune --config recipe.json``)
+    plan.json          the plan (replayable on a fresh copy of the model)
+    model.edgeprune/   the pruned model: architecture spec + plans + safetensors weights
+    model.onnx         the pruned model in ONNX, checked against PyTorch in ONNX Runtime
+    model.sparse.onnx  (sparse kinds) the same with sparse initializers: the smaller file to ship
+    metrics.json       before/after figures, targets, guard, search trials, per-layer table, timings
+    run.log            what happened, step by step
+    report.html        the report, one self-contained file
+    COMPLETE           the marker of a finished run
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeprune.run.errors import BadInputError, ExitCode
+from edgeprune.run.metrics import METRICS_FORMAT, METRICS_VERSION, json_summary, layer_table, ratios, summary
+from edgeprune.run.progress import Progress, SilentProgress
+from edgeprune.run.recipe import RunRecipe
+from edgeprune.run.rundir import check_out, staged_run
+
+log = logging.getLogger("edgeprune.run")
+
+STEPS = ("load", "evaluate original", "profile original", "choose plan", "fine-tune", "evaluate pruned",
+         "profile pruned + export ONNX", "save model", "write report")
+
+
+@dataclass
+class RunOutcome:
+    """What a finished run produced."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    exit_code: ExitCode = ExitCode.OK
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` summary."""
+        return json_summary(self.metrics, str(self.run_dir))
+
+
+def run_pipeline(recipe: RunRecipe, out: str | Path | None = None, *, force: bool = False,
+                 progress: Progress | None = None, notes: list[str] | None = None,
+                 hooks: dict[str, Callable[[], None]] | None = None) -> RunOutcome:
+    """Run a whole prune: measure, prune to the targets, fine-tune, measure, export, save, report.
+
+    Args:
+        recipe: what to do (see :class:`edgeprune.run.recipe.RunRecipe`).
+        out: the run directory (default ``recipe.out``).
+        force: replace an existing complete run there.
+        progress: a listener for step progress (default: silent).
+        notes: lines for the report (e.g. why the demo uses a MAC target).
+        hooks: ``{step name: callable}`` run when a step starts (tests use it to interrupt a run).
+
+    Returns:
+        A :class:`RunOutcome`; its ``exit_code`` is ``NOT_MET`` when a measured target or the
+        accuracy guard failed (the run directory is still written, and says so).
+
+    Raises:
+        BadInputError: a spec, target or the output directory is wrong (before any work).
+        BudgetNotMetError: no plan meets the targets (nothing is written).
+        KeyboardInterrupt: passed on after the staging directory is removed.
+
+    Example:
+        >>> from edgeprune.run import recipe_from_mapping, run_pipeline
+        >>> r = recipe_from_mapping({"model": "digits", "data": "digits", "target": "params=0.5", "epochs": 1})
+        >>> outcome = run_pipeline(r, "/tmp/edgeprune-doc-run", force=True)  # doctest: +SKIP
+    """
+    target = out if out is not None else recipe.out
+    if not target:
+        raise BadInputError("no run directory: pass --out RUN_DIR (or 'out' in the recipe)")
+    check_out(target, force)
+    progress = progress or SilentProgress()
+    with staged_run(target, force=force) as staging, _log_to(staging / "run.log"):
+        metrics = _Pipeline(recipe, staging, progress, list(notes or []), dict(hooks or {})).run()
+    return RunOutcome(Path(target), metrics, ExitCode(metrics["exit_code"]), list(metrics["notes"]))
+
+
+class _Pipeline:
+    """The steps of one run, sharing the state they build up."""
+
+    def __init__(self, recipe: RunRecipe, staging: Path, progress: Progress, notes: list[str],
+                 hooks: dict[str, Callable[[], None]]) -> None:
+        self.recipe, self.dir, self.progress, self.notes, self.hooks = recipe, staging, progress, notes, hooks
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, total: float | None = None) -> Iterator[dict[str, str]]:
+        if name in self.hooks:
+            self.hooks[name]()
+        log.info("step: %s", name)
+        self.progress.begin(name, total)
+        started = time.perf_counter()
+        status = {"note": ""}
+        yield status
+        seconds = time.perf_counter() - started
+        self.timings[name] = round(seconds, 3)
+        log.info("done: %s in %.2fs %s", name, seconds, status["note"])
+        self.progress.end(name, seconds, status["note"])
+
+    def run(self) -> dict[str, Any]:
+        from edgeprune.export.saving import save
+        from edgeprune.measure.profile import profile
+        from edgeprune.run.finetune import fine_tune
+        from edgeprune.run.inputs import resolve_inputs
+        from edgeprune.run.search import choose_plan
+
+        r = self.recipe
+        log.info("recipe: %s", json.dumps(r.to_dict()))
+        (self.dir / "recipe.json").write_text(json.dumps(r.to_dict(), indent=1) + "\n")
+        with self.step("load") as s:
+            inputs = resolve_inputs(r.model, r.data, r.evaluate, seed=r.seed, batch_size=r.batch_size,
+                                    input_shape=r.input_shape, val_fraction=r.val_fraction)
+            s["note"] = f"example input {list(inputs.example.shape)}"
+        if inputs.evaluate is None:
+            self.notes.append("no --data: accuracy is not measured, the model is not fine-tuned and "
+                              "--max-drop cannot be checked")
+        acc_before = None
+        with self.step("evaluate original") as s:
+            if inputs.evaluate is not None:
+                acc_before = inputs.evaluate(inputs.model)
+                s["note"] = f"{acc_before:.2f}%"
+        with self.step("profile original") as s:
+            before = profile(inputs.model, inputs.example, threads=r.threads, runs=r.latency_runs,
+                             warmup=max(1, r.latency_runs // 5), torch_latency_too=False, memory=False,
+                             name=r.model)
+            s["note"] = _lat(before)
+
+        with self.step("choose plan", total=None if r.is_sparse else 10) as s:
+            outcome = choose_plan(inputs.model, inputs.example, r, evaluate=inputs.evaluate,
+                                  on_trial=lambda t: self.progress.advance(1, f"ratio {t.ratio:.3f}"))
+            s["note"] = f"{outcome.method}: ratio {outcome.ratio:.3f}"
+        pruned = outcome.result.model
+        acc_pruned = inputs.evaluate(pruned) if inputs.evaluate is not None else None
+
+        ft = None
+        with self.step("fine-tune", total=r.epochs if inputs.train is not None else None) as s:
+            if inputs.train is not None and r.epochs > 0:
+                ft = fine_tune(pruned, inputs.train, epochs=r.epochs, lr=r.lr, seed=r.seed,
+                               on_epoch=lambda e, loss: self.progress.advance(1, f"loss {loss:.4f}"))
+                s["note"] = f"{ft.epochs} epochs, last loss {ft.losses[-1]:.4f}" if ft.losses else ""
+            elif r.epochs > 0:
+                self.notes.append("not fine-tuned: the data gives no training loader")
+        acc_after = None
+        with self.step("evaluate pruned") as s:
+            if inputs.evaluate is not None:
+                acc_after = inputs.evaluate(pruned)
+                s["note"] = f"{acc_after:.2f}%"
+        with self.step("profile pruned + export ONNX") as s:
+            after = profile(pruned, inputs.example, threads=r.threads, runs=r.latency_runs,
+                            warmup=max(1, r.latency_runs // 5), torch_latency_too=False, memory=False,
+                            onnx_path=self.dir / "model.onnx", check_onnx=True, name=f"{r.model} (pruned)",
+                            sparse_exporter=_sparse_exporter(self.dir) if r.is_sparse else None)
+            s["note"] = _lat(after)
+            if r.is_sparse:
+                from edgeprune.export.onnx import check_onnx
+
+                check_onnx(self.dir / "model.sparse.onnx", pruned, inputs.example)
+        with self.step("save model"):
+            save(outcome.result, self.dir / "model.edgeprune")
+            outcome.result.plan.save(self.dir / "plan.json")
+
+        metrics = self._metrics(inputs, before, after, acc_before, acc_pruned, acc_after, outcome, ft)
+        (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default) + "\n")
+        with self.step("write report"):
+            from edgeprune.report import write_report
+
+            write_report(self.dir)
+        log.info("status: %s (exit code %d)", metrics["status"], metrics["exit_code"])
+        return metrics
+
+    def _metrics(self, inputs, before, after, acc_before, acc_pruned, acc_after, outcome, ft) -> dict[str, Any]:
+        from edgeprune.run.search import figures
+
+        r = self.recipe
+        b = summary(before, acc_before, sparse=False)
+        a = summary(after, acc_after, sparse=r.is_sparse)
+        a["accuracy_before_finetune"] = acc_pruned
+        original = figures(inputs.model, inputs.example)
+        final = figures(outcome.result.model, inputs.example)
+        checks = []
+        for t in r.targets:
+            if t.metric == "sparsity":
+                reached = float(after.params.sparsity)
+                limit, met = t.value, reached >= t.value - 0.01
+            elif t.metric in ("latency", "speedup"):
+                lat_b, lat_a = b["latency_ms"], a["latency_ms"]
+                limit = t.limit(lat_b) if t.metric == "speedup" or t.relative else t.value
+                reached, met = lat_a, lat_a is not None and lat_a <= limit
+            else:
+                limit, reached = t.limit(original.get(t.metric)), final.get(t.metric)
+                met = reached <= limit * (1 + 1e-9)
+            checks.append({"target": t.text, "metric": t.metric, "describe": t.describe(), "limit": limit,
+                           "reached": reached, "met": bool(met)})
+        drop = acc_before - acc_after if acc_before is not None and acc_after is not None else None
+        guard = None
+        if r.max_drop is not None:
+            guard = {"max_drop": r.max_drop, "drop": drop,
+                     "passed": None if drop is None else bool(drop <= r.max_drop + 1e-9)}
+        failed = [c["target"] for c in checks if not c["met"]]
+        status, code = "ok", ExitCode.OK
+        if failed:
+            status, code = "target_missed", ExitCode.NOT_MET
+            self.notes.append(f"measured figures miss {', '.join(failed)}")
+        if guard is not None and guard["passed"] is False:
+            status, code = "guard_failed", ExitCode.NOT_MET
+            self.notes.append(f"accuracy dropped {drop:.2f} points, more than --max-drop {r.max_drop:g}")
+        if r.max_drop is not None and drop is None:
+            self.notes.append("--max-drop was not checked: no data to evaluate on")
+        if r.is_sparse:
+            self.notes.append("sparse weights run on dense kernels: latency is measured as it runs; the gain "
+                              "is the smaller model.sparse.onnx file")
+        files = sorted(p.name for p in self.dir.iterdir()) + ["metrics.json", "report.html"]
+        return {
+            "format": METRICS_FORMAT, "version": METRICS_VERSION,
+            "status": status, "exit_code": int(code),
+            "model": r.model, "data": r.data, "metric": inputs.metric if inputs.evaluate else None,
+            "recipe": r.to_dict(),
+            "before": b, "after": a, "ratios": ratios(b, a),
+            "targets": checks, "guard": guard,
+            "search": outcome.to_dict(),
+            "finetune": None if ft is None else {"epochs": ft.epochs, "losses": ft.losses, "seconds": ft.seconds,
+                                                 "lr": r.lr},
+            "layers": layer_table(inputs.model, outcome.result.model),
+            "skipped": dict(outcome.result.skipped),
+            "sensitivity": outcome.result.stats.get("sensitivity"),
+            "profiles": {"before": before.to_dict(), "after": after.to_dict()},
+            "timings": dict(self.timings),
+            "notes": list(self.notes),
+            "files": sorted(set(files)),
+        }
+
+
+def _sparse_exporter(directory: Path) -> Callable[[Path, Path], object]:
+    """Write the sparse ONNX file into the run directory while the profile measures its size
+    (the pipeline checks it against PyTorch right after)."""
+    from edgeprune.export.sparse_onnx import to_sparse_onnx
+
+    def export(dense: Path, sparse: Path) -> object:
+        conversion = to_sparse_onnx(dense, sparse)
+        (directory / "model.sparse.onnx").write_bytes(Path(sparse).read_bytes())
+        return conversion
+
+    return export
+
+
+def _lat(p: Any) -> str:
+    return f"{p.latency_onnx.median_ms:.3f} ms (ORT median)" if p.latency_onnx else ""
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    return str(value)
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("edgeprune")
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    except BaseException as exc:
+        log.error("run failed: %s: %s", type(exc).__name__, exc)
+        raise
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()
