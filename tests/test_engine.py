@@ -151,3 +151,31 @@ def test_space_table_splits_concatenations():
     c = spaces.new_map(10, "c")
     spaces.unify(c, w, "add")
     assert spaces.resolve(c) == spaces.resolve(w) and len(spaces.resolve(c)) == 2
+
+
+class NormsAnd3D(nn.Module):
+    """Group norm (channels pruned evenly per group), instance norm, a 3D conv and a PReLU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c3d = nn.Conv3d(2, 8, 3, padding=1)
+        self.inorm = nn.InstanceNorm3d(8, affine=True)
+        self.c2d = nn.Conv2d(8, 32, 3, padding=1)
+        self.gn = nn.GroupNorm(4, 32)
+        self.act = nn.PReLU(32)
+        self.out = nn.Conv2d(32, 3, 1)
+
+    def forward(self, x):
+        x = self.inorm(self.c3d(x)).mean(2)  # (B, 8, D, H, W) -> (B, 8, H, W)
+        return self.out(self.act(self.gn(self.c2d(x))))
+
+
+def test_norms_and_3d_convs_prune_into_valid_modules():
+    model = NormsAnd3D().eval()
+    x = torch.randn(1, 2, 4, 6, 6)
+    pruned = ep.prune(model, x, ratio=0.5).model
+    assert pruned.gn.num_channels == 16 and pruned.gn.num_groups == 4 and pruned.act.num_parameters == 16
+    assert pruned.c3d.out_channels == 4 and pruned.inorm.num_features == 4 and pruned.c2d.in_channels == 4
+    assert pruned(x).shape == model(x).shape
+    groups = {g.name: g for g in ep.analyze(model, x).groups}
+    assert groups["c2d"].partitions == 4
