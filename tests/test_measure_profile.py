@@ -133,8 +133,8 @@ def test_ort_latency_uses_the_session_settings(tmp_path, monkeypatch):
     made = []
     real = latency.ort_session
 
-    def spy(p, threads):
-        s = real(p, threads)
+    def spy(p, threads, spin):
+        s = real(p, threads, spin)
         made.append(s.get_session_options())
         return s
 
@@ -143,6 +143,7 @@ def test_ort_latency_uses_the_session_settings(tmp_path, monkeypatch):
     opts = made[0]
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
     assert str(opts.execution_mode).endswith("ORT_SEQUENTIAL")
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert stats.runtime == "onnxruntime" and stats.runs == 5 and stats.batch_size == 4
     assert stats.min_ms <= stats.median_ms <= stats.p95_ms
 

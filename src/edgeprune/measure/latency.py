@@ -7,8 +7,12 @@ preempted run) and the 95th percentile (how bad a slow run gets), plus mean and 
 
 ONNX Runtime session: CPU execution provider, ``intra_op_num_threads = threads``,
 ``inter_op_num_threads = 1``, ``execution_mode = ORT_SEQUENTIAL`` (ops one at a time, each using the
-intra-op pool), ``graph_optimization_level = ORT_ENABLE_ALL``; spinning left at ORT's default, as a
-deployed session would have it. PyTorch: ``torch.set_num_threads(threads)`` for the measurement,
+intra-op pool), ``graph_optimization_level = ORT_ENABLE_ALL``, and intra-op thread spinning off
+(``session.intra_op.allow_spinning = 0``) unless ``spin=True``. Spinning (ORT's default) makes idle
+pool threads busy-wait for the next op: on a quiet machine it saves a little wake-up time, but when
+the cores are shared it steals them from the threads doing the work. On the 2-core development
+machine under load, resnet18 medians were 129/145/156 ms with spinning and 91/91/83 ms without.
+Many edge deployments turn it off too, to save power. PyTorch: ``torch.set_num_threads(threads)`` for the measurement,
 restored afterwards, and ``torch.inference_mode``.
 
 A masked model runs dense kernels on zeros: its latency is measured like any other and never
@@ -91,8 +95,17 @@ def summarize(samples_ms: list[float], *, runtime: str, warmup: int, threads: in
                         samples_ms=[round(float(x), 4) for x in samples_ms])
 
 
-def ort_session(onnx_path: str | os.PathLike, threads: int):
-    """An ONNX Runtime CPU session with the measurement settings of this module's docstring."""
+def ort_session(onnx_path: str | os.PathLike, threads: int, spin: bool = False):
+    """An ONNX Runtime CPU session with the measurement settings of this module's docstring.
+
+    Args:
+        onnx_path: the model file.
+        threads: ``intra_op_num_threads``.
+        spin: let idle intra-op threads busy-wait (ORT's default; off here, see above).
+
+    Returns:
+        An ``onnxruntime.InferenceSession``.
+    """
     import onnxruntime as ort
 
     if threads < 1:
@@ -103,11 +116,12 @@ def ort_session(onnx_path: str | os.PathLike, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def ort_latency(onnx_path: str | os.PathLike, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor],
-                *, threads: int = 2, runs: int = 50, warmup: int = 10) -> LatencyStats:
+                *, threads: int = 2, runs: int = 50, warmup: int = 10, spin: bool = False) -> LatencyStats:
     """Measure an ONNX file's latency on ONNX Runtime (CPU).
 
     Args:
@@ -117,6 +131,7 @@ def ort_latency(onnx_path: str | os.PathLike, args: tuple[torch.Tensor, ...], kw
         threads: ``intra_op_num_threads``.
         runs: timed runs.
         warmup: untimed runs first.
+        spin: intra-op thread spinning (see the module docstring).
 
     Returns:
         :class:`LatencyStats` with ``runtime="onnxruntime"``.
@@ -126,7 +141,7 @@ def ort_latency(onnx_path: str | os.PathLike, args: tuple[torch.Tensor, ...], kw
     """
     from edgeprune.export.onnx import onnx_feeds
 
-    session = ort_session(onnx_path, threads)
+    session = ort_session(onnx_path, threads, spin)
     feeds = onnx_feeds(session, args, kwargs)
     samples = time_calls(lambda: session.run(None, feeds), runs=runs, warmup=warmup)
     return summarize(samples, runtime="onnxruntime", warmup=warmup, threads=threads, batch_size=_batch(args, kwargs))

@@ -86,7 +86,8 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
             latency: bool = True, torch_latency_too: bool = True, runs: int = 50, warmup: int = 10,
             memory: bool = True, memory_method: Literal["allocator", "tensors"] = "allocator",
             onnx: bool = True, check_onnx: bool = True, onnx_path: str | os.PathLike | None = None,
-            sparse_exporter: SparseExporter | None = None, seed: int = 0, name: str | None = None) -> Profile:
+            sparse_exporter: SparseExporter | None = None, seed: int = 0, name: str | None = None,
+            ort_spin: bool = False) -> Profile:
     """Measure a model: parameters, MACs, bytes, latency (ONNX Runtime and PyTorch), peak memory.
 
     Every measurement uses one fixed-seed input shaped like ``example_inputs`` with batch
@@ -109,6 +110,7 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
         sparse_exporter: ``f(dense_path, sparse_path)``; fills ``sizes.sparse_onnx_bytes``.
         seed: seed of the measured input.
         name: label of the model (default: its spec, else its class name).
+        ort_spin: let ONNX Runtime's idle threads busy-wait (see :mod:`edgeprune.measure.latency`).
 
     Returns:
         A :class:`Profile`.
@@ -137,17 +139,17 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
         sizes = file_sizes(model, path, sparse_exporter)
         lat_onnx = lat_torch = None
         if latency and path is not None:
-            lat_onnx = ort_latency(path, args, kwargs, threads=threads, runs=runs, warmup=warmup)
+            lat_onnx = ort_latency(path, args, kwargs, threads=threads, runs=runs, warmup=warmup, spin=ort_spin)
         if latency and torch_latency_too:
             lat_torch = torch_latency(model, args, kwargs, threads=threads, runs=runs, warmup=warmup)
         mem = measure_memory(model, inputs, memory_method) if memory else None
     shapes = [list(t.shape) for t in list(args) + list(kwargs.values())]
     return Profile(name=name or spec_of(model) or type(model).__name__, input_shapes=shapes, batch_size=batch_size,
                    params=params, macs=macs, sizes=sizes, latency_onnx=lat_onnx, latency_torch=lat_torch,
-                   memory=mem, notes=notes, environment=environment(threads))
+                   memory=mem, notes=notes, environment=environment(threads, ort_spin))
 
 
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int, ort_spin: bool = False) -> dict[str, Any]:
     """Versions and machine facts that a latency figure depends on."""
     try:
         import onnxruntime as ort
@@ -156,4 +158,5 @@ def environment(threads: int) -> dict[str, Any]:
         ort_version = None
     return {"torch": torch.__version__, "onnxruntime": ort_version, "python": platform.python_version(),
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "threads": threads}
+            "cpu_count": os.cpu_count(), "threads": threads, "ort_spinning": ort_spin,
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
