@@ -1,0 +1,87 @@
+"""``edgeprune analyze MODEL [--data DATA]``: what can be pruned, in which coupled groups, and what not.
+
+Lists every prunable group (its units, what is coupled in it) and every group left whole with
+the reason. With the sensitivity scan of the strategies (when present) and ``--data``, it also
+draws how the score falls as each group is pruned.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from edgeprune.cli import app
+from edgeprune.cli._common import EXIT_CODES_HELP, exit_on_errors, parse_shape, print_json
+
+
+@app.command("analyze", epilog=EXIT_CODES_HELP)
+def analyze_command(
+    model: str = typer.Argument(..., help="built-in task, torchvision:NAME, timm:NAME, package.module:factory "
+                                          "or path/to/file.py:factory"),
+    data: Optional[str] = typer.Option(None, "--data", help="data spec (gives the example input, and the "
+                                       "sensitivity scan's score when available)"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="example input shape, e.g. 1,3,224,224"),
+    seed: int = typer.Option(0, "--seed", help="which pretrained weights of a built-in task"),
+    as_json: bool = typer.Option(False, "--json", help="print the analysis as JSON"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the analysis JSON to this file"),
+) -> None:
+    """Show a model's prunable groups (sizes, coupled layers) and the groups left whole, with reasons."""
+    with exit_on_errors(as_json):
+        shape = parse_shape(input_shape) if input_shape else None
+        result = analyze_model(model, data, input_shape=shape, seed=seed)
+    if out is not None:
+        import json
+
+        out.write_text(json.dumps(result, indent=1) + "\n")
+    if as_json:
+        print_json(result)
+    else:
+        _show(result)
+
+
+def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape: tuple[int, ...] | None = None,
+                  seed: int = 0) -> dict[str, Any]:
+    """The analysis of a model as plain data: groups, skipped groups with reasons, and totals.
+
+    Returns:
+        ``{"model", "input_shape", "groups": [{"name", "size", "unit", "partitions", "modules"}],
+        "skipped": {name: reason}, "prunable_units", "sensitivity"}``.
+    """
+    from edgeprune.graph import analyze
+    from edgeprune.run.inputs import resolve_inputs
+
+    inputs = resolve_inputs(model_spec, data_spec, seed=seed, input_shape=input_shape)
+    analysis = analyze(inputs.model, inputs.example)
+    groups = [{"name": g.name, "size": g.size, "unit": g.unit, "partitions": g.partitions,
+               "modules": list(g.modules)} for g in analysis.groups]
+    return {"model": model_spec, "input_shape": list(inputs.example.shape), "groups": groups,
+            "skipped": {str(k): str(v) for k, v in analysis.skipped.items()},
+            "prunable_units": sum(g["size"] for g in groups), "probe_rounds": analysis.probe_rounds,
+            "sensitivity": None}
+
+
+def _show(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{result['model']}: {len(result['groups'])} prunable groups, "
+                        f"{result['prunable_units']} units (input {result['input_shape']})")
+    for name, justify in (("group", "left"), ("units", "right"), ("unit size", "right"), ("partitions", "right"),
+                          ("coupled layers", "left")):
+        table.add_column(name, justify=justify)
+    for g in result["groups"]:
+        mods = ", ".join(g["modules"][:4]) + (f" (+{len(g['modules']) - 4})" if len(g["modules"]) > 4 else "")
+        table.add_row(g["name"], str(g["size"]), str(g["unit"]), str(g["partitions"]), mods)
+    console.print(table)
+    if result["skipped"]:
+        skipped = Table(title="left whole")
+        skipped.add_column("group")
+        skipped.add_column("reason")
+        for name, reason in result["skipped"].items():
+            skipped.add_row(name, reason)
+        console.print(skipped)
+    if result["sensitivity"] is None:
+        console.print("[dim]sensitivity curves: not available in this version (they come with the "
+                      "sensitivity strategy)[/]")

@@ -1,0 +1,44 @@
+"""``edgeprune demo``: the whole pipeline on the built-in MNIST CNN, in a few minutes on two cores.
+
+Trains the ``mnist`` task's CNN once (cached afterwards), prunes it to about half the measured
+latency within one point of accuracy, fine-tunes, exports and reports into ``runs/demo``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeprune.cli import app
+from edgeprune.cli._common import EXIT_CODES_HELP, exit_on_errors, print_json
+
+# Until latency targets are wired (edgeprune.targets), the demo asks for a MAC fraction that
+# measured about 2x lower ONNX Runtime latency for this CNN at 2 threads; the report says so.
+DEMO_TARGET = "macs=0.3"
+DEMO_NOTE = ("demo: the target is macs=0.3 because latency targets (speedup=2x) are not wired in this version; "
+             "on two cores it measured about 2x lower ONNX Runtime latency. Compare the measured speed-up above.")
+DEMO_RECIPE = {"model": "mnist", "data": "mnist", "target": [DEMO_TARGET], "max_drop": 1.0, "kind": "channels",
+               "strategy": "uniform", "criterion": "l2", "epochs": 3, "lr": 2e-3, "seed": 0, "threads": 2,
+               "latency_runs": 100}
+
+
+@app.command("demo", epilog=EXIT_CODES_HELP)
+def demo_command(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="run directory (a previous demo run there "
+                             "is replaced)"),
+    epochs: int = typer.Option(DEMO_RECIPE["epochs"], "--epochs", help="fine-tuning epochs"),
+    as_json: bool = typer.Option(False, "--json", help="print the JSON summary on stdout"),
+) -> None:
+    """Train (or reuse) the MNIST CNN, prune it to ~2x lower latency within 1 point, export, report."""
+    from edgeprune.cli.prune import run_with_progress, show_outcome
+    from edgeprune.run.recipe import recipe_from_mapping
+
+    with exit_on_errors(as_json):
+        recipe = recipe_from_mapping({**DEMO_RECIPE, "epochs": epochs, "out": str(out)}, source="demo")
+        outcome = run_with_progress(recipe, force=True, notes=[DEMO_NOTE])
+    if as_json:
+        print_json(outcome.summary)
+    else:
+        show_outcome(outcome)
+        typer.echo(f"open {outcome.run_dir / 'report.html'} in a browser to read the report")
+    raise typer.Exit(int(outcome.exit_code))

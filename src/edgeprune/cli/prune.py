@@ -1,0 +1,114 @@
+"""``edgeprune prune MODEL --data DATA --target macs=0.5 --max-drop 1 --out RUN_DIR``: the whole way.
+
+Profile the model, choose a plan that meets the targets, fine-tune, profile again, export a
+checked ONNX file, save the pruned model and write the report, all into one run directory.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from edgeprune.cli import app
+from edgeprune.cli._common import EXIT_CODES_HELP, RichProgress, exit_on_errors, print_json, stderr_console
+
+TARGET_HELP = ("what to reach, repeatable: macs=0.5 (fraction) or macs=120M, params=0.5, size=4MB, "
+               "sparsity=0.9 (--kind weights), latency=8ms / speedup=2x (with hardware-aware pruning)")
+
+
+@app.command("prune", epilog=EXIT_CODES_HELP)
+def prune_command(
+    model: Optional[str] = typer.Argument(None, help="built-in task (mnist, mnist1d, digits: its pretrained "
+                                          "model), torchvision:NAME, timm:NAME, package.module:factory or "
+                                          "path/to/file.py:factory"),
+    data: Optional[str] = typer.Option(None, "--data", help="built-in task, image folder, or "
+                                       "package.module:function returning (train_loader, val_loader)"),
+    evaluate: Optional[str] = typer.Option(None, "--evaluate", help="package.module:function, f(model, loader) "
+                                           "-> percent (default: top-1 accuracy)"),
+    target: Optional[list[str]] = typer.Option(None, "--target", "-t", help=TARGET_HELP),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="accuracy points the run may lose (exit 3 beyond)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="the run directory to write"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="uniform, global, ... (default uniform)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="channels, weights or 2:4 (default channels)"),
+    criterion: Optional[str] = typer.Option(None, "--criterion", help="l2, l1, ... (default l2)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="fine-tuning epochs (default 1; 0: none)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="fine-tuning learning rate (default 1e-3)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of everything random (default 0)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="threads for latency measurement (default 2)"),
+    round_to: Optional[int] = typer.Option(None, "--round-to", help="keep channel counts at multiples of this"),
+    ignore: Optional[list[str]] = typer.Option(None, "--ignore", help="module name glob to keep whole (repeatable)"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch size of loaders edgeprune builds"),
+    input_shape: Optional[str] = typer.Option(None, "--input-shape", help="example input shape, e.g. 1,3,224,224"),
+    latency_runs: Optional[int] = typer.Option(None, "--latency-runs", help="timed runs per latency figure (default 50)"),
+    no_curve: bool = typer.Option(False, "--no-curve", help="do not evaluate search candidates (faster on big data)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="a YAML/TOML recipe; flags override it"),
+    force: bool = typer.Option(False, "--force", help="replace an existing complete run directory"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary (before/after) on stdout"),
+) -> None:
+    """Prune a trained model to a target, fine-tune it, export it and write a report."""
+    given: dict[str, Any] = {
+        "model": model, "data": data, "evaluate": evaluate, "target": target or None, "max_drop": max_drop,
+        "out": str(out) if out else None, "strategy": strategy, "kind": kind, "criterion": criterion,
+        "epochs": epochs, "lr": lr, "seed": seed, "threads": threads, "round_to": round_to,
+        "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
+        "latency_runs": latency_runs, "curve": False if no_curve else None,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    with exit_on_errors(as_json):
+        recipe = build_recipe(given, config)
+        outcome = run_with_progress(recipe, force=force)
+    if as_json:
+        print_json(outcome.summary)
+    else:
+        show_outcome(outcome)
+    raise typer.Exit(int(outcome.exit_code))
+
+
+def build_recipe(given: dict[str, Any], config: Path | None):
+    """The recipe from a config file (if any) with the flags the user gave on top."""
+    from edgeprune.run.recipe import load_recipe, recipe_from_mapping
+
+    if config is not None:
+        return load_recipe(config, overrides=given)
+    return recipe_from_mapping(given, source="command line")
+
+
+def run_with_progress(recipe, *, force: bool, notes: list[str] | None = None):
+    """Run the pipeline with progress bars on stderr."""
+    from edgeprune.run.pipeline import run_pipeline
+
+    with RichProgress() as progress:
+        return run_pipeline(recipe, force=force, progress=progress, notes=notes)
+
+
+def show_outcome(outcome) -> None:
+    """Print the before/after table, the checks and where the files are."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from edgeprune.report.render import ROWS, human
+
+    m = outcome.metrics
+    table = Table(title=f"{m['model']}: before / after")
+    for name, justify in (("figure", "left"), ("before", "right"), ("after", "right"), ("after/before", "right")):
+        table.add_column(name, justify=justify)
+    for key, label, unit, _ in ROWS:
+        b, a = m["before"].get(key), m["after"].get(key)
+        if b is None and a is None:
+            continue
+        change = f"{a - b:+.2f} pt" if unit == "%" and b is not None and a is not None else (
+            f"x{a / b:.3f}" if b and a is not None else "-")
+        table.add_row(label, human(b, unit), human(a, unit), change)
+    console = Console()
+    console.print(table)
+    for c in m["targets"]:
+        console.print(f"target {c['target']}: {'[green]met[/]' if c['met'] else '[red]missed[/]'}")
+    if m["guard"]:
+        g = m["guard"]
+        verdict = "[green]passed[/]" if g["passed"] else "[red]failed[/]" if g["passed"] is False else "not checked"
+        drop = f"{g['drop']:.2f}" if g["drop"] is not None else "?"
+        console.print(f"accuracy guard (max drop {g['max_drop']:g}): dropped {drop} points, {verdict}")
+    for note in m["notes"]:
+        console.print(f"[yellow]note[/]: {note}", highlight=False)
+    console.print(f"run directory: {outcome.run_dir}  report: {outcome.run_dir / 'report.html'}")
