@@ -60,7 +60,7 @@ class GradualPruner:
         >>> for _ in range(6):
         ...     x, y = torch.randn(16, 8), torch.randint(0, 2, (16,))
         ...     opt.zero_grad(); nn.functional.cross_entropy(model(x), y).backward(); opt.step()
-        ...     pruner.step()
+        ...     _ = pruner.step()
         >>> pruner.costs_["macs"] <= 0.5 * (8 * 32 + 32 * 32 + 32 * 2)
         True
     """

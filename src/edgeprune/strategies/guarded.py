@@ -50,13 +50,17 @@ class Guarded:
         scored = session.score(model)
         base = session.accuracy(model)
         trials: list[dict] = []
+        measured: dict[float, dict] = {}  # ratio -> the weights that were measured (BatchNorm recalibrated)
 
         def measure(r: float, plan: Plan) -> float:
             trial = apply_plan(copy.deepcopy(model), plan)
             if self.finetune_each:
                 session.recover(trial)
-            drop = base - session.accuracy(trial)
+            drop = base - session.measure(trial)
             trials.append({"ratio": r, "drop": drop, "removed_units": plan.removed_units})
+            if drop <= max_drop:
+                measured.clear()
+                measured[r] = trial.state_dict()
             return drop
 
         lo = 0.0
@@ -83,12 +87,14 @@ class Guarded:
         best.meta.update({"strategy": "guarded", "max_drop": max_drop, "ratio": lo,
                           "measured_drop": next((t["drop"] for t in trials if t["ratio"] == lo), 0.0)})
         apply_plan(model, best)
+        if lo in measured:
+            model.load_state_dict(measured[lo])  # exactly the weights that passed the guard
         kept_finetune = self._recover_within_guard(session, model, base, max_drop)
         return {"ratio": lo, "trials": trials, "base_accuracy": base, "finetune_kept": kept_finetune}
 
     def _recover_within_guard(self, session: Session, model: nn.Module, base: float, max_drop: float) -> bool | None:
-        if session.finetune is None:
-            return None
+        if session.finetune is None or self.finetune_each:
+            return None  # nothing to do, or the measured weights are already fine-tuned
         before = copy.deepcopy(model.state_dict())
         session.recover(model)
         if base - session.accuracy(model) > max_drop:

@@ -94,7 +94,7 @@ def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATI
             if n != last_n:
                 plan = make_plan([g], {g.name: lowest(scored.scores[g.name], n, g.partitions)}, scored.tensors)
                 trial = apply_plan(copy.deepcopy(model), plan)
-                last_acc, last_n = session.accuracy(trial), n
+                last_acc, last_n = session.measure(trial), n
             curve.ratios.append(float(r))
             curve.removed.append(n)
             curve.accuracy.append(float(last_acc))

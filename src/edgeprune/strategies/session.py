@@ -56,6 +56,7 @@ class Session:
     evaluate: Callable[[nn.Module], float] | None = None
     finetune: Any = None  # edgeprune.recover.Finetune
     max_drop: float | None = None
+    recalibrate: bool = True  # re-estimate BatchNorm statistics on ``data`` after each cut
     teacher: nn.Module | None = None
     meter: Meter = field(default_factory=Meter)
     skipped: dict[str, str] = field(default_factory=dict)  # from the first analysis: group -> why it was kept
@@ -114,8 +115,23 @@ class Session:
             raise ValueError("this strategy needs evaluate= (a function model -> accuracy in points)")
         return self.meter.evaluate(self.evaluate, model)
 
+    def recalibrate_bn(self, model: nn.Module) -> None:
+        """Re-estimate ``model``'s BatchNorm statistics on ``data`` (no-op without data or when disabled)."""
+        if not self.recalibrate or self.data is None:
+            return
+        from edgeprune.recover.batchnorm import recalibrate_bn
+
+        with self.meter.phase("recalibrate"):
+            self.meter.forward += recalibrate_bn(model, self.data, self.calibration_batches)
+
+    def measure(self, model: nn.Module) -> float:
+        """Accuracy of a freshly cut candidate: BatchNorm recalibrated first (see ``edgeprune.recover.batchnorm``)."""
+        self.recalibrate_bn(model)
+        return self.accuracy(model)
+
     def recover(self, model: nn.Module, max_steps: int | None = None) -> None:
-        """Fine-tune ``model`` in place with ``self.finetune`` (no-op without it)."""
+        """Recalibrate BatchNorm, then fine-tune ``model`` in place with ``self.finetune`` (if given)."""
+        self.recalibrate_bn(model)
         if self.finetune is None:
             return
         from edgeprune.recover.finetune import finetune
