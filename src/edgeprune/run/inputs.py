@@ -240,7 +240,7 @@ def _example_input(model: nn.Module, spec: str, val: Iterable | None,
             raise BadInputError(f"validation batches must be (inputs, targets) with tensor inputs, "
                                 f"got {type(inputs).__name__}")
         return inputs[:1].clone()
-    if spec in task_names():
+    if spec in task_names() and input_shape is None:
         from edgeprune.tasks import get_task
 
         return get_task(spec).example_input()
