@@ -28,8 +28,8 @@ def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     if name.startswith(("inception", "googlenet")):
         kwargs.update(aux_logits=False, init_weights=False)
         size = 80 if name.startswith("inception") else size
-    if name.startswith("maxvit"):
-        size = 224
+    if name.startswith(("maxvit", "swin")):
+        size = 224  # windowed attention pads small inputs up to the window: 224 is the realistic case
     torch.manual_seed(0)
     return torchvision.models.get_model(name, **kwargs).eval(), torch.randn(1, 3, size, size)
 

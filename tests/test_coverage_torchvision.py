@@ -13,7 +13,7 @@ from benchmarks import torchvision_coverage
 
 # One light model per family for the default run. The heavy members (alexnet, vgg, vit, maxvit,
 # wide_resnet, the large convnext/regnet/efficientnet variants) run under ``-m slow`` and in the benchmark.
-FAMILIES = ["convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "inception_v3", "mnasnet0_5",
+FAMILIES = ["convnext_tiny", "densenet121", "efficientnet_b0", "googlenet", "mnasnet0_5",
             "mobilenet_v2", "mobilenet_v3_small", "regnet_y_400mf", "resnet18", "resnext50_32x4d",
             "shufflenet_v2_x0_5", "squeezenet1_1", "swin_t"]
 ALL = torchvision.models.list_models(module=torchvision.models)
