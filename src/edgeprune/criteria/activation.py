@@ -52,8 +52,10 @@ class Activation:
             if stats is None or stats[self.stat].numel() < slot.offset + group.size:
                 continue
             by_role[slot.role][module] = stats[self.stat][slot.offset:slot.offset + group.size].float()
-        # per-unit layers (BatchNorm) come after the layer that produces the units: nearer the rectifier
-        chosen = by_role["channel"] or by_role["out"]
+        # per-unit layers (BatchNorm) come after the layer that produces the units: nearer the rectifier.
+        # A producer's own bias is a per-unit slot too; it does not make the producer a norm layer.
+        norms = {m: v for m, v in by_role["channel"].items() if m not in by_role["out"]}
+        chosen = norms or by_role["out"]
         if not chosen:
             raise KeyError(f"criterion 'activation' found no recorded activations for group {group.name!r}; "
                            f"collect them first (pass data= to edgeprune.prune, or see edgeprune.criteria.data)")
