@@ -44,32 +44,51 @@ def tradeoff(metrics: dict[str, Any], x: str) -> str:
     if before.get("accuracy") is None or before.get(x) is None or after.get(x) is None:
         return ""
     scale, unit = (1e6, "MMACs") if x == "macs" else (1.0, "ms, ONNX Runtime median")
+    max_drop = (metrics.get("guard") or {}).get("max_drop")
+    points: list[tuple[float, float, str, str, float]] = []  # x, accuracy, colour, label, size
+    if x == "macs":
+        for t in (metrics.get("search") or {}).get("trials", []):
+            if t.get("accuracy") is not None:
+                points.append((t["macs"] / scale, t["accuracy"], TRIAL, "candidates (not fine-tuned)", 5))
+    for src, key, color, label in ((before, "accuracy", ORIGINAL, "original"),
+                                   (after, "accuracy_before_finetune", PRUNED, "pruned, before fine-tuning"),
+                                   (after, "accuracy", TUNED, "pruned + fine-tuned" if metrics.get("finetune")
+                                    else "pruned (final)")):
+        if src.get(key) is not None:
+            points.append((src[x] / scale, src[key], color, label, 8))
+    # Zoom on what matters (original, final, guard); points far below are pinned to the bottom edge.
+    top = max(before["accuracy"], after.get("accuracy") or 0.0)
+    low = min(before["accuracy"] - (max_drop or 0.0), after.get("accuracy") or top)
+    span = max(top - low, 1.0)
+    y_min, y_max = max(0.0, low - 1.5 * span), min(100.0, top + 0.6 * span) if top < 100 else 100.5
     with matplotlib.rc_context(_STYLE):
         fig, ax = _figure(4.6, 3.2)
-        if x == "macs":
-            trials = [t for t in metrics.get("search", {}).get("trials", []) if t.get("accuracy") is not None]
-            if trials:
-                ax.plot([t["macs"] / scale for t in trials], [t["accuracy"] for t in trials], "o", color=TRIAL,
-                        markersize=5, label="candidates (not fine-tuned)", zorder=2)
-        pts = [(before, "accuracy", ORIGINAL, "original"),
-               (after, "accuracy_before_finetune", PRUNED, "pruned"),
-               (after, "accuracy", TUNED, "pruned + fine-tuned" if metrics.get("finetune") else "pruned (final)")]
-        for fig_src, key, color, label in pts:
-            if fig_src.get(key) is None:
-                continue
-            ax.plot([fig_src[x] / scale], [fig_src[key]], "o", color=color, markersize=8, label=label, zorder=3)
+        seen: set[str] = set()
+        below = 0
+        for px, py, color, label, size in points:
+            pinned = py < y_min
+            below += pinned and color == TRIAL
+            ax.plot([px], [y_min if pinned else py], "v" if pinned else "o", color=color, markersize=size,
+                    label=None if label in seen else label, zorder=2 if color == TRIAL else 3, clip_on=False)
+            seen.add(label)
+            if pinned and color != TRIAL:
+                ax.annotate(f"{py:.1f}%", (px, y_min), xytext=(6, 4), textcoords="offset points", fontsize=7,
+                            color=color)
         if after.get("accuracy_before_finetune") is not None and after.get("accuracy") is not None:
             ax.annotate("", xy=(after[x] / scale, after["accuracy"]),
-                        xytext=(after[x] / scale, after["accuracy_before_finetune"]),
-                        arrowprops={"arrowstyle": "->", "color": TUNED, "lw": 1})
-        max_drop = (metrics.get("guard") or {}).get("max_drop")
+                        xytext=(after[x] / scale, max(after["accuracy_before_finetune"], y_min)),
+                        arrowprops={"arrowstyle": "->", "color": TUNED, "lw": 1, "shrinkA": 4, "shrinkB": 5})
         if max_drop is not None:
-            ax.axhline(before["accuracy"] - max_drop, color="#dc2626", lw=0.8, ls="--", label=f"guard (-{max_drop:g})")
+            ax.axhline(before["accuracy"] - max_drop, color="#dc2626", lw=0.8, ls="--", label=f"guard (-{max_drop:g} pt)")
+        ax.set_ylim(y_min, y_max)
+        ax.set_xlim(left=0)
         ax.set_xlabel(f"{'MACs' if x == 'macs' else 'latency'} ({unit})")
         ax.set_ylabel(f"{metrics.get('metric') or 'accuracy'} (%)")
         ax.set_title("accuracy vs " + ("MACs" if x == "macs" else "latency"), loc="left")
-        ax.set_xlim(left=0)
-        ax.legend(loc="lower right", fontsize=8)
+        if below:
+            ax.text(0.99, 0.02, f"\u25bc {below} candidates below the axis", transform=ax.transAxes, ha="right",
+                    fontsize=7, color="#64748b")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7)
         return _svg(fig)
 
 
