@@ -121,7 +121,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
             tensor names, shapes or dtypes differ from the pruned model's.
 
     Example:
-        >>> m = load("/tmp/edgeprune-doc.edgeprune", model=nn.Linear(4, 2))
+        >>> path = save(nn.Linear(4, 2), "/tmp/edgeprune-doc-load.edgeprune")
+        >>> m = load(path, model=nn.Linear(4, 2))
         >>> m.weight.shape
         torch.Size([2, 4])
     """
