@@ -122,7 +122,14 @@ def load_model(spec: str) -> nn.Module:
 
 
 def spec_of(model: nn.Module) -> str | None:
-    """The spec :func:`load_model` built ``model`` from, or ``None`` for a model built otherwise."""
+    """The spec :func:`load_model` built ``model`` from.
+
+    Args:
+        model: any model (copies made with ``copy.deepcopy`` keep the spec).
+
+    Returns:
+        The spec string, or ``None`` for a model built otherwise.
+    """
     return getattr(model, _SPEC_ATTR, None)
 
 
@@ -194,7 +201,14 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[torch.Tensor, ...
 
 
 def flat_inputs(example_inputs: ExampleInputs) -> list[torch.Tensor]:
-    """The input tensors in call order: positional ones, then keyword ones in dict order."""
+    """The input tensors in call order.
+
+    Args:
+        example_inputs: a tensor, tuple or dict of tensors.
+
+    Returns:
+        Positional tensors, then keyword tensors in dict order.
+    """
     args, kwargs = split_inputs(example_inputs)
     return list(args) + list(kwargs.values())
 

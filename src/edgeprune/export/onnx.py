@@ -180,7 +180,19 @@ def run_session(session, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch
 
 
 def onnx_feeds(session, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """The ``{graph input name: array}`` feed for ``run_session`` (see there for the matching rule)."""
+    """The feed for ``session.run`` (see :func:`run_session` for the matching rule).
+
+    Args:
+        session: an ``onnxruntime.InferenceSession``.
+        args: positional input tensors.
+        kwargs: keyword input tensors.
+
+    Returns:
+        ``{graph input name: numpy array}``.
+
+    Raises:
+        ExportError: the graph has a different number of inputs than the model was given.
+    """
     names = [i.name for i in session.get_inputs()]
     if kwargs and not args and set(names) <= set(kwargs):
         return {n: _to_numpy(kwargs[n]) for n in names}

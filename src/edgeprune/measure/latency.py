@@ -87,7 +87,18 @@ def time_calls(call: Callable[[], object], *, runs: int, warmup: int) -> list[fl
 
 
 def summarize(samples_ms: list[float], *, runtime: str, warmup: int, threads: int, batch_size: int) -> LatencyStats:
-    """Summarise timed runs as :class:`LatencyStats` (median, p95, mean, min)."""
+    """Summarise timed runs.
+
+    Args:
+        samples_ms: the timed runs in milliseconds.
+        runtime: ``"onnxruntime"`` or ``"torch"``.
+        warmup: untimed runs that preceded them.
+        threads: intra-op threads used.
+        batch_size: batch size of the input.
+
+    Returns:
+        :class:`LatencyStats` (median, p95 by linear interpolation, mean, min, the samples).
+    """
     arr = np.asarray(samples_ms, dtype=np.float64)
     return LatencyStats(runtime=runtime, median_ms=float(np.median(arr)), p95_ms=float(np.percentile(arr, 95)),
                         mean_ms=float(arr.mean()), min_ms=float(arr.min()), runs=len(samples_ms),

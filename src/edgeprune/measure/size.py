@@ -61,7 +61,14 @@ def state_dict_bytes(model: nn.Module) -> int:
 
 
 def zip_bytes(path: str | os.PathLike) -> int:
-    """Size of ``path`` compressed alone in a zip archive (DEFLATE, level 9)."""
+    """Size of a file compressed alone in a zip archive.
+
+    Args:
+        path: the file.
+
+    Returns:
+        Bytes of the archive (DEFLATE, level 9, archive overhead included).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         archive = Path(tmp) / "file.zip"
         with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
