@@ -52,7 +52,7 @@ class BenchConfig:
     lr: float = 1e-3                 # dense training
     retrain_lr: float = 3e-3         # retraining, both methods (best for the baseline of 1e-3 and 3e-3)
     batch: int = 64
-    targets: tuple[int, ...] = (20, 30, 50, 100)
+    targets: tuple[int, ...] = (20, 50, 100)
     oneshot: tuple[float, ...] = (0.90, 0.95, 0.98)
     threads: int = 1  # two threads on two busy cores ran 10x slower for this small model
 
@@ -180,12 +180,12 @@ def run(cfg: BenchConfig, out_dir: Path) -> dict:
                   f"ours {o['acc']:.2f}% ({o['compression']:.1f}x)   ({time.perf_counter() - start:.0f} s)",
                   flush=True)
         records.append(rec)
-    summary = summarize(records, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps({"config": asdict(cfg), "records": records,
-                                                      "seconds": time.perf_counter() - start},
-                                                     indent=1, default=str))
-    (out_dir / "results.md").write_text(summary)
+        summary = summarize(records, cfg)  # written after every seed, so a cut-short run keeps its results
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.json").write_text(json.dumps({"config": asdict(cfg), "records": records,
+                                                          "seconds": time.perf_counter() - start},
+                                                         indent=1, default=str))
+        (out_dir / "results.md").write_text(summary)
     print()
     print(summary)
     return {"records": records, "summary": summary}

@@ -77,6 +77,8 @@ def _named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     # Parameters by their plain name ("fc.weight"), masked ones included, with their current values.
     out = []
     for module_name, module in model.named_modules():
+        if ".parametrizations." in f".{module_name}.":  # a mask's internals, named via their owner
+            continue
         names = [n for n, _ in module.named_parameters(recurse=False)]
         if hasattr(module, "parametrizations"):
             names += list(module.parametrizations.keys())
