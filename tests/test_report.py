@@ -28,7 +28,7 @@ def metrics(**overrides):
         "search": {"ratio": 0.3, "method": "bisection on the uniform ratio",
                    "trials": [{"ratio": r, "macs": 29e6 * (1 - r) ** 2, "params": 0, "size": 0, "met": r >= 0.3,
                                "accuracy": 98.7 - 150 * r * r} for r in (0.1, 0.2, 0.3, 0.6, 0.95)]},
-        "finetune": {"epochs": 2, "losses": [0.4, 0.1], "seconds": 3.0, "lr": 1e-3},
+        "finetune": {"epochs": 2, "steps": 46, "seconds": 3.0, "lr": 1e-3, "distill": True},
         "layers": [{"layer": "features.0.0", "type": "Conv2d", "units_before": 32, "units_after": 22,
                     "kept_units": 22 / 32, "weights_before": 288, "weights_after": 198, "kept_weights": 198 / 288},
                    {"layer": "classifier", "type": "Linear", "units_before": 10, "units_after": 10,
@@ -59,14 +59,14 @@ def test_report_is_one_self_contained_file_with_inline_svg_plots():
     assert "script" not in tags and "link" not in tags and "img" not in tags and "iframe" not in tags
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", page)
     assert "@import" not in page and not re.search(r"url\((?!#)", page)  # only in-page SVG references
-    assert tags.count("svg") == 4  # accuracy vs MACs, vs latency, kept per layer, fine-tuning loss
+    assert tags.count("svg") == 3  # accuracy vs MACs, accuracy vs latency, kept per layer
     assert page.count("<style>") == 1 and ".cards" in page  # the package's CSS, inline
     assert "$" not in re.sub(r"<svg.*?</svg>", "", page, flags=re.S)  # every placeholder filled
 
 
 def test_report_shows_the_figures_checks_and_escapes_text():
     page = render_report(metrics())
-    for text in ("98.70 %", "98.10 %", "2.03x", "macs=0.5", "features.0.0", "22", "feeds a model output",
+    for text in ("with distillation", "98.70 %", "98.10 %", "2.03x", "macs=0.5", "features.0.0", "22", "feeds a model output",
                  "targets met", "40.00 %"):
         assert text in page, text
     assert "a &lt;note&gt; to escape" in page and "a <note>" not in page
@@ -88,7 +88,7 @@ def test_sensitivity_curves_are_drawn_when_present():
     curves = {"metric": "top-1 accuracy", "curves": {"features.0.0": [[0.0, 98.7], [0.5, 97.0], [0.9, 60.0]],
                                                      "features.3.0": [[0.0, 98.7], [0.5, 98.5], [0.9, 90.0]]}}
     page = render_report(metrics(sensitivity=curves))
-    assert "Sensitivity" in page and page.count("<svg") == 5
+    assert "Sensitivity" in page and page.count("<svg") == 4
 
 
 def test_write_report_reads_metrics_and_refuses_other_json(tmp_path):

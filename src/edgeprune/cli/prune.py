@@ -29,11 +29,14 @@ def prune_command(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help=TARGET_HELP),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="accuracy points the run may lose (exit 3 beyond)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="the run directory to write"),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="uniform, global, ... (default uniform)"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="uniform, global, sensitivity, iterative or "
+                                           "guarded (default uniform)"),
     kind: Optional[str] = typer.Option(None, "--kind", help="channels, weights or 2:4 (default channels)"),
-    criterion: Optional[str] = typer.Option(None, "--criterion", help="l2, l1, ... (default l2)"),
+    criterion: Optional[str] = typer.Option(None, "--criterion", help="l2, l1, taylor, fisher, bn, ... (default l2)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="fine-tuning epochs (default 1; 0: none)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="fine-tuning learning rate (default 1e-3)"),
+    distill: Optional[bool] = typer.Option(None, "--distill/--no-distill", help="distil from the original model "
+                                           "while fine-tuning"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed of everything random (default 0)"),
     threads: Optional[int] = typer.Option(None, "--threads", help="threads for latency measurement (default 2)"),
     round_to: Optional[int] = typer.Option(None, "--round-to", help="keep channel counts at multiples of this"),
@@ -50,7 +53,7 @@ def prune_command(
     given: dict[str, Any] = {
         "model": model, "data": data, "evaluate": evaluate, "target": target or None, "max_drop": max_drop,
         "out": str(out) if out else None, "strategy": strategy, "kind": kind, "criterion": criterion,
-        "epochs": epochs, "lr": lr, "seed": seed, "threads": threads, "round_to": round_to,
+        "epochs": epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
         "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
         "latency_runs": latency_runs, "curve": False if no_curve else None,
     }
@@ -107,8 +110,8 @@ def show_outcome(outcome) -> None:
     if m["guard"]:
         g = m["guard"]
         verdict = "[green]passed[/]" if g["passed"] else "[red]failed[/]" if g["passed"] is False else "not checked"
-        drop = f"{g['drop']:.2f}" if g["drop"] is not None else "?"
-        console.print(f"accuracy guard (max drop {g['max_drop']:g}): dropped {drop} points, {verdict}")
+        change = f"{-g['drop']:+.2f}" if g["drop"] is not None else "?"
+        console.print(f"accuracy guard (at most -{g['max_drop']:g} points): changed {change} points, {verdict}")
     for note in m["notes"]:
         console.print(f"[yellow]note[/]: {note}", highlight=False)
     console.print(f"run directory: {outcome.run_dir}  report: {outcome.run_dir / 'report.html'}")

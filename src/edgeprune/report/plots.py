@@ -144,20 +144,3 @@ def sensitivity(metrics: dict[str, Any]) -> str:
         ax.set_title("sensitivity per group", loc="left")
         ax.legend(fontsize=7, ncol=2, loc="lower left")
         return _svg(fig)
-
-
-def finetune_loss(metrics: dict[str, Any]) -> str:
-    """Mean training loss per fine-tuning epoch."""
-    import matplotlib
-
-    ft = metrics.get("finetune") or {}
-    losses = ft.get("losses") or []
-    if len(losses) < 2:
-        return ""
-    with matplotlib.rc_context(_STYLE):
-        fig, ax = _figure(4.6, 2.4)
-        ax.plot(range(1, len(losses) + 1), losses, marker="o", color=TUNED)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("mean training loss")
-        ax.set_title("fine-tuning", loc="left")
-        return _svg(fig)

@@ -59,7 +59,6 @@ def render_report(metrics: dict[str, Any]) -> str:
         skipped=_skipped(metrics.get("skipped") or {}),
         sensitivity=_section("Sensitivity", plots.sensitivity(metrics),
                              "The score with only one group pruned, for each group: flat curves are safe to prune."),
-        finetune=_section("Fine-tuning", plots.finetune_loss(metrics), ""),
         recipe=_kv_table("Recipe", {k: v for k, v in recipe.items() if v not in (None, (), [])}),
         timings=_kv_table("Time per step (s)", metrics.get("timings") or {}),
         environment=_environment(metrics),
@@ -179,12 +178,12 @@ def _check_row(name: str, meaning: str, limit: str, reached: str, passed: bool |
 
 
 def _tradeoff_caption(m: dict[str, Any]) -> str:
-    search = m.get("search") or {}
-    text = (f"Grey points are the candidate plans the search priced ({search.get('method', '')}), evaluated "
-            "without fine-tuning; the chosen plan is the least pruning that meets every target. ")
+    text = ("Grey points are one-shot cuts at fixed ratios with the run's allocation, not fine-tuned: they show "
+            "how fast accuracy falls as MACs go. ")
     if m.get("finetune"):
         ft = m["finetune"]
-        text += f"The arrow is fine-tuning: {ft['epochs']} epoch(s) at learning rate {ft['lr']:g}."
+        text += (f"The arrow is recovery: {ft['epochs']:g} epoch(s) of fine-tuning at learning rate {ft['lr']:g}"
+                 + (" with distillation from the original model." if ft.get("distill") else "."))
     return text
 
 

@@ -116,9 +116,9 @@ class _Pipeline:
     def run(self) -> dict[str, Any]:
         from edgeprune.export.saving import save
         from edgeprune.measure.profile import profile
-        from edgeprune.run.finetune import fine_tune
+        from edgeprune.run.finetune import FinetuneReport, fine_tune
         from edgeprune.run.inputs import resolve_inputs
-        from edgeprune.run.search import choose_plan
+        from edgeprune.run.search import CURVE_RATIOS, choose_plan
 
         r = self.recipe
         log.info("recipe: %s", json.dumps(r.to_dict()))
@@ -141,21 +141,33 @@ class _Pipeline:
                              name=r.model)
             s["note"] = _lat(before)
 
-        with self.step("choose plan", total=None if r.is_sparse else 10) as s:
-            outcome = choose_plan(inputs.model, inputs.example, r, evaluate=inputs.evaluate,
-                                  on_trial=lambda t: self.progress.advance(1, f"ratio {t.ratio:.3f}"))
-            s["note"] = f"{outcome.method}: ratio {outcome.ratio:.3f}"
+        ft_config = None
+        if inputs.train is not None and r.epochs > 0:
+            from edgeprune.run.finetune import finetune_config
+
+            ft_config = finetune_config(inputs.train, epochs=r.epochs, lr=r.lr, seed=r.seed, distill=r.distill)
+        curve_points = 0 if r.is_sparse or not r.curve or inputs.evaluate is None else len(CURVE_RATIOS)
+        with self.step("choose plan", total=curve_points or None) as s:
+            outcome = choose_plan(inputs.model, inputs.example, r, evaluate=inputs.evaluate, train=inputs.train,
+                                  finetune=ft_config,
+                                  on_trial=lambda t: self.progress.advance(1, f"curve: ratio {t.ratio:.2f}"))
+            s["note"] = outcome.method
         pruned = outcome.result.model
-        acc_pruned = inputs.evaluate(pruned) if inputs.evaluate is not None else None
+        acc_pruned = None
+        if inputs.evaluate is not None and not outcome.finetuned:
+            acc_pruned = inputs.evaluate(pruned)
 
         ft = None
-        with self.step("fine-tune", total=r.epochs if inputs.train is not None else None) as s:
-            if inputs.train is not None and r.epochs > 0:
-                ft = fine_tune(pruned, inputs.train, epochs=r.epochs, lr=r.lr, seed=r.seed,
-                               on_epoch=lambda e, loss: self.progress.advance(1, f"loss {loss:.4f}"))
-                s["note"] = f"{ft.epochs} epochs, last loss {ft.losses[-1]:.4f}" if ft.losses else ""
+        with self.step("fine-tune") as s:
+            if outcome.finetuned:
+                s["note"] = "done by the iterative strategy between its steps"
+                ft = FinetuneReport(float(r.epochs), 0, 0.0, r.distill)
+            elif ft_config is not None:
+                ft = fine_tune(pruned, ft_config, teacher=inputs.model)
+                s["note"] = f"{ft.epochs:g} epochs, {ft.steps} steps" + (", distilled" if ft.distill else "")
             elif r.epochs > 0:
-                self.notes.append("not fine-tuned: the data gives no training loader")
+                self.notes.append("not fine-tuned: the data gives no training loader" if inputs.evaluate
+                                  else "not fine-tuned: no --data")
         acc_after = None
         with self.step("evaluate pruned") as s:
             if inputs.evaluate is not None:
@@ -195,8 +207,8 @@ class _Pipeline:
         final = figures(outcome.result.model, inputs.example)
         checks = []
         for t in r.targets:
-            if t.metric == "sparsity":
-                reached = float(after.params.sparsity)
+            if t.metric == "sparsity":  # of the tensors pruned (protected layers and biases stay dense)
+                reached = float(outcome.ratio)
                 limit, met = t.value, reached >= t.value - 0.01
             elif t.metric in ("latency", "speedup"):
                 lat_b, lat_a = b["latency_ms"], a["latency_ms"]
@@ -234,11 +246,11 @@ class _Pipeline:
             "before": b, "after": a, "ratios": ratios(b, a),
             "targets": checks, "guard": guard,
             "search": outcome.to_dict(),
-            "finetune": None if ft is None else {"epochs": ft.epochs, "losses": ft.losses, "seconds": ft.seconds,
-                                                 "lr": r.lr},
+            "finetune": None if ft is None else {"epochs": ft.epochs, "steps": ft.steps, "seconds": ft.seconds,
+                                                 "lr": r.lr, "distill": ft.distill},
             "layers": layer_table(inputs.model, outcome.result.model),
             "skipped": dict(outcome.result.skipped),
-            "sensitivity": outcome.result.stats.get("sensitivity"),
+            "sensitivity": outcome.sensitivity,
             "profiles": {"before": before.to_dict(), "after": after.to_dict()},
             "timings": dict(self.timings),
             "notes": list(self.notes),

@@ -52,6 +52,7 @@ class RunRecipe:
         ignore: module name globs whose outputs keep every unit.
         epochs: fine-tuning epochs after pruning (0: none).
         lr: fine-tuning peak learning rate.
+        distill: fine-tune against the unpruned model's outputs too (knowledge distillation).
         batch_size: batch size of data loaders a data spec builds (``None``: its default).
         seed: seeds pruning choices, fine-tuning and the built-in model's weights.
         threads: intra-op threads for latency measurements (and latency targets).
@@ -74,6 +75,7 @@ class RunRecipe:
     ignore: tuple[str, ...] = ()
     epochs: int = 1
     lr: float = 1e-3
+    distill: bool = False
     batch_size: int | None = None
     seed: int = 0
     threads: int = 2
@@ -175,7 +177,7 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         RecipeError: naming the field.
     """
     from edgeprune.criteria import CRITERIA
-    from edgeprune.strategies import STRATEGIES
+    from edgeprune.strategies import PRESETS as STRATEGIES
 
     def bad(name: str, why: str) -> RecipeError:
         return RecipeError(f"{source}: field {name!r} {why}")

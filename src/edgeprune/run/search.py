@@ -1,9 +1,7 @@
-"""Choose the plan of a run: the least pruning whose model meets every target.
-
-Channel pruning searches the pruning ratio by bisection: each candidate is pruned with the run's
-strategy and criterion, priced (MACs, parameters, weight bytes), and kept when it meets every
-target; the smallest ratio that does wins, since less pruning keeps more accuracy. Each candidate
-is optionally evaluated without fine-tuning, which draws the accuracy/MACs curve in the report.
+"""Choose the plan of a run: the run's targets become an ``edgeprune.budget.Budget`` and
+``edgeprune.prune`` with the run's strategy finds the plan (one-shot strategies fit the least
+pruning that meets every target; ``sensitivity`` scans each group; ``guarded`` also keeps the
+accuracy drop within ``max_drop``; ``iterative`` prunes in steps and fine-tunes between them).
 
 Weight pruning (unstructured or N:M) has nothing to search: the sparsity is the target.
 
@@ -12,7 +10,7 @@ Latency targets (``latency=8ms``, ``speedup=2x``) need a latency model from
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,8 +22,9 @@ from edgeprune.run.errors import BadInputError, BudgetNotMetError
 from edgeprune.run.recipe import RunRecipe
 from edgeprune.run.targets import LATENCY_METRICS, Target
 
-MAX_RATIO = 0.95  # channel pruning keeps at least 5% of each group's units
-BISECTION_STEPS = 9  # ratio resolution 0.95 / 2**9 ~ 0.002
+BUDGET_NAMES = {"macs": "macs", "params": "params", "size": "bytes", "latency": "latency_ms", "speedup": "speedup"}
+CURVE_RATIOS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)
+STRATEGIES_THAT_EVALUATE = ("sensitivity", "guarded", "iterative")
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Figures:
 
 @dataclass
 class Trial:
-    """One candidate plan the search priced (and evaluated when asked)."""
+    """One point of the accuracy/cost curve: a one-shot cut at ``ratio``, not fine-tuned."""
 
     ratio: float
     macs: float
@@ -60,9 +59,13 @@ class SearchOutcome:
     ratio: float
     method: str
     trials: list[Trial] = field(default_factory=list)
+    finetuned: bool = False  # the strategy fine-tuned already (iterative)
+    sensitivity: dict | None = None  # the sensitivity strategy's curves, in the report's form
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "method": self.method, "trials": [asdict(t) for t in self.trials]}
+        ratio = None if self.ratio != self.ratio else self.ratio  # NaN (no single ratio) -> null
+        return {"ratio": ratio, "method": self.method, "trials": [asdict(t) for t in self.trials],
+                "stats": {k: v for k, v in self.result.stats.items() if k != "details"}}
 
 
 def figures(model: nn.Module, example: torch.Tensor) -> Figures:
@@ -89,26 +92,45 @@ def latency_model(threads: int) -> Any:
     return latency_cost_model(threads=threads)
 
 
+def budget_for(recipe: RunRecipe, targets: list[Target]) -> Any:
+    """The ``edgeprune.budget.Budget`` of a channel-pruning run.
+
+    ``max_drop`` goes into the budget only for the ``guarded`` strategy, which searches with it;
+    otherwise the run checks the guard after fine-tuning (see the pipeline).
+    """
+    from edgeprune.budget import Budget
+
+    values = {BUDGET_NAMES[t.metric]: t.value for t in targets}
+    latency = latency_model(recipe.threads) if any(t.metric in LATENCY_METRICS for t in targets) else None
+    return Budget(**values, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
+                  latency_model=latency)
+
+
 def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
-                evaluate: Callable[[nn.Module], float] | None = None,
-                on_trial: Callable[[Trial], None] | None = None) -> SearchOutcome:
-    """Prune ``model`` (a copy) as little as the recipe's targets allow.
+                evaluate: Callable[[nn.Module], float] | None = None, train: Iterable | None = None,
+                finetune: Any = None, on_trial: Callable[[Trial], None] | None = None) -> SearchOutcome:
+    """Prune ``model`` (a copy) to the recipe's targets with its strategy.
 
     Args:
         model: the original model (not changed).
         example: its example input.
         recipe: kind, strategy, criterion, round_to, ignore, seed and targets.
-        evaluate: ``evaluate(model) -> percent``; with ``recipe.curve`` each candidate is evaluated.
-        on_trial: called after each candidate (progress).
+        evaluate: ``evaluate(model) -> percent``; strategies that measure accuracy use it, and with
+            ``recipe.curve`` a few one-shot cuts are evaluated to draw accuracy against MACs.
+        train: batches for data-driven criteria (``taylor``, ``fisher``, ``activation``, ``apoz``).
+        finetune: an ``edgeprune.recover.Finetune`` for the ``iterative`` strategy, which
+            fine-tunes between its steps (the outcome then says ``finetuned``).
+        on_trial: called after each curve point (progress).
 
     Returns:
         The :class:`SearchOutcome`.
 
     Raises:
-        BudgetNotMetError: even the most pruning the strategy allows misses a target.
+        BudgetNotMetError: the strategy cannot meet the targets (or the guard, for ``guarded``).
         BadInputError: a latency target without hardware-aware pruning.
     """
     from edgeprune.api import prune
+    from edgeprune.budget import BudgetError
 
     targets = recipe.targets
     if recipe.is_sparse:
@@ -118,45 +140,51 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         pattern = "unstructured" if recipe.kind == "weights" else recipe.kind
         result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed)
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
-    if any(t.metric in LATENCY_METRICS for t in targets):
-        latency_model(recipe.threads)  # raises until edgeprune.targets lands
-    original = figures(model, example)
-    trials: dict[float, tuple[Trial, PruneResult]] = {}
-
-    def attempt(ratio: float) -> tuple[Trial, PruneResult]:
-        if ratio not in trials:
-            result = prune(model, example, ratio, kind="channels", criterion=recipe.criterion,
-                           strategy=recipe.strategy, ignore=recipe.ignore, round_to=recipe.round_to, seed=recipe.seed)
-            got = figures(result.model, example)
-            met = all(got.get(t.metric) <= t.limit(original.get(t.metric)) * (1 + 1e-9) for t in targets)
-            acc = evaluate(result.model) if evaluate is not None and recipe.curve else None
-            trial = Trial(ratio, got.macs, got.params, got.size, met, acc)
-            trials[ratio] = (trial, result)
-            if on_trial is not None:
-                on_trial(trial)
-        return trials[ratio]
-
-    top, _ = attempt(MAX_RATIO)
-    if not top.met:
-        raise BudgetNotMetError(_not_met(targets, original, top, recipe))
-    lo, hi = 0.0, MAX_RATIO
-    for _ in range(BISECTION_STEPS):
-        mid = round((lo + hi) / 2, 6)
-        if attempt(mid)[0].met:
-            hi = mid
-        else:
-            lo = mid
-    _, best = trials[hi]
-    ordered = [t for t, _ in sorted(trials.values(), key=lambda tr: tr[0].ratio)]
-    return SearchOutcome(best, hi, f"bisection on the {recipe.strategy} ratio", ordered)
+    budget = budget_for(recipe, targets)
+    iterative = recipe.strategy == "iterative" and finetune is not None
+    try:
+        result = prune(model, example, budget=budget, kind="channels", criterion=recipe.criterion,
+                       strategy=recipe.strategy, ignore=recipe.ignore, round_to=recipe.round_to, seed=recipe.seed,
+                       data=train, finetune=finetune if iterative else None,
+                       evaluate=evaluate if recipe.strategy in STRATEGIES_THAT_EVALUATE else None)
+    except BudgetError as exc:
+        raise BudgetNotMetError(f"{exc} (strategy {recipe.strategy!r}, targets {', '.join(recipe.target)})") from None
+    details = result.stats.get("details", {})
+    ratio = details.get("ratio")
+    trials = curve(model, example, recipe, evaluate, on_trial) if recipe.curve and evaluate is not None else []
+    outcome = SearchOutcome(result, float(ratio) if ratio is not None else float("nan"),
+                            f"{recipe.strategy} strategy, budget {budget.describe()}", trials)
+    outcome.finetuned = iterative
+    outcome.sensitivity = _sensitivity(details.get("curves"))
+    return outcome
 
 
-def _not_met(targets: list[Target], original: Figures, reached: Trial, recipe: RunRecipe) -> str:
-    parts = []
-    for t in targets:
-        got, limit = getattr(reached, t.metric), t.limit(original.get(t.metric))
-        if got > limit:
-            parts.append(f"{t.text}: needs <= {limit:,.0f}, the most pruning reaches {got:,.0f} "
-                         f"({got / original.get(t.metric):.2f}x of {original.get(t.metric):,.0f})")
-    return (f"the targets cannot be met with --strategy {recipe.strategy} at ratio {MAX_RATIO} "
-            f"(groups edgeprune cannot prune keep their size): " + "; ".join(parts))
+def curve(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, evaluate: Callable[[nn.Module], float],
+          on_trial: Callable[[Trial], None] | None = None) -> list[Trial]:
+    """Accuracy (not fine-tuned) and cost of one-shot cuts at :data:`CURVE_RATIOS`, for the report.
+
+    The allocation is the run's strategy when it is one-shot (``uniform``, ``global``), else ``uniform``.
+    """
+    from edgeprune.api import prune
+
+    allocation = recipe.strategy if recipe.strategy in ("uniform", "global") else "uniform"
+    trials = []
+    for ratio in CURVE_RATIOS:
+        result = prune(model, example, ratio, kind="channels", criterion=recipe.criterion, strategy=allocation,
+                       ignore=recipe.ignore, round_to=recipe.round_to, seed=recipe.seed)
+        got = figures(result.model, example)
+        trial = Trial(ratio, got.macs, got.params, got.size, True, evaluate(result.model))
+        trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
+    return trials
+
+
+def _sensitivity(curves: dict | None) -> dict | None:
+    """The strategy's sensitivity curves in the report's form: ``{"metric", "curves": {group: [[ratio, acc]]}}``."""
+    if not curves:
+        return None
+    groups = curves.get("groups", {})
+    return {"metric": "accuracy", "base": curves.get("base_accuracy"),
+            "curves": {name: [[0.0, curves.get("base_accuracy")]] + [list(p) for p in zip(c["ratios"], c["accuracy"])]
+                       for name, c in groups.items()}}

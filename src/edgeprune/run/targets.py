@@ -53,7 +53,7 @@ class Target:
         names = {"macs": "MACs", "params": "parameters", "size": "weight bytes", "sparsity": "sparsity",
                  "latency": "latency", "speedup": "speedup"}
         if self.metric == "sparsity":
-            return f"sparsity {self.value:g}"
+            return f"sparsity of the pruned weight tensors >= {self.value:g}"
         if self.metric == "speedup":
             return f"measured latency <= original / {self.value:g}"
         if self.relative:

@@ -1,0 +1,61 @@
+"""``edgeprune prune --kind weights`` and ``--kind 2:4`` end to end, and ``edgeprune analyze``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from edgeprune.cli import _register_commands, app
+
+_register_commands()
+QUICK = ["--data", "digits", "--epochs", "1", "--latency-runs", "3", "--threads", "1"]
+
+
+def invoke(args: list[str]):
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("kind, target, sparsity", [("weights", ["--target", "sparsity=0.8"], 0.8),
+                                                    ("2:4", [], 0.5)])
+def test_sparse_kinds_write_a_checked_sparse_onnx_file(tmp_path, kind, target, sparsity):
+    out = tmp_path / "run"
+    result = invoke(["prune", "digits", "--kind", kind, *target, *QUICK, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    before, after = summary["before"], summary["after"]
+    assert after["macs"] == before["macs"]  # masks do not shrink tensors
+    assert after["params"] < before["params"]
+    assert after["onnx_bytes"] < before["onnx_bytes"]  # the sparse file is what shrinks
+    dense, sparse = out / "model.onnx", out / "model.sparse.onnx"
+    assert sparse.stat().st_size < dense.stat().st_size
+    x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    outputs = []
+    for path in (dense, sparse):
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x})[0])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert any("dense kernels" in n for n in metrics["notes"])
+    assert metrics["search"]["ratio"] == pytest.approx(sparsity, abs=0.01)  # of the pruned tensors
+    pruned_layers = [row for row in metrics["layers"] if row["kept_weights"] < 1]
+    assert pruned_layers and all(row["kept_weights"] == pytest.approx(1 - sparsity, abs=0.02) for row in pruned_layers)
+    from edgeprune.run.reload import load_run_model
+
+    model, _ = load_run_model(out)  # the saved masked model reloads with its zeros
+    with torch.no_grad():
+        np.testing.assert_allclose(model(torch.from_numpy(x)).numpy(), outputs[0], rtol=1e-4, atol=1e-5)
+
+
+def test_analyze_lists_groups_and_what_was_left_whole(tmp_path):
+    result = invoke(["analyze", "digits", "--json", "--out", str(tmp_path / "a.json")])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(result.stdout)
+    assert {g["name"]: g["size"] for g in analysis["groups"]} == {"fc1": 128, "fc2": 64}
+    assert "fc3" in analysis["skipped"] and "output" in analysis["skipped"]["fc3"]
+    assert json.loads((tmp_path / "a.json").read_text()) == analysis
+    table = invoke(["analyze", "digits"])
+    assert table.exit_code == 0 and "fc1" in table.stdout and "left whole" in table.stdout
