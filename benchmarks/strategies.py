@@ -45,7 +45,7 @@ from edgeprune.recover import Distill, Finetune, finetune
 from edgeprune.strategies import Iterative, OneShot, Sensitivity
 from edgeprune.tasks import get_task, pretrained
 
-METHODS = ("uniform-l1", "global-l2", "sensitivity", "iterative-kd", "torch-pruning")
+METHODS = ("uniform-l1", "global-l2", "sensitivity", "iterative-kd", "sensitivity-kd", "torch-pruning")
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class BenchConfig:
     targets: tuple[float, ...] = (0.5, 0.25)   # MACs kept: 2x and 4x fewer
     methods: tuple[str, ...] = METHODS
     epochs: int = 3
-    lr: float = 1e-3
+    lr: float = 3e-3
     calibration_samples: int = 512
     calibration_batch: int = 128
     iterative_steps: int = 3
@@ -73,12 +73,13 @@ def run_ours(method: str, model, task, cfg: BenchConfig, seed: int, keep: float)
     x = task.example_input()
     train_loader, _ = task.loaders(seed=seed)
     calib = calibration(task, cfg)
-    distill = Distill(temperature=4.0, alpha=0.7) if method == "iterative-kd" else None
+    distill = Distill(temperature=4.0, alpha=0.7) if method.endswith("-kd") else None
     ft = Finetune(train_loader, epochs=cfg.epochs, lr=cfg.lr, distill=distill, seed=seed)
     strategy, criterion = {
         "uniform-l1": (OneShot("uniform"), "l1-out"),
         "global-l2": (OneShot("global"), "l2"),
         "sensitivity": (Sensitivity(), "l2"),
+        "sensitivity-kd": (Sensitivity(), "l2"),
         "iterative-kd": (Iterative(steps=cfg.iterative_steps, schedule="cubic", allocation="global"), "l2"),
     }[method]
     result = ep.prune(model, x, budget=Budget(macs=keep), strategy=strategy, criterion=criterion, data=calib,

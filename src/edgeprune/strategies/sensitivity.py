@@ -168,13 +168,19 @@ class Sensitivity:
     unit count) — ``groups x len(ratios)`` at most — plus about ``groups x levels`` plans priced on
     the meta device; then the fine-tuning.
 
+    The greedy plan assumes drops add up across groups; with ``compare`` it is measured beside
+    the uniform and global plans at the same budget (two more fits and three evaluations) and the
+    best measured plan is kept.
+
     Attributes:
         ratios: fractions of each group's units to try removing.
         curves: curves from an earlier scan of the same model (``Curves.from_dict``) to reuse.
+        compare: also measure the uniform and global plans and keep the best.
     """
 
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     curves: Curves | None = None
+    compare: bool = True
     name: str = "sensitivity"
 
     def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
@@ -184,7 +190,21 @@ class Sensitivity:
         with session.meter.phase("scan"):
             curves = self.curves or scan(session, model, scored, self.ratios)
         plan, removed = choose(session, model, scored, curves, targets)
+        # The additive model ignores how groups interact; measure its plan beside the uniform and
+        # global plans at the same budget and keep the best (never worse than them on this data).
+        candidates = {"sensitivity": plan}
+        if self.compare:
+            for allocation in ("uniform", "global"):
+                candidates[allocation] = session.fit(model, scored, targets, allocation).plan
+        measured = {}
+        if len(candidates) > 1:
+            with session.meter.phase("scan"):
+                measured = {k: session.measure(apply_plan(copy.deepcopy(model), p)) for k, p in candidates.items()}
+        chosen = max(measured, key=lambda k: (measured[k], k == "sensitivity")) if measured else "sensitivity"
+        plan = candidates[chosen]
+        plan.meta.update({"strategy": "sensitivity", "chosen": chosen})
         apply_plan(model, plan)
         session.recover(model)
-        return {"curves": curves.to_dict(), "removed": removed, "predicted_drop": plan.meta["predicted_drop"],
-                "groups": len(scored.groups), "skipped": scored.analysis.skipped}
+        return {"curves": curves.to_dict(), "removed": removed, "predicted_drop": candidates["sensitivity"].meta["predicted_drop"],
+                "candidates": measured, "chosen": chosen, "groups": len(scored.groups),
+                "skipped": scored.analysis.skipped}
