@@ -40,6 +40,7 @@ import argparse
 import copy
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -249,7 +250,7 @@ def _side(which: str, original: Any, x: Any, ratio: float, macs: float, params: 
         signal.alarm(0)
 
 
-def run_model(family: str, name: str, ratio: float, side_timeout: int, threads: int) -> ModelResult:
+def run_model(family: str, name: str, ratio: float, timeouts: dict[str, int], threads: int) -> ModelResult:
     """Build one model and run both pruners on it (called inside the per-model subprocess)."""
     import warnings
 
@@ -272,7 +273,7 @@ def run_model(family: str, name: str, ratio: float, side_timeout: int, threads: 
     with tempfile.TemporaryDirectory(prefix="coverage-") as workdir:
         for which in ("ours", "tp"):
             side_started = time.perf_counter()
-            result = _side(which, original, x, ratio, macs, params, out_shape, side_timeout, workdir)
+            result = _side(which, original, x, ratio, macs, params, out_shape, timeouts[which], workdir)
             result.seconds = round(time.perf_counter() - side_started, 2)
             setattr(row, which, result)
         if any(r.status in ("onnx-fail", "onnx-mismatch") for r in (row.ours, row.tp)):
@@ -299,8 +300,8 @@ def _from_dict(data: dict) -> ModelResult:
 def _run_subprocess(family: str, name: str, args: argparse.Namespace, threads: int) -> ModelResult:
     """Run one model in a fresh interpreter; a hard timeout or a crash becomes a result row."""
     command = [sys.executable, __file__, "--worker", family, name, "--ratio", str(args.ratio),
-               "--side-timeout", str(args.side_timeout), "--threads", str(threads)]
-    hard_timeout = 3 * args.side_timeout + 120  # building, two sides, the ONNX check of the original
+               "--side-timeout", str(args.side_timeout), "--tp-timeout", str(args.tp_timeout), "--threads", str(threads)]
+    hard_timeout = 2 * args.side_timeout + (args.tp_timeout or args.side_timeout) + 120  # build, sides, ONNX check
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=hard_timeout, env=env)
@@ -345,6 +346,27 @@ def markdown_table(rows: list[ModelResult]) -> str:
     return "\n".join(lines)
 
 
+def render_markdown(rows: list[ModelResult], ratio: float) -> str:
+    """The results as Markdown: pass rates, failure counts, the per-model table, our failures, exclusions."""
+    summary = summarize(rows)
+    n = summary["counted"]
+    out = [f"Ratio {ratio}. {summary['models']} models, {n} counted, {summary['excluded']} excluded.", "",
+           "| pruner | pass | rate | failures by category |", "|---|---:|---:|---|"]
+    for which, label in (("ours", "edgeprune"), ("tp", "Torch-Pruning 1.6.1")):
+        s = summary[which]
+        fails = ", ".join(f"{k} {v}" for k, v in s["by_status"].items() if k != "pass") or "none"
+        out.append(f"| {label} | {s['passed']}/{n} | {100 * s['rate']:.1f}% | {fails} |")
+    out += ["", "### Per model", "", "MACs = MACs after / MACs before (pass needs <= 0.85).", "",
+            markdown_table(rows), "", "### Where edgeprune fails", ""]
+    fails = [r for r in sorted(rows, key=lambda r: r.family)
+             if not r.excluded and r.ours is not None and r.ours.status != "pass"]
+    out += [f"- **{r.model}** ({r.family}): {r.ours.status}: `{r.ours.error or '-'}`" for r in fails] or ["none"]
+    out += ["", "### Excluded", ""]
+    out += [f"- **{r.model}** ({r.family}): {r.excluded}" for r in sorted(rows, key=lambda r: r.family)
+            if r.excluded] or ["none"]
+    return "\n".join(out) + "\n"
+
+
 def _print_row(r: ModelResult, done: int, total: int) -> None:
     if r.excluded:
         print(f"[{done:>3}/{total}] {r.family:<18} {r.model:<32} EXCLUDED {r.excluded[:100]}", flush=True)
@@ -369,17 +391,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="only the first N families")
     parser.add_argument("--jobs", type=int, default=1, help="models run at the same time, one process each")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per model (default: cores / jobs)")
-    parser.add_argument("--side-timeout", type=int, default=300, help="seconds for one pruner on one model")
+    parser.add_argument("--side-timeout", type=int, default=300, help="seconds for edgeprune on one model")
+    parser.add_argument("--tp-timeout", type=int, default=0, help="seconds for Torch-Pruning (default: --side-timeout)")
+    parser.add_argument("--shuffle", type=int, default=None, metavar="SEED",
+                        help="run families in a seeded random order, so that a partial run is a fair sample")
     parser.add_argument("--json", default="", help="write every row and the summary here (updated as rows finish)")
     parser.add_argument("--markdown", default="", help="write the per-model table here")
     parser.add_argument("--resume", action="store_true", help="keep the rows already in --json, run the rest")
     parser.add_argument("--families-file", default=str(FAMILIES_FILE))
+    parser.add_argument("--render", default="", metavar="JSON",
+                        help="only render an earlier --json run as Markdown (to --markdown or stdout)")
     parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
-        row = run_model(*args.worker, ratio=args.ratio, side_timeout=args.side_timeout, threads=args.threads or 1)
+        row = run_model(*args.worker, ratio=args.ratio, timeouts={"ours": args.side_timeout,
+                        "tp": args.tp_timeout or args.side_timeout}, threads=args.threads or 1)
         print(RESULT_MARKER + json.dumps(asdict(row)), flush=True)
+        return
+
+    if args.render:
+        data = json.loads(Path(args.render).read_text())
+        text = render_markdown([_from_dict(d) for d in data["rows"]], data["ratio"])
+        if args.markdown:
+            Path(args.markdown).write_text(text)
+        else:
+            print(text)
         return
 
     models: dict[str, str] = json.loads(Path(args.families_file).read_text())["models"]
@@ -389,6 +426,10 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             parser.error(f"unknown families: {', '.join(unknown)}")
         models = {f: models[f] for f in wanted}
+    if args.shuffle is not None:
+        order = list(models.items())
+        random.Random(args.shuffle).shuffle(order)
+        models = dict(order)
     if args.limit:
         models = dict(list(models.items())[: args.limit])
     rows: list[ModelResult] = []
@@ -408,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     rows.sort(key=lambda r: r.family)
     _save(rows, args)
     if args.markdown:
-        Path(args.markdown).write_text(markdown_table(rows) + "\n")
+        Path(args.markdown).write_text(render_markdown(rows, args.ratio))
     summary = summarize(rows)
     print(f"\n{summary['counted']} models counted, {summary['excluded']} excluded")
     for which, label in (("ours", "edgeprune"), ("tp", "Torch-Pruning")):
