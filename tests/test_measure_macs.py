@@ -38,7 +38,7 @@ def _model(name: str, res: int) -> nn.Module:  # counting does not change a mode
 
 
 @pytest.mark.parametrize("name, res", [("resnet18", 64), ("mobilenet_v2", 64), ("densenet121", 32),
-                                       ("vit_b_16", 32), ("swin_t", 32), ("shufflenet_v2_x0_5", 64)])
+                                       ("vit_b_16", 32), ("shufflenet_v2_x0_5", 64)])
 def test_macs_agree_with_flop_counter(name, res):
     model = _model(name, res)
     x = torch.randn(1, 3, res, res)
