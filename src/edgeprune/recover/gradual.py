@@ -95,17 +95,14 @@ class GradualPruner:
             self.step_, self.amount_, self.plans_, self.costs_ = 0, 0.0, [], {}
             self._targets = self.budget.targets(self.model, self.example_inputs)
         t = self.step_
-        self.step_ += 1
         self.pruned_last_ = False
         n = max(1, -(-(self.end - self.start) // self.every))
-        due = self.start <= t <= self.start + n * self.every and (t - self.start) % self.every == 0
-        if not due:
-            return False
+        due = t >= self.start and ((t - self.start) % self.every == 0 or t >= self.start + n * self.every)
         amount = scheduled_amount(t, 1.0, start=self.start, every=self.every, n=n, kind=self.schedule)
-        if amount <= self.amount_:
-            return False
-        self._cut(amount)
-        self.amount_ = amount
+        if due and amount > self.amount_:
+            self._cut(amount)  # if this raises, the step is not counted and can be retried
+            self.amount_ = amount
+        self.step_ += 1
         return self.pruned_last_
 
     def _cut(self, amount: float) -> None:
