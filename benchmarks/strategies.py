@@ -183,7 +183,18 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", help=f"subset of {METHODS}")
     parser.add_argument("--out", default="runs/strategies")
     parser.add_argument("--resume", action="store_true", help="skip runs already in runs.jsonl")
+    parser.add_argument("--merge", nargs="*", help="only summarise the runs.jsonl of these run directories into --out")
     args = parser.parse_args()
+    if args.merge:
+        rows = [json.loads(line) for d in args.merge for line in (Path(d) / "runs.jsonl").read_text().splitlines()]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = BenchConfig(tasks=tuple(sorted({r["task"] for r in rows})), seeds=tuple(sorted({r["seed"] for r in rows})))
+        summary = summarize(rows)
+        (out / "results.json").write_text(json.dumps({"config": asdict(cfg), "summary": summary, "runs": rows}, indent=1))
+        (out / "results.md").write_text(markdown(summary, cfg))
+        print(markdown(summary, cfg))
+        return
     cfg = BenchConfig(tasks=("mnist1d",), seeds=(0,), epochs=1) if args.quick else BenchConfig()
     if args.tasks:
         cfg = BenchConfig(**{**asdict(cfg), "tasks": tuple(args.tasks)})
