@@ -32,7 +32,6 @@ def invoke(args: list[str]):
     (["prune", "digits", "--target", "params=0.5", "--epochs", "-1"], "field 'epochs' must be >= 0"),
     (["prune", "digits", "--target", "params=0.5"], "pass --out RUN_DIR"),
     (["prune", "--target", "params=0.5"], "field 'model' is required"),
-    (["prune", "digits", "--target", "speedup=2x"], "latency"),
     (["analyze", "nosuchmodel"], "unknown model"),
     (["analyze", "digits", "--input-shape", "1,a"], "--input-shape"),
 ])
@@ -43,6 +42,16 @@ def test_bad_input_exits_2_naming_the_cause(tmp_path, args, fragment):
     assert result.exit_code == ExitCode.BAD_INPUT, result.output
     assert fragment in " ".join(result.output.split())  # rich wraps long lines
     assert not (tmp_path / "run").exists()
+
+
+def test_latency_targets_without_hardware_aware_pruning_exit_2(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "edgeprune.targets", None)  # as on an install without it: import fails
+    result = invoke(["prune", "digits", "--target", "speedup=2x", *QUICK, "--out", str(tmp_path / "run")])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "need hardware-aware pruning" in " ".join(result.output.split())
+    assert not list(tmp_path.iterdir())
 
 
 def test_bad_recipe_file_exits_2_naming_the_field(tmp_path):

@@ -10,7 +10,7 @@ import io
 import re
 from typing import Any
 
-ORIGINAL, PRUNED, TUNED, TRIAL = "#6b7280", "#f59e0b", "#2563eb", "#cbd5e1"
+ORIGINAL, PRUNED, TUNED, TRIAL = "#6b7280", "#f59e0b", "#2563eb", "#94a3b8"
 _STYLE = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9, "axes.spines.top": False,
           "axes.spines.right": False, "axes.grid": True, "grid.color": "#e5e7eb", "grid.linewidth": 0.6,
           "axes.edgecolor": "#9ca3af", "axes.titlesize": 10, "axes.titleweight": "bold", "legend.frameon": False}
@@ -56,11 +56,15 @@ def tradeoff(metrics: dict[str, Any], x: str) -> str:
                                     else "pruned (final)")):
         if src.get(key) is not None:
             points.append((src[x] / scale, src[key], color, label, 8))
-    # Zoom on what matters (original, final, guard); points far below are pinned to the bottom edge.
+    # Against MACs the whole curve shows how accuracy collapses; against latency the axis zooms on
+    # what matters (original, final, guard) and points far below are pinned to the bottom edge.
     top = max(before["accuracy"], after.get("accuracy") or 0.0)
     low = min(before["accuracy"] - (max_drop or 0.0), after.get("accuracy") or top)
+    if x == "macs":
+        low = min([low] + [p[1] for p in points])
     span = max(top - low, 1.0)
-    y_min, y_max = max(0.0, low - 1.5 * span), min(100.0, top + 0.6 * span) if top < 100 else 100.5
+    margin = 0.08 * span if x == "macs" else 1.5 * span
+    y_min, y_max = max(0.0, low - margin), min(100.0, top + 0.25 * span) if top < 100 else 100.5
     with matplotlib.rc_context(_STYLE):
         fig, ax = _figure(4.6, 3.2)
         seen: set[str] = set()
@@ -86,8 +90,8 @@ def tradeoff(metrics: dict[str, Any], x: str) -> str:
         ax.set_ylabel(f"{metrics.get('metric') or 'accuracy'} (%)")
         ax.set_title("accuracy vs " + ("MACs" if x == "macs" else "latency"), loc="left")
         if below:
-            ax.text(0.99, 0.02, f"\u25bc {below} candidates below the axis", transform=ax.transAxes, ha="right",
-                    fontsize=7, color="#64748b")
+            ax.text(0.02, 0.97, f"\u25bc {below} candidates below the axis", transform=ax.transAxes, ha="left",
+                    va="top", fontsize=7, color="#64748b")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=7)
         return _svg(fig)
 

@@ -78,21 +78,22 @@ def figures(model: nn.Module, example: torch.Tensor) -> Figures:
                    float(state_dict_bytes(model)))
 
 
-def latency_model(threads: int) -> Any:
-    """The latency cost model for ``latency=``/``speedup=`` targets.
+def latency_model(model: nn.Module, example: torch.Tensor, threads: int) -> Any:
+    """The latency cost model for ``latency=``/``speedup=`` targets: a lookup table of this model's
+    layers measured on ONNX Runtime at ``threads`` (``edgeprune.targets``), summed by a predictor.
 
     Raises:
-        BadInputError: hardware-aware pruning (``edgeprune.targets``) is not available yet.
+        BadInputError: hardware-aware pruning (``edgeprune.targets``) is not installed.
     """
     try:
-        from edgeprune.targets import latency_cost_model  # type: ignore[attr-defined]
+        from edgeprune.targets import LatencyPredictor, TableConfig, build_table
     except ImportError:
         raise BadInputError("latency=/speedup= targets need hardware-aware pruning (edgeprune.targets), "
                             "which is not in this version yet; use macs=, params= or size= for now") from None
-    return latency_cost_model(threads=threads)
+    return LatencyPredictor(build_table(model, example, TableConfig(threads=threads)))
 
 
-def budget_for(recipe: RunRecipe, targets: list[Target]) -> Any:
+def budget_for(recipe: RunRecipe, targets: list[Target], model: nn.Module, example: torch.Tensor) -> Any:
     """The ``edgeprune.budget.Budget`` of a channel-pruning run.
 
     ``max_drop`` goes into the budget only for the ``guarded`` strategy, which searches with it;
@@ -101,7 +102,7 @@ def budget_for(recipe: RunRecipe, targets: list[Target]) -> Any:
     from edgeprune.budget import Budget
 
     values = {BUDGET_NAMES[t.metric]: t.value for t in targets}
-    latency = latency_model(recipe.threads) if any(t.metric in LATENCY_METRICS for t in targets) else None
+    latency = latency_model(model, example, recipe.threads) if any(t.metric in LATENCY_METRICS for t in targets) else None
     return Budget(**values, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
                   latency_model=latency)
 
@@ -140,7 +141,7 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         pattern = "unstructured" if recipe.kind == "weights" else recipe.kind
         result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed)
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
-    budget = budget_for(recipe, targets)
+    budget = budget_for(recipe, targets, model, example)
     iterative = recipe.strategy == "iterative" and finetune is not None
     try:
         result = prune(model, example, budget=budget, kind="channels", criterion=recipe.criterion,
