@@ -59,3 +59,32 @@ def test_analyze_lists_groups_and_what_was_left_whole(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text()) == analysis
     table = invoke(["analyze", "digits"])
     assert table.exit_code == 0 and "fc1" in table.stdout and "left whole" in table.stdout
+
+
+def test_analyze_with_data_scans_sensitivity(tmp_path):
+    result = invoke(["analyze", "digits", "--data", "digits", "--json"])
+    assert result.exit_code == 0, result.output
+    sens = json.loads(result.stdout)["sensitivity"]
+    assert set(sens["curves"]) == {"fc1", "fc2"}
+    for points in sens["curves"].values():
+        assert points[0] == [0.0, sens["base"]] and len(points) > 3
+        assert points[-1][1] < sens["base"]  # pruning 90% of a layer costs accuracy
+    table = invoke(["analyze", "digits", "--data", "digits"])
+    assert table.exit_code == 0 and "sensitivity" in table.stdout
+
+
+@pytest.mark.parametrize("strategy", ["sensitivity", "iterative"])
+def test_data_driven_strategies_run_end_to_end(tmp_path, strategy):
+    out = tmp_path / "run"
+    result = invoke(["prune", "digits", "--strategy", strategy, "--target", "params=0.6", "--no-curve", *QUICK,
+                     "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["after"]["params"] <= 0.6 * summary["before"]["params"] and summary["targets"][0]["met"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.html").read_text()
+    if strategy == "sensitivity":
+        assert set(metrics["sensitivity"]["curves"]) == {"fc1", "fc2"} and "Sensitivity" in report
+    else:  # iterative fine-tunes between its steps; the run does not fine-tune again
+        assert metrics["after"]["accuracy_before_finetune"] is None and metrics["finetune"]["steps"] == 0
+        assert "done by the iterative strategy" in (out / "run.log").read_text()

@@ -23,13 +23,17 @@ def analyze_command(
                                        "sensitivity scan's score when available)"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="example input shape, e.g. 1,3,224,224"),
     seed: int = typer.Option(0, "--seed", help="which pretrained weights of a built-in task"),
+    criterion: str = typer.Option("l2", "--criterion", help="unit scores the sensitivity scan prunes by"),
+    sensitivity: bool = typer.Option(True, "--sensitivity/--no-sensitivity", help="with --data, scan each "
+                                     "group's accuracy as it is pruned alone (one evaluation per point)"),
     as_json: bool = typer.Option(False, "--json", help="print the analysis as JSON"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the analysis JSON to this file"),
 ) -> None:
     """Show a model's prunable groups (sizes, coupled layers) and the groups left whole, with reasons."""
     with exit_on_errors(as_json):
         shape = parse_shape(input_shape) if input_shape else None
-        result = analyze_model(model, data, input_shape=shape, seed=seed)
+        result = analyze_model(model, data, input_shape=shape, seed=seed, criterion=criterion,
+                               sensitivity=sensitivity)
     if out is not None:
         import json
 
@@ -41,12 +45,16 @@ def analyze_command(
 
 
 def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape: tuple[int, ...] | None = None,
-                  seed: int = 0) -> dict[str, Any]:
+                  seed: int = 0, criterion: str = "l2", sensitivity: bool = True) -> dict[str, Any]:
     """The analysis of a model as plain data: groups, skipped groups with reasons, and totals.
+
+    With data (and ``sensitivity``), each group is also pruned alone at several ratios on a copy
+    and evaluated (``edgeprune.strategies.sensitivity.scan``).
 
     Returns:
         ``{"model", "input_shape", "groups": [{"name", "size", "unit", "partitions", "modules"}],
-        "skipped": {name: reason}, "prunable_units", "sensitivity"}``.
+        "skipped": {name: reason}, "prunable_units", "sensitivity"}``; ``sensitivity`` is
+        ``{"metric", "base", "curves": {group: [[ratio, score], ...]}}`` or ``None``.
     """
     from edgeprune.graph import analyze
     from edgeprune.run.inputs import resolve_inputs
@@ -58,7 +66,18 @@ def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape:
     return {"model": model_spec, "input_shape": list(inputs.example.shape), "groups": groups,
             "skipped": {str(k): str(v) for k, v in analysis.skipped.items()},
             "prunable_units": sum(g["size"] for g in groups), "probe_rounds": analysis.probe_rounds,
-            "sensitivity": None}
+            "sensitivity": _scan(inputs, criterion, seed) if sensitivity and inputs.evaluate is not None else None}
+
+
+def _scan(inputs: Any, criterion: str, seed: int) -> dict[str, Any] | None:
+    from edgeprune.criteria import get_criterion
+    from edgeprune.run.search import sensitivity_for_report
+    from edgeprune.strategies.sensitivity import scan
+    from edgeprune.strategies.session import Session
+
+    session = Session(inputs.example, get_criterion(criterion), criterion, seed=seed, data=inputs.train,
+                      evaluate=inputs.evaluate)
+    return sensitivity_for_report(scan(session, inputs.model, session.score(inputs.model)).to_dict())
 
 
 def _show(result: dict[str, Any]) -> None:
@@ -82,6 +101,15 @@ def _show(result: dict[str, Any]) -> None:
         for name, reason in result["skipped"].items():
             skipped.add_row(name, reason)
         console.print(skipped)
-    if result["sensitivity"] is None:
-        console.print("[dim]sensitivity curves: not available in this version (they come with the "
-                      "sensitivity strategy)[/]")
+    curves = (result["sensitivity"] or {}).get("curves")
+    if curves:
+        ratios = [r for r, _ in next(iter(curves.values()))]
+        sens = Table(title=f"sensitivity: accuracy (%) with one group pruned (base {result['sensitivity']['base']:.2f})")
+        sens.add_column("group")
+        for r in ratios:
+            sens.add_column(f"{r:.0%}", justify="right")
+        for name, points in curves.items():
+            sens.add_row(name, *(f"{acc:.1f}" for _, acc in points))
+        console.print(sens)
+    else:
+        console.print("[dim]sensitivity curves: give --data to scan them[/]")

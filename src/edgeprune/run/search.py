@@ -156,7 +156,7 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
     outcome = SearchOutcome(result, float(ratio) if ratio is not None else float("nan"),
                             f"{recipe.strategy} strategy, budget {budget.describe()}", trials)
     outcome.finetuned = iterative
-    outcome.sensitivity = _sensitivity(details.get("curves"))
+    outcome.sensitivity = sensitivity_for_report(details.get("curves"))
     return outcome
 
 
@@ -181,7 +181,7 @@ def curve(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, evaluate: 
     return trials
 
 
-def _sensitivity(curves: dict | None) -> dict | None:
+def sensitivity_for_report(curves: dict | None) -> dict | None:
     """The strategy's sensitivity curves in the report's form: ``{"metric", "curves": {group: [[ratio, acc]]}}``."""
     if not curves:
         return None
