@@ -44,6 +44,15 @@ def _random_keep(model: nn.Module, names, seed: int = 1, density: float = 0.3) -
 NAMES = ["conv.weight", "fc1.weight", "fc2.weight", "fc2.bias", "scale"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Hundreds of tiny steps: two threads on two busy cores run them ~10x slower than one.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("make_opt", [
     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
     lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
