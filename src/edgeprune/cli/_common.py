@@ -94,10 +94,14 @@ class RichProgress:
 
     def __init__(self, console=None) -> None:
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.table import Column
 
         self.console = console or stderr_console()
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(bar_width=16),
-                             TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=self.console,
+                             TimeElapsedColumn(),
+                             TextColumn("{task.fields[note]}", table_column=Column(ratio=1, no_wrap=True,
+                                                                                   overflow="ellipsis")),
+                             console=self.console, expand=True,
                              transient=False)
         self.task = None
 
