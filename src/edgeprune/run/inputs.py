@@ -184,7 +184,7 @@ def _as_loaders(made: Any, spec: str) -> tuple[Iterable | None, Iterable]:
         if len(made) != 2:
             raise BadInputError(f"DATA {spec!r} returned {len(made)} items; expected (train_loader, val_loader)")
         return made[0], made[1]
-    if isinstance(made, Iterable):
+    if isinstance(made, Iterable) and not isinstance(made, (nn.Module, str, bytes, torch.Tensor)):
         return None, made
     raise BadInputError(f"DATA {spec!r} returned a {type(made).__name__}; expected (train_loader, val_loader), "
                         "{'train': ..., 'val': ...} or one validation loader")
