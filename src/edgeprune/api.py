@@ -94,7 +94,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
         if budget is not None:
             raise ValueError("budget= is for structured pruning (kind='channels'); give weight kinds a sparsity")
         pattern = "unstructured" if kind in WEIGHT_KINDS else kind
-        amount = sparsity if sparsity is not None else (0.3 if ratio is None else ratio)
+        default = None if pattern != "unstructured" else 0.3  # N:M fixes its own sparsity (1 - N/M)
+        amount = sparsity if sparsity is not None else (default if ratio is None else ratio)
         return prune_weights(model, amount, pattern=pattern, ignore=ignore, inplace=inplace, seed=seed)
     if kind != "channels":
         raise ValueError(f"unknown kind {kind!r}: use 'channels', 'weights', '2:4' or '4:8'")

@@ -24,6 +24,7 @@ from typing import Any, Union
 
 import torch
 import torch.nn as nn
+from torch.utils._pytree import tree_flatten, tree_map
 
 ExampleInputs = Union[torch.Tensor, tuple, list, Mapping[str, torch.Tensor]]
 
@@ -176,13 +177,14 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[torch.Tensor, ...
     """Normalise example inputs to ``(args, kwargs)`` for ``model(*args, **kwargs)``.
 
     Args:
-        example_inputs: a tensor, a tuple/list of tensors, or a dict of name -> tensor.
+        example_inputs: a tensor, a tuple/list of positional inputs (tensors, or containers of
+            tensors such as a detection model's list of images), or a dict of name -> tensor.
 
     Returns:
         ``(args, kwargs)``; exactly one of them is non-empty.
 
     Raises:
-        TypeError: anything else, or a container holding a non-tensor.
+        TypeError: anything else, or a container holding no tensor.
     """
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,), {}
@@ -194,7 +196,8 @@ def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[torch.Tensor, ...
         return (), kwargs
     if isinstance(example_inputs, (tuple, list)):
         args = tuple(example_inputs)
-        if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        leaves, _ = tree_flatten(args)
+        if not any(isinstance(a, torch.Tensor) for a in leaves):
             raise TypeError("example inputs tuple must hold one or more tensors")
         return args, {}
     raise TypeError(f"example inputs must be a tensor, tuple or dict of tensors, not {type(example_inputs).__name__}")
@@ -210,7 +213,8 @@ def flat_inputs(example_inputs: ExampleInputs) -> list[torch.Tensor]:
         Positional tensors, then keyword tensors in dict order.
     """
     args, kwargs = split_inputs(example_inputs)
-    return list(args) + list(kwargs.values())
+    leaves, _ = tree_flatten(args)
+    return [t for t in leaves if isinstance(t, torch.Tensor)] + list(kwargs.values())
 
 
 def random_inputs(example_inputs: ExampleInputs, *, seed: int = 0, batch_size: int | None = None
@@ -245,7 +249,7 @@ def random_inputs(example_inputs: ExampleInputs, *, seed: int = 0, batch_size: i
         lo, hi = int(t.min()), int(t.max())
         return torch.randint(lo, hi + 1, shape, generator=gen, dtype=t.dtype)
 
-    return tuple(fresh(a) for a in args), {k: fresh(v) for k, v in kwargs.items()}
+    return tree_map(lambda a: fresh(a) if isinstance(a, torch.Tensor) else a, args), {k: fresh(v) for k, v in kwargs.items()}
 
 
 @contextlib.contextmanager

@@ -96,7 +96,11 @@ def meta_agrees(model: nn.Module, example_inputs: Any, tr: TraceResult) -> bool:
 
 def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group],
               meta: bool = False) -> ProbeOutcome:
-    """Remove one unit per partition from each group of a copy and compare every op's shapes."""
+    """Remove one unit per partition from each group of a copy and compare every op's shapes.
+
+    Comparison stops at the first op whose output sizes depend on values (``nms``, ``nonzero``,
+    boolean masks); after it, the copy must still run to the end.
+    """
     from edgeprune.strategies.base import make_plan
     from edgeprune.surgery.structured import apply_plan, named_tensors
 
@@ -114,6 +118,8 @@ def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: li
         except Unresolvable:
             return ProbeOutcome(i, "its output layout could not be predicted")
         if expected != shapes:
+            if record.data_dependent:
+                break  # sizes from here on follow the values (detection post-processing): only running counts
             return ProbeOutcome(i, f"output shape {shapes[0]} where {expected[0]} was expected")
     if error is not None:
         at = recorder.failed_at if recorder.failed_at is not None else len(recorder.shapes)

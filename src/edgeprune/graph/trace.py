@@ -36,6 +36,7 @@ class OpRecord:
     inputs: list[Dims]
     outputs: list[Dims]
     out_shapes: list[tuple[int, ...]]
+    data_dependent: bool = False  # output sizes follow the values (nms, nonzero, boolean masks)
 
 
 @dataclass
@@ -70,6 +71,22 @@ def op_name(func: Callable) -> str:
     if name.endswith("_") and not name.startswith("_") and name != "_":
         name = name[:-1]
     return _DUNDER_ALIASES.get(name, name)
+
+
+# Ops whose output sizes depend on the values computed, not only on input sizes.
+DATA_DEPENDENT = {"nms", "batched_nms", "nonzero", "argwhere", "unique", "unique_consecutive", "masked_select",
+                  "repeat_interleave", "bincount", "histc", "nonzero_static"}
+
+
+def is_data_dependent(name: str, args: tuple) -> bool:
+    if name in DATA_DEPENDENT:
+        return True
+    if name == "where" and len(args) == 1:
+        return True
+    if name == "__getitem__" and len(args) > 1:
+        index = args[1] if isinstance(args[1], tuple) else (args[1],)
+        return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+    return False
 
 
 _DUNDER_BINARY = {"add", "sub", "mul", "truediv", "floordiv", "pow", "matmul", "and", "or", "xor", "mod",
@@ -190,7 +207,8 @@ class Tracer(TorchFunctionMode):
                 if id(t) not in self._dims:
                     self.set_dims(t, tuple(fixed(n) for n in t.shape))
         self.records.append(OpRecord(len(self.records), name, self.module_stack[-1], in_dims,
-                                     [self._dims[id(t)] for t in outs], [tuple(t.shape) for t in outs]))
+                                     [self._dims[id(t)] for t in outs], [tuple(t.shape) for t in outs],
+                                     is_data_dependent(name, args)))
         return out
 
     def result(self) -> TraceResult:
