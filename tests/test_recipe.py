@@ -104,6 +104,7 @@ def test_bad_files_are_refused_with_the_file_name(tmp_path):
     ("latency=8ms", "latency", 8.0, False, 8.0),
     ("latency=500us", "latency", 0.5, False, 0.5),
     ("speedup=2x", "speedup", 2.0, True, 50.0),
+    ("latency=2x", "speedup", 2.0, True, 50.0),
 ])
 def test_targets_parse_to_limits(text, metric, value, relative, limit_of_100):
     t = parse_target(text)
