@@ -11,7 +11,7 @@ from typing import Any, Optional
 import typer
 
 from edgeprune.cli import app
-from edgeprune.cli._common import EXIT_CODES_HELP, RichProgress, exit_on_errors, print_json, stderr_console
+from edgeprune.cli._common import EXIT_CODES_HELP, RichProgress, exit_on_errors, print_json
 
 TARGET_HELP = ("what to reach, repeatable: macs=0.5 (fraction) or macs=120M, params=0.5, size=4MB, "
                "sparsity=0.9 (--kind weights), latency=8ms / speedup=2x (with hardware-aware pruning)")

@@ -165,9 +165,8 @@ class _Pipeline:
             elif ft_config is not None:
                 ft = fine_tune(pruned, ft_config, teacher=inputs.model)
                 s["note"] = f"{ft.epochs:g} epochs, {ft.steps} steps" + (", distilled" if ft.distill else "")
-            elif r.epochs > 0:
-                self.notes.append("not fine-tuned: the data gives no training loader" if inputs.evaluate
-                                  else "not fine-tuned: no --data")
+            elif r.epochs > 0 and inputs.evaluate is not None:
+                self.notes.append("not fine-tuned: the data gives no training loader")
         acc_after = None
         with self.step("evaluate pruned") as s:
             if inputs.evaluate is not None:
