@@ -179,3 +179,16 @@ def test_norms_and_3d_convs_prune_into_valid_modules():
     assert pruned(x).shape == model(x).shape
     groups = {g.name: g for g in ep.analyze(model, x).groups}
     assert groups["c2d"].partitions == 4
+
+
+def test_detection_model_with_value_dependent_postprocessing_prunes():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(num_classes=3, weights_backbone=None).eval()
+    images = ([torch.rand(3, 128, 128)],)
+    result = ep.prune(model, images, ratio=0.5)
+    with torch.no_grad():
+        detections = result.model(*images)
+    assert set(detections[0]) == {"boxes", "scores", "labels"}
+    assert sum(p.numel() for p in result.model.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())

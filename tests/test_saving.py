@@ -113,6 +113,20 @@ def test_masked_model_round_trip_keeps_masks(tmp_path):
     assert same_outputs(result.model, loaded, torch.randn(3, 8))
 
 
+def test_finalized_sparse_model_round_trip_is_plain(tmp_path):
+    from edgeprune.surgery.masks import finalize, is_masked
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    fresh = copy.deepcopy(model)
+    result = ep.prune(model, torch.randn(2, 16), kind="weights", sparsity=0.8)
+    assert result.plan.masks
+    pruned = finalize(result.model)
+    loaded = load(save(pruned, tmp_path / "plain"), model=fresh)
+    x = torch.randn(3, 16)
+    assert not is_masked(loaded)
+    assert torch.equal(loaded(x), pruned(x))
+
+
 def test_two_plans_replay_in_order(tmp_path):
     first = apply_plan(mlp(), hand_plan())
     second = Plan(kind="channels", groups=[GroupPlan(

@@ -145,6 +145,11 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
         except PlanError as exc:
             raise LoadError(f"{path}: saved plan {i + 1} of {len(plans)} does not fit the model "
                             f"({meta.get('model_class')} expected): {exc}") from exc
+    if not any(".parametrizations." in k for k in state):
+        # Saved after finalize(): the zeros are baked into plain weights, so the loaded model is plain too.
+        from edgeprune.surgery.masks import finalize
+
+        finalize(target)
     _load_state_strict(target, state, path)
     target.eval()
     return target
