@@ -1,0 +1,168 @@
+"""Prune to a latency budget on a target, and prove it there: allocate, measure, tighten, repeat.
+
+1. The budget (``latency_ms``, or ``speedup`` over the unpruned model) becomes a predicted-latency
+   target; :func:`~edgeprune.latency_aware.allocate.allocate` picks kept counts on fast steps.
+2. The pruned model is exported to ONNX and measured on ONNX Runtime, interleaved with the unpruned
+   one (``edgeprune.targets.measured``), so a speed-up is a ratio of two figures taken under the
+   same load.
+3. The measurement joins the predictor's calibration points. If it misses the budget, the
+   predicted target is tightened by the miss (NetAdapt's "measure, then adjust" loop) and the
+   allocation runs again, up to ``max_attempts`` times.
+
+Example:
+    >>> r = prune_to_latency(model, x, predictor, LatencyBudget(speedup=2.0))   # doctest: +SKIP
+    >>> r.met, r.measured_speedup                                              # doctest: +SKIP
+    (True, 2.07)
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from edgeprune.budget import BudgetError
+from edgeprune.graph import analyze
+from edgeprune.plan import Plan
+from edgeprune.specs import ExampleInputs
+from edgeprune.surgery import apply_plan, named_tensors
+from edgeprune.targets.build import counts_plan, group_scores
+from edgeprune.targets.measured import measure_models
+from edgeprune.targets.predictor import LatencyPredictor
+
+from edgeprune.latency_aware.allocate import Allocation, allocate
+
+
+@dataclass(frozen=True)
+class LatencyBudget:
+    """A latency budget on the predictor's target. Give exactly one of ``latency_ms`` and ``speedup``.
+
+    Attributes:
+        latency_ms: measured latency to reach (ms).
+        speedup: measured latency of the unpruned model divided by that of the pruned one, at least this.
+        max_attempts: allocate-and-measure rounds before giving up.
+        margin: each tightening aims this fraction below the miss (measurement noise).
+        min_keep: no group keeps fewer than this fraction of its units.
+    """
+
+    latency_ms: float | None = None
+    speedup: float | None = None
+    max_attempts: int = 4
+    margin: float = 0.02
+    min_keep: float = 0.1
+
+    def __post_init__(self) -> None:
+        if (self.latency_ms is None) == (self.speedup is None):
+            raise BudgetError("LatencyBudget needs exactly one of latency_ms= and speedup=")
+        if self.latency_ms is not None and self.latency_ms <= 0:
+            raise BudgetError(f"latency_ms must be positive, got {self.latency_ms}")
+        if self.speedup is not None and self.speedup < 1:
+            raise BudgetError(f"speedup must be >= 1, got {self.speedup}")
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How each attempt is measured (``edgeprune.targets.measured.measure_models``)."""
+
+    threads: int = 2
+    rounds: int = 20
+    runs: int = 5
+    warmup: int = 2
+
+
+@dataclass
+class Attempt:
+    """One allocate-and-measure round."""
+
+    target_ms: float
+    allocation: Allocation
+    dense_ms: float
+    measured_ms: float
+    met: bool
+
+
+@dataclass
+class LatencyResult:
+    """What :func:`prune_to_latency` returns.
+
+    Attributes:
+        model: the pruned model (a copy; the caller's model is unchanged).
+        plan: its plan (replayable with ``edgeprune.apply_plan``).
+        met: whether the last measurement met the budget.
+        attempts: every round, in order.
+    """
+
+    model: nn.Module
+    plan: Plan
+    met: bool
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def measured_ms(self) -> float:
+        return self.attempts[-1].measured_ms
+
+    @property
+    def predicted_ms(self) -> float:
+        return self.attempts[-1].allocation.predicted_ms
+
+    @property
+    def measured_speedup(self) -> float:
+        return self.attempts[-1].dense_ms / self.attempts[-1].measured_ms
+
+
+def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor: LatencyPredictor,
+                     budget: LatencyBudget, *, criterion: str = "l2", measure: MeasureConfig = MeasureConfig(),
+                     log: Callable[[str], None] | None = None) -> LatencyResult:
+    """Prune ``model`` (a copy) until its latency measured on ONNX Runtime meets ``budget``.
+
+    Args:
+        model: the unpruned model the predictor's table was built for.
+        example_inputs: its input at the table's shape.
+        predictor: the target's predictor (its calibration is updated with each measurement).
+        budget: a :class:`LatencyBudget`.
+        criterion: unit scores (any weight-only criterion of ``edgeprune.criteria``).
+        measure: measurement settings; ``threads`` should be the table's.
+        log: progress lines go here.
+
+    Returns:
+        A :class:`LatencyResult`; ``met`` is False when ``max_attempts`` rounds all missed (the last
+        round's model is returned so the caller can see how close it came).
+
+    Raises:
+        BudgetError: the budget is below what the allocator can reach at all.
+    """
+    log = log or (lambda msg: None)
+    groups = analyze(model, example_inputs).groups
+    scores = group_scores(model, groups, criterion)
+    tensors = named_tensors(model)
+    attempts: list[Attempt] = []
+    target = None
+    pruned, plan = model, Plan()
+    for i in range(budget.max_attempts):
+        if target is None:
+            goal_fraction = 1 / budget.speedup if budget.speedup else None
+            target = (predictor.dense_ms() * goal_fraction if goal_fraction
+                      else budget.latency_ms)
+        alloc = allocate(predictor, groups, scores, target, min_keep=budget.min_keep)
+        plan = counts_plan(groups, scores, alloc.counts, tensors,
+                           meta={"strategy": "latency", "criterion": criterion, "target_ms": round(target, 4),
+                                 "target": predictor.table.target.get("key")})
+        pruned = apply_plan(copy.deepcopy(model), plan)
+        got = measure_models({"dense": model, "pruned": pruned}, example_inputs, threads=measure.threads,
+                             rounds=measure.rounds, runs=measure.runs, warmup=measure.warmup,
+                             spinning=predictor.table.protocol.get("spinning", True))
+        dense_ms, ms = got["dense"].ms, got["pruned"].ms
+        goal = dense_ms / budget.speedup if budget.speedup else budget.latency_ms
+        met = ms <= goal
+        attempts.append(Attempt(target, alloc, dense_ms, ms, met))
+        log(f"attempt {i + 1}: predicted {alloc.predicted_ms:.3f} ms (target {target:.3f}), measured {ms:.3f} ms, "
+            f"goal {goal:.3f} ms (dense {dense_ms:.3f}) -> {'met' if met else 'missed'}")
+        predictor.add_measurement("dense", {}, dense_ms)
+        predictor.add_measurement(f"latency-attempt-{len(predictor.table.measured)}", alloc.counts, ms)
+        if met:
+            break
+        # tighten: aim below the miss by the measured shortfall, in the refitted prediction's units
+        ratio = goal / ms
+        target = min(target * ratio, predictor.predict_counts(alloc.counts) * ratio) * (1 - budget.margin)
+    return LatencyResult(pruned, plan, attempts[-1].met, attempts)

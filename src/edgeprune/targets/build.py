@@ -1,0 +1,183 @@
+"""Build a latency table for a model: on this machine, or as an op list for the device to time.
+
+Two ways, one format:
+
+* here: :func:`build_table` lists the model's timed layers, writes the calibration models as ONNX,
+  and runs ``lut_builder`` in this process (this machine is the target);
+* on a device: :func:`write_ops` writes ``ops.json`` + those ONNX files + a copy of
+  ``lut_builder.py`` into a folder; copy it to the device and run
+  ``python lut_builder.py ops.json --out table.json`` there (onnxruntime and numpy only).
+
+Example:
+    >>> import torch, torchvision
+    >>> m, x = torchvision.models.resnet18(), torch.randn(1, 3, 96, 96)
+    >>> table = build_table(m, x, threads=2, levels=4)      # doctest: +SKIP
+    >>> table.save("resnet18-96.json")                      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from edgeprune.criteria import ScoreContext, get_criterion
+from edgeprune.graph import analyze
+from edgeprune.graph.groups import Group
+from edgeprune.plan import Plan
+from edgeprune.specs import ExampleInputs, split_inputs
+from edgeprune.strategies.base import lowest, make_plan
+from edgeprune.surgery import apply_plan, named_tensors
+from edgeprune.targets import lut_builder
+from edgeprune.targets.layers import LayerSpec, model_key, timed_layers
+from edgeprune.targets.table import LatencyTable
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """How a table is built.
+
+    Attributes:
+        threads: ONNX Runtime intra-op threads of the target.
+        runs: timed runs per point (and per calibration model).
+        warmup: untimed runs before them.
+        stat: statistic of the timed runs: ``"median"`` on a quiet device, ``"min"`` on a machine
+            shared with other work (preemption only ever adds time).
+        passes: time the whole table this many times and keep each point's smallest figure
+            (2-3 on a shared machine: a burst of load hits one pass, not all).
+        spinning: ONNX Runtime's default; ``False`` makes idle worker threads block (on a machine
+            shared with other work: see ``edgeprune.targets.measured``). Points and models alike.
+        levels: at most this many timed kept counts per group (on its fast steps).
+        min_keep: the smallest kept fraction timed (below it the table extrapolates).
+        calibrate: kept fractions of the calibration models (uniform, counts rounded to
+            ``calibrate_round``); the unpruned model is always one.
+        calibrate_round: channel multiple of the calibration models.
+        rounds: interleaved rounds of the whole-model measurements (``edgeprune.targets.measured``).
+    """
+
+    threads: int = 2
+    runs: int = 15
+    warmup: int = 3
+    stat: str = "median"
+    passes: int = 1
+    spinning: bool = True
+    levels: int = 8
+    min_keep: float = 0.25
+    calibrate: tuple[float, ...] = (0.75, 0.5)
+    calibrate_round: int = 16
+    rounds: int = 20
+
+
+def write_ops(model: nn.Module, example_inputs: ExampleInputs, folder: str | Path,
+              config: TableConfig = TableConfig(), criterion: str = "l2") -> Path:
+    """Write what a device needs to build the table: ``ops.json``, calibration ONNX files, ``lut_builder.py``.
+
+    Returns:
+        The path of ``ops.json``.
+    """
+    from edgeprune.export.onnx import export_onnx
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups, layers = _groups_and_layers(model, example_inputs)
+    models = {}
+    args, kwargs = split_inputs(example_inputs)
+    shapes = [list(t.shape) for t in list(args) + list(kwargs.values())]
+    for name, counts, pruned in calibration_models(model, example_inputs, groups, config, criterion):
+        export_onnx(pruned, example_inputs, folder / f"{name}.onnx")
+        models[name] = {"onnx": f"{name}.onnx", "counts": counts, "input_shapes": shapes}
+    doc = ops_document(model_key(model, example_inputs), groups, layers, config, models, _weight_bytes(model))
+    lut_builder.write_json(doc, str(folder / "ops.json"))
+    shutil.copyfile(lut_builder.__file__, folder / "lut_builder.py")
+    return folder / "ops.json"
+
+
+def build_table(model: nn.Module, example_inputs: ExampleInputs, config: TableConfig = TableConfig(), *,
+                criterion: str = "l2", log: Callable[[str], None] | None = None) -> LatencyTable:
+    """Build the latency table of ``model`` on this machine (the target), calibration included.
+
+    Args:
+        model: the unpruned model (not changed).
+        example_inputs: its input at the deployed shape, batch 1.
+        config: threads, runs, grid size (:class:`TableConfig`).
+        criterion: which units the calibration models drop (their latency hardly depends on it).
+        log: progress lines go here.
+
+    Returns:
+        The :class:`LatencyTable`; ``table.save(path)`` writes its JSON.
+    """
+    import json
+
+    from edgeprune.targets.measured import measure_models
+
+    groups, layers = _groups_and_layers(model, example_inputs)
+    doc = ops_document(model_key(model, example_inputs), groups, layers, config, {}, _weight_bytes(model))
+    doc = lut_builder.build(doc, threads=config.threads, runs=config.runs, warmup=config.warmup,
+                            stat=config.stat, passes=config.passes, spinning=config.spinning, log=log)
+    table = LatencyTable.from_dict(json.loads(json.dumps(doc)))
+    variants = list(calibration_models(model, example_inputs, groups, config, criterion))
+    measured = measure_models({name: m for name, _, m in variants}, example_inputs, threads=config.threads,
+                              rounds=config.rounds, runs=5, spinning=config.spinning)
+    for name, counts, _ in variants:
+        table.measured[name] = {"counts": counts, "ms": round(measured[name].ms, 5)}
+        if log:
+            log(f"model {name}: {measured[name].ms:.3f} ms (rounds spread {measured[name].spread:.0%})")
+    return table
+
+
+def ops_document(key: str, groups: Sequence[Group], layers: Sequence[LayerSpec], config: TableConfig,
+                 models: Mapping[str, Any], weight_bytes: int = 0) -> dict[str, Any]:
+    """The ``ops.json`` document ``lut_builder`` reads (``weight_bytes``: the model's parameter bytes)."""
+    used = {n for layer in layers for n in (layer.in_group, layer.out_group) if n}
+    return {"format": lut_builder.OPS_FORMAT, "version": lut_builder.FORMAT_VERSION, "model": key,
+            "levels": config.levels, "min_keep": config.min_keep, "weight_bytes": int(weight_bytes),
+            "groups": {g.name: {"size": g.size, "partitions": g.partitions} for g in groups if g.name in used},
+            "layers": [{"spec": layer.to_dict(), "signature": layer.signature, "family": layer.family,
+                        "op": layer.op_dict(), "c_in": layer.c_in, "c_out": layer.c_out,
+                        "in_group": layer.in_group, "out_group": layer.out_group} for layer in layers],
+            "models": dict(models)}
+
+
+def calibration_models(model: nn.Module, example_inputs: ExampleInputs, groups: Sequence[Group],
+                       config: TableConfig, criterion: str = "l2"):
+    """Yield ``(name, counts, pruned model)``: the unpruned model, then uniform keeps of ``config.calibrate``."""
+    yield "dense", {}, model
+    scores = group_scores(model, groups, criterion)
+    tensors = named_tensors(model)
+    r = config.calibrate_round
+    for keep in config.calibrate:
+        counts = {g.name: min(g.size, max(r, round(g.size * keep / r) * r)) for g in groups}
+        plan = counts_plan(groups, scores, counts, tensors)
+        yield f"uniform-{keep:g}", counts, apply_plan(copy.deepcopy(model), plan)
+
+
+def group_scores(model: nn.Module, groups: Sequence[Group], criterion: str = "l2") -> dict[str, torch.Tensor]:
+    """Unit scores of every group by a weight-only criterion."""
+    score = get_criterion(criterion)
+    ctx = ScoreContext(named_tensors(model))
+    return {g.name: score(g, ctx) for g in groups}
+
+
+def counts_plan(groups: Sequence[Group], scores: Mapping[str, torch.Tensor], counts: Mapping[str, int],
+                tensors: Mapping[str, torch.Tensor], meta: dict[str, Any] | None = None) -> Plan:
+    """A plan in which each group keeps ``counts[group]`` units (its highest scores); others keep all."""
+    removals = {}
+    for g in groups:
+        keep = counts.get(g.name, g.size)
+        if keep < g.size:
+            removals[g.name] = lowest(scores[g.name], g.size - keep, g.partitions)
+    return make_plan(list(groups), removals, dict(tensors), meta=meta)
+
+
+def _groups_and_layers(model: nn.Module, example_inputs: ExampleInputs) -> tuple[list[Group], list[LayerSpec]]:
+    groups = analyze(model, example_inputs).groups
+    return groups, timed_layers(model, example_inputs, groups)
+
+
+def _weight_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())

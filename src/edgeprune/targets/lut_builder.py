@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""Build a latency lookup table on the device itself, with only ``onnxruntime`` and ``numpy``.
+
+This file is self-contained on purpose: copy it to the device (``edgeprune target script > build_lut.py``
+prints it) and run it there. It imports nothing from edgeprune, torch or the ``onnx`` package:
+onnxruntime and numpy are what a Raspberry Pi image reliably has (``pip install onnx`` needs a wheel
+for the board's Python and protobuf, which is not always there), so the single-op ONNX graphs are
+written directly in the protobuf wire format (:func:`conv_model_bytes`, about 60 lines; the host's
+tests check them against the ``onnx`` package's own parser and checker).
+
+Usage on the device::
+
+    python build_lut.py ops.json --threads 2 --out table.json
+
+``ops.json`` (written on the host by ``edgeprune target ops MODEL``) lists the layer shapes to time
+and the channel counts to try. Each (op, c_in, c_out) point becomes one graph ``Conv(+bias)
+[+Relu|Clip]`` (or ``Gemm``), is loaded in an ONNX Runtime session with the settings of
+``edgeprune.measure.latency.ort_session`` (CPU provider, ``intra_op_num_threads = threads``,
+``inter_op_num_threads = 1``, sequential execution, ``ORT_ENABLE_ALL``) and timed with the protocol of
+``edgeprune.measure.latency.time_calls`` (``warmup`` untimed runs, then ``runs`` runs each timed
+alone). Those two pieces are repeated here, in a dozen lines, only because that module imports
+torch; keep them in step (a test compares the session options).
+
+The output (format ``edgeprune.latency_table``) is plain JSON: see ``docs/hardware.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import struct
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+TABLE_FORMAT = "edgeprune.latency_table"
+OPS_FORMAT = "edgeprune.latency_ops"
+FORMAT_VERSION = 1
+OPSET = 17
+IR_VERSION = 8
+FLOAT = 1  # TensorProto.FLOAT
+
+
+# --- protobuf wire format: just what an ONNX ModelProto with initializers needs ------------------
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 fields encode negatives as ten-byte two's complement
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _key(field: int, wire: int) -> bytes:
+    return _varint((field << 3) | wire)
+
+
+def _int(field: int, value: int) -> bytes:
+    return _key(field, 0) + _varint(value)
+
+
+def _bytes(field: int, value: bytes | str) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return _key(field, 2) + _varint(len(data)) + data
+
+
+def _float(field: int, value: float) -> bytes:
+    return _key(field, 5) + struct.pack("<f", value)
+
+
+def _tensor(name: str, array: np.ndarray) -> bytes:
+    """TensorProto: dims=1, data_type=2, name=8, raw_data=9 (little-endian float32)."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return (b"".join(_int(1, d) for d in array.shape) + _int(2, FLOAT) + _bytes(8, name)
+            + _bytes(9, array.tobytes()))
+
+
+def _value_info(name: str, shape: tuple[int, ...]) -> bytes:
+    """ValueInfoProto{name=1, type=2: TypeProto{tensor_type=1: {elem_type=1, shape=2: {dim=1: {dim_value=1}}}}}."""
+    dims = b"".join(_bytes(1, _int(1, d)) for d in shape)
+    tensor_type = _int(1, FLOAT) + _bytes(2, dims)
+    return _bytes(1, name) + _bytes(2, _bytes(1, tensor_type))
+
+
+def _attr_ints(name: str, values: list[int]) -> bytes:
+    """AttributeProto: name=1, ints=8 (unpacked, as proto2 writes them), type=20 (INTS=7)."""
+    return _bytes(1, name) + b"".join(_int(8, v) for v in values) + _int(20, 7)
+
+
+def _attr_int(name: str, value: int) -> bytes:
+    return _bytes(1, name) + _int(3, value) + _int(20, 2)  # i=3, INT=2
+
+
+def _node(op_type: str, inputs: list[str], outputs: list[str], attrs: list[bytes], name: str) -> bytes:
+    """NodeProto: input=1, output=2, name=3, op_type=4, attribute=5."""
+    return (b"".join(_bytes(1, i) for i in inputs) + b"".join(_bytes(2, o) for o in outputs)
+            + _bytes(3, name) + _bytes(4, op_type) + b"".join(_bytes(5, a) for a in attrs))
+
+
+def _model(nodes: list[bytes], inits: list[bytes], inputs: list[bytes], outputs: list[bytes]) -> bytes:
+    """ModelProto: ir_version=1, producer_name=2, graph=7, opset_import=8 {domain=1, version=2}."""
+    graph = (b"".join(_bytes(1, n) for n in nodes) + _bytes(2, "edgeprune_lut")
+             + b"".join(_bytes(5, t) for t in inits) + b"".join(_bytes(11, i) for i in inputs)
+             + b"".join(_bytes(12, o) for o in outputs))
+    return (_int(1, IR_VERSION) + _bytes(2, "edgeprune.lut_builder") + _bytes(7, graph)
+            + _bytes(8, _bytes(1, "") + _int(2, OPSET)))
+
+
+def conv_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -> bytes:
+    """One serialized ONNX model: ``X -> Conv(W, B) [-> Relu | Clip(0, 6)] -> Y`` or ``X -> Gemm -> Y``.
+
+    Args:
+        op: an entry of ``ops.json``: ``kind`` ("conv" or "gemm"), ``kernel``, ``stride``, ``pads``
+            (top, left, bottom, right), ``dilation``, ``depthwise``, ``hw`` (input height, width),
+            ``act`` ("relu", "relu6" or null).
+        c_in: input channels (for a depthwise conv: ignored, it has ``c_out`` groups of one).
+        c_out: output channels.
+        seed: seed of the random weights.
+
+    Returns:
+        The ``ModelProto`` bytes, loadable by ``onnxruntime.InferenceSession``.
+    """
+    rng = np.random.default_rng(seed)
+    act = op.get("act")
+    if op["kind"] == "gemm":
+        x_shape, y_shape = (1, c_in), (1, c_out)
+        inits = [_tensor("W", rng.standard_normal((c_out, c_in), dtype=np.float32) * 0.05),
+                 _tensor("B", rng.standard_normal(c_out, dtype=np.float32) * 0.05)]
+        main = _node("Gemm", ["X", "W", "B"], ["Z" if act else "Y"], [_attr_int("transB", 1)], "gemm")
+    elif op["kind"] == "conv":
+        kh, kw = op["kernel"]
+        sh, sw = op["stride"]
+        dh, dw = op.get("dilation", [1, 1])
+        pads = list(op["pads"])  # ONNX order: (top, left, bottom, right)
+        h, w = op["hw"]
+        groups = c_out if op.get("depthwise") else 1
+        if op.get("depthwise"):
+            c_in = c_out
+        oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+        x_shape, y_shape = (1, c_in, h, w), (1, c_out, oh, ow)
+        weight = rng.standard_normal((c_out, c_in // groups, kh, kw), dtype=np.float32) * 0.05
+        inits = [_tensor("W", weight), _tensor("B", rng.standard_normal(c_out, dtype=np.float32) * 0.05)]
+        attrs = [_attr_ints("kernel_shape", [kh, kw]), _attr_ints("strides", [sh, sw]),
+                 _attr_ints("pads", pads), _attr_ints("dilations", [dh, dw]), _attr_int("group", groups)]
+        main = _node("Conv", ["X", "W", "B"], ["Z" if act else "Y"], attrs, "conv")
+    else:
+        raise ValueError(f"unknown op kind {op['kind']!r} (expected 'conv' or 'gemm')")
+    nodes = [main]
+    if act == "relu":
+        nodes.append(_node("Relu", ["Z"], ["Y"], [], "act"))
+    elif act == "relu6":
+        inits += [_tensor("lo", np.zeros((), np.float32)), _tensor("hi", np.full((), 6.0, np.float32))]
+        nodes.append(_node("Clip", ["Z", "lo", "hi"], ["Y"], [], "act"))
+    elif act:
+        raise ValueError(f"unknown activation {act!r} (expected 'relu', 'relu6' or null)")
+    return _model(nodes, inits, [_value_info("X", x_shape)], [_value_info("Y", y_shape)])
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def session_options(threads: int, *, spinning: bool = True):
+    """``edgeprune.measure.latency.ort_session``'s options; ``spinning=False`` makes idle worker threads block."""
+    import onnxruntime as ort
+
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+def session(model: bytes | str, threads: int, *, spinning: bool = True):
+    """An ONNX Runtime CPU session (from model bytes or a path) with :func:`session_options`."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model, sess_options=session_options(threads, spinning=spinning),
+                                providers=["CPUExecutionProvider"])
+
+
+STATISTICS = {"median": np.median, "min": np.min, "p25": lambda a: np.percentile(a, 25)}
+
+
+COLD_MIN_BYTES = 2 << 20   # ops with fewer weight bytes are timed warm (their weights hardly matter)
+COLD_MAX_COPIES = 16
+
+
+def weight_bytes(op: dict[str, Any], c_in: int, c_out: int) -> int:
+    """Bytes of the op's float32 weights at these channel counts."""
+    if op["kind"] == "gemm":
+        return 4 * c_in * c_out
+    kh, kw = op["kernel"]
+    return 4 * c_out * (1 if op.get("depthwise") else c_in) * kh * kw
+
+
+def time_point(op: dict[str, Any], c_in: int, c_out: int, *, threads: int, runs: int, warmup: int,
+               stat: str = "median", spinning: bool = True, cold_bytes: int = 0) -> float:
+    """Latency (ms) of one op at one channel count: ``warmup`` untimed runs, then ``runs`` timed alone.
+
+    With ``cold_bytes`` > 0 (the size of the last-level cache, when the whole model's weights do not
+    fit in it) an op with large weights is timed with them coming from memory, as inside the model:
+    several copies with different weights (together 1.5x ``cold_bytes``) run in turn, so each
+    copy's weights have been evicted by the others when its turn comes.
+    """
+    wb = weight_bytes(op, c_in, c_out)
+    copies = 1
+    if cold_bytes and wb >= COLD_MIN_BYTES:
+        copies = int(min(COLD_MAX_COPIES, max(2, -(-3 * cold_bytes // (2 * wb)))))
+    sessions = [session(conv_model_bytes(op, c_in, c_out, seed=k), threads, spinning=spinning) for k in range(copies)]
+    feed = {"X": np.random.default_rng(1).standard_normal(_input_shape(op, c_in, c_out), dtype=np.float32)}
+    turn = iter(range(1 << 62))
+    return _timed(lambda: sessions[next(turn) % copies].run(None, feed), runs=runs, warmup=warmup * copies,
+                  stat=stat)
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the largest CPU cache (Linux sysfs), or 8 MiB when it cannot be read."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            try:
+                with open(os.path.join(base, entry, "size"), encoding="utf-8") as f:
+                    text = f.read().strip().upper()
+                mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+                best = max(best, int(text.rstrip("KMG")) * mult)
+            except (OSError, ValueError):
+                continue
+    except OSError:
+        pass
+    return best or 8 << 20
+
+
+def _timed(call, *, runs: int, warmup: int, stat: str) -> float:
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter_ns()
+        call()
+        samples.append((time.perf_counter_ns() - start) / 1e6)
+    return float(STATISTICS[stat](np.asarray(samples)))
+
+
+def _input_shape(op: dict[str, Any], c_in: int, c_out: int) -> tuple[int, ...]:
+    if op["kind"] == "gemm":
+        return (1, c_in)
+    return (1, c_out if op.get("depthwise") else c_in, *op["hw"])
+
+
+def target_info(threads: int) -> dict[str, Any]:
+    """What a latency figure depends on: CPU model, ISA, onnxruntime version, threads; ``key`` joins them."""
+    import onnxruntime as ort
+
+    cpu = _cpu_model()
+    info = {"cpu": cpu, "machine": platform.machine(), "system": platform.system(),
+            "cpu_count": os.cpu_count(), "isa": _isa_flags(), "llc_bytes": last_level_cache_bytes(),
+            "onnxruntime": ort.__version__,
+            "threads": int(threads), "numpy": np.__version__, "python": platform.python_version()}
+    info["key"] = target_key(info)
+    return info
+
+
+def target_key(info: dict[str, Any]) -> str:
+    """``"<cpu>|onnxruntime-<version>|threads-<n>"``: tables are only valid for the target they were built on."""
+    return f"{info['cpu']}|onnxruntime-{info['onnxruntime']}|threads-{info['threads']}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        for name in ("model name", "Model", "Hardware", "cpu model", "Processor"):
+            if fields.get(name):
+                return fields[name]
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _isa_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "neon", "asimd", "asimddp", "sve")
+                    return [w for w in wanted if w in have]
+    except OSError:
+        pass
+    return []
+
+
+PROBE_CHANNELS = (41, 80)   # the staircase sweep: every count in this range ...
+PROBE_FIXED = 64            # ... with the other axis at this count ...
+PROBE_HW = (14, 14)         # ... on a small feature map (cheap, still compute-bound)
+STEP_CANDIDATES = (1, 2, 4, 8, 16)  # the sweep holds three multiples of 16
+
+
+def probe_op(family_op: dict[str, Any]) -> dict[str, Any]:
+    """The small op on which a family's staircase is swept (its kernel, stride 1, same padding)."""
+    op = dict(family_op)
+    if op["kind"] == "conv":
+        kh, kw = op["kernel"]
+        op.update(stride=[1, 1], dilation=[1, 1], hw=list(PROBE_HW), pads=[kh // 2, kw // 2, kh // 2, kw // 2])
+    return op
+
+
+def sweep(op: dict[str, Any], axis: str, *, threads: int, runs: int, warmup: int, stat: str,
+          spinning: bool = True, passes: int = 1) -> dict[str, float]:
+    """Latency at every channel count of ``PROBE_CHANNELS`` along ``axis`` ("c_in", "c_out"; "c" for depthwise).
+
+    The sweep is repeated ``passes`` times and each count keeps its smallest figure (see :func:`build`).
+    """
+    out: dict[str, float] = {}
+    for _ in range(passes):
+        for c in range(PROBE_CHANNELS[0], PROBE_CHANNELS[1] + 1):
+            ci, co = (PROBE_FIXED, c) if axis in ("c_out", "c") else (c, PROBE_FIXED)
+            ms = round(time_point(op, ci, co, threads=threads, runs=runs, warmup=warmup, stat=stat,
+                                  spinning=spinning), 5)
+            out[str(c)] = min(ms, out.get(str(c), ms))
+    return out
+
+
+def fast_step(curve: dict[str, float], tolerance: float = 0.03) -> int:
+    """The period of a staircase: the coarsest channel step whose multiples lose nothing.
+
+    A staircase exists when counts that are multiples of some step p cost less per channel than
+    the others (median ratio below ``1 - tolerance``); else the step is 1. Then the step is the
+    largest p for which every count could be replaced by the cheaper-per-channel of the two
+    multiples of p around it at no loss (median over the counts of that ratio <= ``1 + tolerance``).
+    Medians keep one unlucky point (a run that got one core instead of two) from deciding.
+    """
+    counts = sorted(int(c) for c in curve)
+    per = {c: curve[str(c)] / c for c in counts}
+    ratios = []
+    for p in STEP_CANDIDATES[1:]:
+        on = [per[c] for c in counts if c % p == 0]
+        off = [per[c] for c in counts if c % p]
+        if len(on) >= 2 and off:
+            ratios.append(float(np.median(on) / np.median(off)))
+    if not ratios or min(ratios) > 1 - tolerance:
+        return 1
+    best = 1
+    for p in STEP_CANDIDATES[1:]:
+        losses = []
+        for c in counts:
+            if c % p:
+                around = [m for m in (c // p * p, (c // p + 1) * p) if m in per]
+                if around:
+                    losses.append(min(per[m] for m in around) / per[c])
+        if losses and float(np.median(losses)) <= 1 + tolerance:
+            best = p
+    return best
+
+
+def off_step_penalty(curve: dict[str, float], step: int) -> float:
+    """How much slower an off-step count runs than the line through its neighbouring fast counts (median ratio)."""
+    if step <= 1:
+        return 1.0
+    fast = sorted(int(c) for c in curve if int(c) % step == 0)
+    ratios = []
+    for c in (int(c) for c in curve):
+        if c % step == 0:
+            continue
+        lo = max((f for f in fast if f < c), default=None)
+        hi = min((f for f in fast if f > c), default=None)
+        if lo is None or hi is None:
+            continue
+        line = curve[str(lo)] + (curve[str(hi)] - curve[str(lo)]) * (c - lo) / (hi - lo)
+        ratios.append(curve[str(c)] / line)
+    return round(float(np.median(ratios)), 4) if ratios else 1.0
+
+
+def group_levels(size: int, step: int, min_keep: float, levels: int) -> list[int]:
+    """The kept counts at which a group's layers are timed: multiples of ``step`` from ``min_keep`` of
+    ``size`` up, thinned to at most ``levels`` (always with the smallest and ``size`` itself)."""
+    lo = max(step, -(-int(np.ceil(size * min_keep)) // step) * step)
+    fast = list(range(lo, size + 1, step)) if step <= size else []
+    if size not in fast:
+        fast.append(size)
+    if len(fast) > levels:
+        picks = np.unique(np.round(np.linspace(0, len(fast) - 1, levels)).astype(int))
+        fast = [fast[i] for i in picks]
+    return sorted(set(fast))
+
+
+def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True) -> float:
+    """The cost of one ``session.run`` of a near-empty graph: subtracted from every timed point."""
+    op = {"kind": "gemm", "act": None}
+    return round(time_point(op, 1, 1, threads=threads, runs=runs * 4, warmup=warmup, stat=stat,
+                            spinning=spinning), 5)
+
+
+def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat: str = "median",
+          passes: int = 1, spinning: bool = True, base_dir: str = ".", log=None) -> dict[str, Any]:
+    """Measure everything an ``ops.json`` document asks for and return the table document.
+
+    Steps: (1) the fixed cost of one run; (2) per op family (conv kxk, depthwise kxk, gemm) the
+    staircase along each channel axis and its fast step; (3) per group the fast kept counts
+    (multiples of the least common multiple of the steps of the axes it sets); (4) every
+    distinct layer on the grid of its groups' counts, with large weights cold when the model's
+    weights (``weight_bytes``) exceed the last-level cache; (5) the whole models listed under
+    ``models`` (ONNX files beside ops.json), for calibration.
+
+    With ``passes`` > 1 the sweeps and the grid are timed that many times over, one whole pass after
+    another, and each point keeps its smallest figure: a burst of load from other work hits one
+    pass, not all, and load only ever adds time.
+    """
+    if ops_doc.get("format") != OPS_FORMAT:
+        raise ValueError(f"not an op list (expected 'format': '{OPS_FORMAT}')")
+    if threads < 1 or runs < 1 or warmup < 0 or stat not in STATISTICS:
+        raise ValueError(f"need threads >= 1, runs >= 1, warmup >= 0, stat in {sorted(STATISTICS)}")
+    log = log or (lambda msg: None)
+    started = time.perf_counter()
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    timing = {"threads": threads, "runs": runs, "warmup": warmup, "stat": stat, "spinning": spinning}
+    overhead = overhead_ms(**timing)
+    log(f"run overhead {overhead:.4f} ms")
+    llc = last_level_cache_bytes()
+    cold = int(ops_doc.get("weight_bytes", 0)) > llc
+    log(f"model weights {ops_doc.get('weight_bytes', 0) / 2**20:.1f} MiB, last-level cache {llc / 2**20:.1f} MiB: "
+        f"large weights timed {'cold' if cold else 'warm'}")
+
+    layers, groups = ops_doc["layers"], ops_doc["groups"]
+    staircase: dict[str, Any] = {}
+    for layer in layers:
+        fam = layer["family"]
+        if fam in staircase:
+            continue
+        op = probe_op(layer["op"])
+        axes = ("c",) if layer["op"].get("depthwise") else ("c_in", "c_out")
+        entry = {}
+        for axis in axes:
+            curve = sweep(op, axis, passes=passes, **timing)
+            step = fast_step(curve)
+            entry[axis] = {"step": step, "penalty": off_step_penalty(curve, step), "ms": curve}
+        staircase[fam] = entry
+        log(f"staircase {fam}: " + ", ".join(f"{a} step {e['step']} (off-step x{e['penalty']})"
+                                                for a, e in entry.items()))
+
+    steps = {name: 1 for name in groups}
+    for layer in layers:
+        fam = staircase[layer["family"]]
+        for axis, group in (("c_in", layer["in_group"]), ("c_out", layer["out_group"])):
+            if group is not None:
+                step = fam["c"]["step"] if "c" in fam else fam[axis]["step"]
+                steps[group] = int(np.lcm(steps[group], step))
+    group_out = {}
+    for name, g in groups.items():
+        step = int(np.lcm(steps[name], g.get("partitions", 1)))
+        while step > 1 and step * 4 > g["size"] and step % 2 == 0:
+            step //= 2  # keep at least four fast counts in a group
+        group_out[name] = {**g, "step": step,
+                           "levels": group_levels(g["size"], step, ops_doc.get("min_keep", 0.25),
+                                                  ops_doc.get("levels", 8))}
+
+    def axis_values(group, full):
+        return group_out[group]["levels"] if group is not None else [full]
+
+    ops: dict[str, dict[str, Any]] = {}
+    axes: dict[str, tuple[set[int], set[int]]] = {}
+    for layer in layers:  # layers of one signature share one full grid: the union of their counts
+        ci = [1] if layer["op"].get("depthwise") else axis_values(layer["in_group"], layer["c_in"])
+        co = axis_values(layer["out_group"], layer["c_out"])
+        ops.setdefault(layer["signature"], {"op": layer["op"], "family": layer["family"], "points": {}})
+        a_in, a_out = axes.setdefault(layer["signature"], (set(), set()))
+        a_in.update(ci)
+        a_out.update(co)
+    todo = []
+    for sig, (a_in, a_out) in axes.items():
+        for a in sorted(a_in):
+            for b in sorted(a_out):
+                ops[sig]["points"][f"{a},{b}"] = None
+                todo.append((sig, a, b))
+    todo = list(dict.fromkeys(todo))
+    for p in range(passes):
+        for i, (sig, a, b) in enumerate(todo):
+            ms = time_point(ops[sig]["op"], a, b, cold_bytes=llc if cold else 0, **timing)
+            ms = round(max(ms - overhead, 1e-4), 5)
+            old = ops[sig]["points"][f"{a},{b}"]
+            ops[sig]["points"][f"{a},{b}"] = ms if old is None else min(old, ms)
+            if (i + 1) % 100 == 0 or i + 1 == len(todo):
+                log(f"pass {p + 1}/{passes}: [{i + 1}/{len(todo)}] points timed")
+
+    models = {}
+    for name, entry in ops_doc.get("models", {}).items():
+        path = os.path.join(base_dir, entry["onnx"])
+        with open(path, "rb") as f:
+            data = f.read()
+        ms = time_model(data, entry["input_shapes"], **timing)
+        models[name] = {"counts": entry["counts"], "ms": round(ms, 5)}
+        log(f"model {name}: {ms:.3f} ms")
+
+    return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads),
+            "protocol": {**timing, "passes": passes, "opset": OPSET, "overhead_ms": overhead, "cold_weights": cold,
+                         "graph": "Conv(+bias) or Gemm, random weights, batch 1; run overhead subtracted",
+                         "seconds": round(time.perf_counter() - started, 1)},
+            "staircase": staircase,
+            "model": {"key": ops_doc["model"], "layers": layers, "groups": group_out, "measured": models},
+            "ops": ops}
+
+
+def time_model(data: bytes, input_shapes: list[list[int]], *, threads: int, runs: int, warmup: int,
+               stat: str, spinning: bool = True) -> float:
+    """Latency (ms) of a whole ONNX model on random float32 inputs, same protocol as the points."""
+    sess = session(data, threads, spinning=spinning)
+    rng = np.random.default_rng(1)
+    feed = {i.name: rng.standard_normal(shape, dtype=np.float32) for i, shape in zip(sess.get_inputs(), input_shapes)}
+    return _timed(lambda: sess.run(None, feed), runs=runs, warmup=warmup, stat=stat)
+
+
+def write_json(doc: dict[str, Any], path: str) -> None:
+    """Write ``doc`` to ``path`` through a temporary file and a rename (never half-written)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build an edgeprune latency table on this device "
+                                                 "(needs only onnxruntime and numpy).")
+    parser.add_argument("ops", help="ops.json written by 'edgeprune target ops' (ONNX files beside it)")
+    parser.add_argument("--out", required=True, help="where to write the table (JSON)")
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per point")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs per point")
+    parser.add_argument("--passes", type=int, default=1, help="time the whole table this many times, keep the "
+                                                                 "smallest figure of each point")
+    parser.add_argument("--no-spinning", action="store_true",
+                        help="idle worker threads block instead of spinning (a machine shared with other work)")
+    parser.add_argument("--stat", default="median", choices=sorted(STATISTICS),
+                        help="statistic of the timed runs (use 'min' on a machine shared with other work)")
+    args = parser.parse_args(argv)
+    with open(args.ops, encoding="utf-8") as f:
+        ops_doc = json.load(f)
+    doc = build(ops_doc, threads=args.threads, runs=args.runs, warmup=args.warmup, stat=args.stat, passes=args.passes,
+                spinning=not args.no_spinning,
+                base_dir=os.path.dirname(os.path.abspath(args.ops)),
+                log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    write_json(doc, args.out)
+    print(f"wrote {args.out}: {sum(len(o['points']) for o in doc['ops'].values())} points, "
+          f"target {doc['target']['key']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Predicted latency vs latency measured on ONNX Runtime (2 threads), resnet18 and mobilenet_v2 at 96x96.
+
+Oracle: the real runtime. Each test builds the model's latency table on this machine, then
+measures in one interleaved session (``edgeprune.targets.measured``) the unpruned model, two
+calibration models (uniform keeps of 0.75 and 0.5 on multiples of 16) and two held-out models
+pruned by the latency-aware allocator to 0.7x and 0.45x of the predicted unpruned latency. The
+calibration is fitted on the first three only; the held-out models' predictions must be within
+15% of their measurements. Interleaving run by run makes all five see the same load, which on a
+shared machine inflates every absolute figure alike (the calibration's scale absorbs it).
+"""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torchvision
+
+from edgeprune.graph import analyze
+from edgeprune.latency_aware import allocate
+from edgeprune.surgery import apply_plan, named_tensors
+from edgeprune.targets import LatencyPredictor, TableConfig, build_table, counts_plan, group_scores
+from edgeprune.targets.build import calibration_models
+from edgeprune.targets.measured import measure_models
+
+TOLERANCE = 0.15
+THREADS = 1
+CONFIG = TableConfig(threads=THREADS, runs=20, warmup=2, stat="min", passes=2, levels=4, calibrate=(), rounds=4)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_prediction_within_15_percent_of_measured(arch):
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)().eval()
+    x = torch.randn(1, 3, 96, 96)
+    table = build_table(model, x, CONFIG)
+    predictor = LatencyPredictor(table)
+    groups = analyze(model, x).groups
+    scores = group_scores(model, groups)
+    tensors = named_tensors(model)
+
+    models, counts = {}, {}
+    calib = TableConfig(calibrate=(0.75, 0.5))
+    for name, c, m in calibration_models(model, x, groups, calib):
+        models[name], counts[name] = m, c
+    held_out = []
+    for fraction in (0.7, 0.45):
+        alloc = allocate(predictor, groups, scores, predictor.dense_ms() * fraction)
+        name = f"latency-{fraction}"
+        models[name] = apply_plan(copy.deepcopy(model), counts_plan(groups, scores, alloc.counts, tensors))
+        counts[name] = alloc.counts
+        held_out.append(name)
+
+    measured = measure_models(models, x, threads=THREADS, rounds=12, runs=5, exporter="torchscript")
+    table.measured.clear()
+    for name in ("dense", "uniform-0.75", "uniform-0.5"):
+        predictor.add_measurement(name, counts[name], measured[name].ms)
+    report = {n: (predictor.predict_counts(counts[n]), measured[n].ms) for n in models}
+    detail = ", ".join(f"{n}: predicted {p:.3f} measured {m:.3f} ms" for n, (p, m) in report.items())
+    for name in held_out:
+        predicted, got = report[name]
+        assert abs(predicted / got - 1) <= TOLERANCE, f"{arch} {name} off by {predicted / got - 1:+.1%} ({detail})"
+    # the held-out models are really faster than the unpruned one, by about what was predicted
+    assert measured["latency-0.45"].ms < measured["dense"].ms
