@@ -13,7 +13,7 @@ from edgeprune.strategies.guarded import Guarded
 from edgeprune.strategies.iterative import Iterative
 from edgeprune.strategies.oneshot import OneShot
 from edgeprune.strategies.schedule import scheduled_amount, step_amounts
-from edgeprune.strategies.sensitivity import Curves, Sensitivity
+from edgeprune.strategies.sensitivity import Curves, Sensitivity, sensitivity_curves
 from edgeprune.strategies.uniform import uniform
 
 STRATEGIES = {"uniform": uniform, "global": global_ranking}
@@ -27,4 +27,5 @@ PRESETS = {
 }
 
 __all__ = ["Curves", "Guarded", "Iterative", "OneShot", "PRESETS", "STRATEGIES", "Sensitivity", "global_ranking",
-           "lowest", "make_plan", "removable", "scheduled_amount", "step_amounts", "uniform"]
+           "lowest", "make_plan", "removable", "scheduled_amount", "sensitivity_curves", "step_amounts",
+           "uniform"]

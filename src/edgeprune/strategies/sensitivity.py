@@ -102,6 +102,41 @@ def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATI
     return curves
 
 
+def sensitivity_curves(model: nn.Module, example_inputs, evaluate, *, criterion: str = "l2",
+                       ratios=DEFAULT_RATIOS, data=None, calibration_batches: int | None = 8, ignore=(),
+                       round_to: int = 1, seed: int = 0) -> Curves:
+    """Each group's accuracy when it alone loses each of ``ratios`` of its units (for reports and the CLI).
+
+    Args:
+        model: the trained model (not changed).
+        example_inputs: an example input.
+        evaluate: ``evaluate(model) -> accuracy`` in points.
+        criterion: which units go first.
+        ratios: fractions to try.
+        data: batches for BatchNorm recalibration of each cut copy (and for data-driven criteria).
+        calibration_batches: batches of ``data`` to use.
+        ignore: modules whose outputs keep every unit.
+        round_to: keep channel counts at multiples of this.
+        seed: for random criteria.
+
+    Returns:
+        :class:`Curves` (``.to_json()`` for a file).
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> m = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
+        >>> x = torch.randn(64, 4)
+        >>> c = sensitivity_curves(m, x[:1], lambda k: float((k(x).argmax(1) == m(x).argmax(1)).float().mean() * 100))
+        >>> list(c.groups), c.base_accuracy
+        (['0'], 100.0)
+    """
+    from edgeprune.criteria import get_criterion
+
+    session = Session(example_inputs, get_criterion(criterion), criterion, ignore=ignore, round_to=round_to, seed=seed,
+                      data=data, calibration_batches=calibration_batches, evaluate=evaluate)
+    return scan(session, model, session.score(model), ratios)
+
+
 def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
            targets: list[Target]) -> tuple[Plan, dict[str, int]]:
     """Per-group levels that meet ``targets`` at the least predicted drop (greedy; see the module docstring).
