@@ -1,14 +1,13 @@
-"""Errors a user can act on. Each names the cause: the op, the module, the field or the file."""
-from edgeprune.graph.probe import ProbeError
-from edgeprune.plan import PlanError
+"""Errors a user can act on. Each names the cause: the op, the module, the field or the file.
+
+This module imports nothing, so every other module can derive its errors from ``EdgepruneError``
+without pulling in heavy dependencies; ``except edgeprune.EdgepruneError`` catches them all.
+"""
 
 
 class EdgepruneError(Exception):
     """Base of edgeprune's own errors."""
 
 
-class UnsupportedModelError(EdgepruneError):
+class UnsupportedModelError(EdgepruneError, ValueError):
     """Nothing in the model can be pruned the way it was asked; the message says why."""
-
-
-__all__ = ["EdgepruneError", "PlanError", "ProbeError", "UnsupportedModelError"]

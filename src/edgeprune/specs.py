@@ -25,6 +25,7 @@ from typing import Any, Union
 import torch
 import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_map
+from edgeprune.errors import EdgepruneError
 
 ExampleInputs = Union[torch.Tensor, tuple, list, Mapping[str, torch.Tensor]]
 
@@ -33,7 +34,7 @@ _SPEC_ATTR = "_edgeprune_spec"
 _SHAPE_ATTR = "_edgeprune_input_shape"
 
 
-class SpecError(ValueError):
+class SpecError(EdgepruneError, ValueError):
     """A model spec names no model edgeprune can build (unknown prefix, name or factory)."""
 
 

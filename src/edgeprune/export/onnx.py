@@ -32,11 +32,12 @@ from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten
 
 from edgeprune.specs import ExampleInputs, eval_mode, random_inputs, split_inputs
+from edgeprune.errors import EdgepruneError
 
 Exporter = Literal["auto", "dynamo", "torchscript"]
 
 
-class ExportError(RuntimeError):
+class ExportError(EdgepruneError, RuntimeError):
     """The model could not be exported to ONNX, or the file does not run in ONNX Runtime."""
 
 

@@ -32,6 +32,7 @@ import torch.nn as nn
 from edgeprune.plan import Plan, PlanError, attach_plan, plans_of
 from edgeprune.result import PruneResult
 from edgeprune.specs import SpecError, load_model, spec_of
+from edgeprune.errors import EdgepruneError
 
 SAVE_FORMAT = "edgeprune.saved"
 SAVE_VERSION = 1
@@ -39,7 +40,7 @@ META_FILE = "edgeprune.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class LoadError(ValueError):
+class LoadError(EdgepruneError, ValueError):
     """A saved model cannot be loaded: missing, corrupt, tampered, or it does not fit the model given."""
 
 

@@ -21,9 +21,10 @@ from torch.utils._pytree import tree_map
 from edgeprune.graph.groups import Group
 from edgeprune.graph.spaces import DimMap, Unresolvable
 from edgeprune.graph.trace import OpRecord, TraceResult, call_model, op_name, tensors_in
+from edgeprune.errors import EdgepruneError
 
 
-class ProbeError(RuntimeError):
+class ProbeError(EdgepruneError, RuntimeError):
     """The probe could not make the pruned copy agree with the predicted shapes."""
 
 
