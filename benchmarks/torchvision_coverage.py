@@ -35,6 +35,7 @@ def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
 
 
 def check(name: str, ratio: float, exporter: str = "torchscript"):
+    """Prune ``name`` at ``ratio`` and verify it; TorchScript export is the fast one for the test run."""
     model, x = build(name)
     result = ep.prune(model, x, ratio=ratio)
     return result, verify_pruned(model, result.model, x, max_mac_ratio=0.85, exporter=exporter)
@@ -44,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(torchvision.models.list_models(module=torchvision.models)))
     parser.add_argument("--ratios", default="0.3,0.5")
+    parser.add_argument("--exporter", default="auto", help="auto (dynamo, TorchScript fallback), dynamo, torchscript")
     args = parser.parse_args()
     rows, passed = 0, 0
     print(f"{'model':<22} {'ratio':>5} {'MACs after':>10} {'groups':>6} {'kept':>5} {'secs':>6}  result")
@@ -52,7 +54,7 @@ def main() -> None:
             rows += 1
             start = time.perf_counter()
             try:
-                result, report = check(name, ratio)
+                result, report = check(name, ratio, args.exporter)
             except Exception as exc:  # a refusal is a result to print, not a crash of the table
                 print(f"{name:<22} {ratio:>5} {'-':>10} {'-':>6} {'-':>5} {time.perf_counter() - start:>6.1f}  "
                       f"FAIL {type(exc).__name__}: {str(exc)[:160]}", flush=True)
