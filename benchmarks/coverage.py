@@ -193,9 +193,14 @@ def _prune_ours(model: Any, x: Any, ratio: float) -> Any:
 
 
 def _refusal_types() -> tuple[type, ...]:
-    from edgeprune.errors import EdgepruneError, PlanError, ProbeError
+    """edgeprune's own errors: raising one of them is a refusal with a message, not a crash."""
+    import edgeprune.errors as errors
 
-    return EdgepruneError, PlanError, ProbeError
+    names = ("EdgepruneError", "PlanError", "ProbeError", "UnsupportedModelError")
+    found = tuple(t for t in (getattr(errors, n, None) for n in names) if isinstance(t, type))
+    if not found:
+        raise ImportError("edgeprune.errors defines none of " + ", ".join(names))
+    return found
 
 
 def _prune_tp(model: Any, x: Any, ratio: float) -> Any:
