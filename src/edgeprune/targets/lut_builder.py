@@ -307,10 +307,10 @@ def _isa_flags() -> list[str]:
     return []
 
 
-PROBE_CHANNELS = (41, 80)   # the staircase sweep: every count in this range ...
+PROBE_CHANNELS = (40, 97)   # the staircase sweep: every count in this range ...
 PROBE_FIXED = 64            # ... with the other axis at this count ...
 PROBE_HW = (14, 14)         # ... on a small feature map (cheap, still compute-bound)
-STEP_CANDIDATES = (1, 2, 4, 8, 16)  # the sweep holds three multiples of 16
+STEP_CANDIDATES = (1, 2, 4, 8, 16)  # the sweep holds three multiples of 16 with their next steps
 
 
 def probe_op(family_op: dict[str, Any]) -> dict[str, Any]:
@@ -338,36 +338,26 @@ def sweep(op: dict[str, Any], axis: str, *, threads: int, runs: int, warmup: int
     return out
 
 
-def fast_step(curve: dict[str, float], tolerance: float = 0.03) -> int:
-    """The period of a staircase: the coarsest channel step whose multiples lose nothing.
+def fast_step(curve: dict[str, float], tolerance: float = 0.03, share: float = 0.75) -> int:
+    """The period of a staircase: the smallest channel step p whose multiples are each faster than
+    every larger count up to the next multiple.
 
-    A staircase exists when counts that are multiples of some step p cost less per channel than
-    the others (median ratio below ``1 - tolerance``); else the step is 1. Then the step is the
-    largest p for which every count could be replaced by the cheaper-per-channel of the two
-    multiples of p around it at no loss (median over the counts of that ratio <= ``1 + tolerance``).
-    Medians keep one unlucky point (a run that got one core instead of two) from deciding.
+    On a staircase with period p, a multiple m of p is the last count before a step up (the kernel
+    pads m + 1 up to m + p), or the cheap point of a slow run of off-step counts: either way every
+    count in (m, m + p] takes at least ``1 + tolerance`` times as long as m. The smallest p for which
+    that holds at ``share`` of its multiples is the period; none gives 1 (no staircase: take any count).
     """
     counts = sorted(int(c) for c in curve)
-    per = {c: curve[str(c)] / c for c in counts}
-    ratios = []
+    have = set(counts)
     for p in STEP_CANDIDATES[1:]:
-        on = [per[c] for c in counts if c % p == 0]
-        off = [per[c] for c in counts if c % p]
-        if len(on) >= 2 and off:
-            ratios.append(float(np.median(on) / np.median(off)))
-    if not ratios or min(ratios) > 1 - tolerance:
-        return 1
-    best = 1
-    for p in STEP_CANDIDATES[1:]:
-        losses = []
-        for c in counts:
-            if c % p:
-                around = [m for m in (c // p * p, (c // p + 1) * p) if m in per]
-                if around:
-                    losses.append(min(per[m] for m in around) / per[c])
-        if losses and float(np.median(losses)) <= 1 + tolerance:
-            best = p
-    return best
+        checks = []
+        for m in counts:
+            window = [curve[str(c)] for c in range(m + 1, m + p + 1) if c in have]
+            if m % p == 0 and len(window) == p:
+                checks.append(curve[str(m)] * (1 + tolerance) < min(window))
+        if len(checks) >= 2 and sum(checks) >= share * len(checks):
+            return p
+    return 1
 
 
 def off_step_penalty(curve: dict[str, float], step: int) -> float:
@@ -449,7 +439,7 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
         axes = ("c",) if layer["op"].get("depthwise") else ("c_in", "c_out")
         entry = {}
         for axis in axes:
-            curve = sweep(op, axis, passes=passes, **timing)
+            curve = sweep(op, axis, passes=max(3, passes), **timing)  # cheap, and decides a lot
             step = fast_step(curve)
             entry[axis] = {"step": step, "penalty": off_step_penalty(curve, step), "ms": curve}
         staircase[fam] = entry

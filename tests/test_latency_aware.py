@@ -1,0 +1,138 @@
+"""The latency allocator, the plan check and the measure-and-tighten loop, on the ``mnist`` task's CNN.
+
+Oracles: the predictor itself for the allocator's promise (never a plan predicted above its
+target), a brute-force search over every fast-step count for optimality on a two-group model,
+and ONNX Runtime for the verified prune.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+from edgeprune.budget import BudgetError, CostModel
+from edgeprune.graph import analyze
+from edgeprune.latency_aware import LatencyBudget, MeasureConfig, allocate, check_plan, prune_to_latency
+from edgeprune.surgery import named_tensors
+from edgeprune.targets import LatencyPredictor, TableConfig, build_table, counts_plan, group_scores
+from edgeprune.tasks import get_task
+from edgeprune.weights import prune_weights
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    task = get_task("mnist")
+    model = task.build(seed=0)
+    x = task.example_input()
+    table = build_table(model, x, TableConfig(threads=1, runs=3, warmup=1, levels=4, calibrate=(0.5,), rounds=3))
+    groups = analyze(model, x).groups
+    return model, x, table, groups, group_scores(model, groups)
+
+
+def test_allocator_never_returns_a_plan_predicted_to_miss(mnist):
+    model, x, table, groups, scores = mnist
+    predictor = LatencyPredictor(table)
+    dense = predictor.dense_ms()
+    met = 0
+    for fraction in [0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05]:
+        target = dense * fraction
+        try:
+            a = allocate(predictor, groups, scores, target, min_keep=0.1)
+        except BudgetError as exc:
+            assert "cannot be met" in str(exc)
+            continue
+        met += 1
+        assert a.predicted_ms <= target + 1e-9
+        assert a.predicted_ms == pytest.approx(predictor.predict_counts(a.counts))
+        for name, kept in a.counts.items():  # on a fast step (or the full size)
+            steps = table.groups[name]
+            assert kept % steps.step == 0 or kept == steps.size, (name, kept, steps.step)
+            assert kept >= min(steps.levels)
+    assert met >= 5
+
+
+def test_allocator_matches_brute_force_on_two_groups():
+    """Two groups, every combination of fast-step counts: greedy keeps at least 95% of the best importance."""
+    model = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(64, 8, 3, padding=1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    table = build_table(model, x, TableConfig(threads=1, runs=2, warmup=1, levels=4, calibrate=(), rounds=2))
+    predictor = LatencyPredictor(table)
+    groups = analyze(model, x).groups
+    scores = group_scores(model, groups)
+    names = sorted(table.groups)
+    options = {n: table.groups[n].fast_counts(min(table.groups[n].levels)) for n in names}
+    norm = {n: torch.sort(scores[n] / scores[n].mean(), descending=True).values for n in names}
+
+    def importance(counts):
+        return sum(float(norm[n][:counts[n]].sum()) for n in names)
+
+    for fraction in (0.8, 0.6, 0.45):
+        target = predictor.dense_ms() * fraction
+        feasible = [dict(zip(names, c)) for c in itertools.product(*(options[n] for n in names))
+                    if predictor.predict_counts(dict(zip(names, c))) <= target]
+        if not feasible:
+            with pytest.raises(BudgetError):
+                allocate(predictor, groups, scores, target, min_keep=0.0)
+            continue
+        best = max(importance(c) for c in feasible)
+        a = allocate(predictor, groups, scores, target, min_keep=0.0)
+        got = importance({n: a.counts.get(n, table.groups[n].size) for n in names})
+        assert a.predicted_ms <= target
+        assert got >= 0.95 * best, (fraction, got, best)
+
+
+def test_predictor_is_a_cost_model(mnist):
+    model, x, table, _, _ = mnist
+    predictor = LatencyPredictor(table)
+    assert isinstance(predictor, CostModel)
+    assert predictor.cost(model, x) == pytest.approx(predictor.dense_ms())
+
+
+def test_check_plan_warns_when_a_plan_will_not_pay(mnist):
+    model, x, table, groups, scores = mnist
+    predictor = LatencyPredictor(table)
+    tensors = named_tensors(model)
+    # masks: dense kernels on ONNX Runtime CPU
+    masked = prune_weights(model, 0.8).plan
+    report = check_plan(masked, predictor)
+    assert any("masks buy no latency" in w for w in report.warnings)
+    assert any("will not pay" in w for w in report.warnings)
+    assert report.predicted_ms == pytest.approx(predictor.dense_ms())
+    # channel counts off the fast steps
+    off = {name: g.size - g.step // 2 - 1 for name, g in table.groups.items() if g.step > 2}
+    if off:
+        report = check_plan(counts_plan(groups, scores, off, tensors), predictor)
+        assert {o.group for o in report.off_step} == set(off)
+        assert any("off the fast steps" in w for w in report.warnings)
+    # a latency-aware plan: on the steps, and faster
+    a = allocate(predictor, groups, scores, predictor.dense_ms() * 0.6)
+    report = check_plan(counts_plan(groups, scores, a.counts, tensors), predictor)
+    assert report.off_step == [] and report.speedup > 1.5
+    assert report.predicted_ms == pytest.approx(a.predicted_ms)
+
+
+def test_latency_budget_rejects_bad_input():
+    with pytest.raises(BudgetError):
+        LatencyBudget()
+    with pytest.raises(BudgetError):
+        LatencyBudget(latency_ms=3, speedup=2)
+    with pytest.raises(BudgetError):
+        LatencyBudget(speedup=0.5)
+
+
+def test_prune_to_latency_meets_a_speedup_measured_on_onnx_runtime(mnist):
+    model, x, table, _, _ = mnist
+    predictor = LatencyPredictor(table)
+    result = prune_to_latency(model, x, predictor, LatencyBudget(speedup=1.5, max_attempts=4),
+                              measure=MeasureConfig(threads=1, rounds=8, runs=5))
+    lines = [f"predicted {a.allocation.predicted_ms:.3f} measured {a.measured_ms:.3f} dense {a.dense_ms:.3f}"
+             for a in result.attempts]
+    assert result.met, lines
+    assert result.measured_speedup >= 1.5
+    assert result.model(x).shape == model(x).shape
+    assert all(p.name in table.groups for p in result.plan.groups)
+    # every attempt's measurement joined the calibration
+    assert len(predictor.calibration.points) >= 1 + len(result.attempts)
