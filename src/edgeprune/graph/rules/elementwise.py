@@ -54,14 +54,6 @@ def along_dim(ctx, args, kwargs, out) -> None:
             ctx.set_dims(t, dims)
 
 
-def normalize(ctx, args, kwargs, out) -> None:
-    x = arg(args, kwargs, 0, "input")
-    dim = arg(args, kwargs, 2, "dim", 1)
-    dims = ctx.dims(x)
-    ctx.block(dims[dim % x.dim()], "normalised along this dim")
-    ctx.set_dims(out, dims)
-
-
 def like(ctx, args, kwargs, out) -> None:
     """``zeros_like(x)`` and friends follow ``x``'s shape, so they follow its labels."""
     x = arg(args, kwargs, 0, "input")
@@ -86,7 +78,8 @@ _ELEMENTWISE = ["add", "sub", "rsub", "mul", "div", "pow", "maximum", "minimum",
 
 RULES = {name: same for name in _SAME}
 RULES.update({name: elementwise for name in _ELEMENTWISE})
-RULES.update({name: along_dim for name in ("softmax", "log_softmax", "softmin", "cumsum", "cumprod", "logcumsumexp")})
+# Softmax and normalize over a pruned dim stay valid models (statistics, like a norm layer's).
+RULES.update({name: same for name in ("softmax", "log_softmax", "softmin", "normalize")})
+RULES.update({name: along_dim for name in ("cumsum", "cumprod", "logcumsumexp")})
 RULES.update({name: like for name in ("zeros_like", "ones_like", "empty_like", "full_like", "rand_like",
                                       "randn_like", "new_zeros", "new_ones", "new_empty", "new_full")})
-RULES["normalize"] = normalize

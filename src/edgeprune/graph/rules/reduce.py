@@ -9,12 +9,13 @@ from edgeprune.graph.spaces import fixed
 from edgeprune.graph.trace import tensors_in
 
 
-def _reduce(ctx, x, dim, keepdim, out, invariant: bool) -> None:
+def _reduce(ctx, x, dim, keepdim, out, indices: bool) -> None:
+    """Statistics over a pruned dim stay valid (like a norm layer's); indices into it would not."""
     xd = ctx.dims(x)
     reduced = dim_list(dim, x.dim())
     for d in reduced:
-        if not invariant:
-            ctx.block(xd[d], "reduced over (not a sum, so the result depends on the unit count)")
+        if indices:
+            ctx.block(xd[d], "indices taken along this dim would change meaning")
     for t in tensors_in(out):
         if t.dim() == x.dim():
             ctx.set_dims(t, tuple(fixed(1) if i in reduced else xd[i] for i in range(x.dim())))
@@ -29,21 +30,21 @@ def _dim_keepdim(args, kwargs, first: int = 1):
     return dim, bool(arg(args, kwargs, first + 1, "keepdim", False))
 
 
-def sum_(ctx, args, kwargs, out) -> None:
-    dim, keepdim = _dim_keepdim(args, kwargs)
-    _reduce(ctx, args[0], dim, keepdim, out, invariant=True)
-
-
 def reduction(ctx, args, kwargs, out) -> None:
     dim, keepdim = _dim_keepdim(args, kwargs)
     if isinstance(dim, bool):  # std/var(x, unbiased) legacy form
         dim = kwargs.get("dim")
-    _reduce(ctx, args[0], dim, keepdim, out, invariant=False)
+    _reduce(ctx, args[0], dim, keepdim, out, indices=isinstance(out, tuple))
+
+
+def arg_reduction(ctx, args, kwargs, out) -> None:
+    dim, keepdim = _dim_keepdim(args, kwargs)
+    _reduce(ctx, args[0], dim, keepdim, out, indices=True)
 
 
 def norm(ctx, args, kwargs, out) -> None:
     dim = arg(args, kwargs, 2, "dim")
-    _reduce(ctx, args[0], dim, arg(args, kwargs, 3, "keepdim", False), out, invariant=False)
+    _reduce(ctx, args[0], dim, arg(args, kwargs, 3, "keepdim", False), out, indices=False)
 
 
 def max_min(ctx, args, kwargs, out) -> None:
@@ -78,10 +79,11 @@ def pad(ctx, args, kwargs, out) -> None:
     ctx.set_dims(out, tuple(labels))
 
 
-RULES = {"sum": sum_, "nansum": sum_, "norm": norm, "max": max_min, "min": max_min}
-RULES.update({name: reduction for name in ("mean", "nanmean", "amax", "amin", "std", "var", "prod", "logsumexp",
-                                           "argmax", "argmin", "all", "any", "median", "std_mean", "var_mean",
-                                           "aminmax", "count_nonzero")})
+RULES = {"norm": norm, "max": max_min, "min": max_min}
+RULES.update({name: reduction for name in ("sum", "nansum", "mean", "nanmean", "amax", "amin", "std", "var", "prod",
+                                           "logsumexp", "all", "any", "std_mean", "var_mean", "aminmax",
+                                           "count_nonzero", "median", "nanmedian", "mode")})
+RULES.update({name: arg_reduction for name in ("argmax", "argmin", "kthvalue")})
 for _k in (1, 2, 3):
     for _name in ("max_pool{}d", "avg_pool{}d", "adaptive_avg_pool{}d", "adaptive_max_pool{}d", "lp_pool{}d",
                   "max_pool{}d_with_indices", "adaptive_max_pool{}d_with_indices", "fractional_max_pool{}d",
