@@ -79,7 +79,7 @@ def figures(model: nn.Module, example: torch.Tensor) -> Figures:
 
 
 def latency_model(model: nn.Module, example: torch.Tensor, threads: int) -> Any:
-    """The latency cost model for ``latency=``/``speedup=`` targets: a lookup table of this model's
+    """The latency predictor for ``latency=``/``speedup=`` targets: a lookup table of this model's
     layers measured on ONNX Runtime at ``threads`` (``edgeprune.targets``), summed by a predictor.
 
     Raises:
@@ -141,6 +141,9 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         pattern = "unstructured" if recipe.kind == "weights" else recipe.kind
         result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed)
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
+    latency = [t for t in targets if t.metric in LATENCY_METRICS]
+    if latency:
+        return _prune_to_latency(model, example, recipe, latency)
     budget = budget_for(recipe, targets, model, example)
     iterative = recipe.strategy == "iterative" and finetune is not None
     try:
@@ -158,6 +161,37 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
     outcome.finetuned = iterative
     outcome.sensitivity = sensitivity_for_report(details.get("curves"))
     return outcome
+
+
+def _prune_to_latency(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, targets: list[Target]
+                      ) -> SearchOutcome:
+    """Latency targets: ``edgeprune.latency_aware`` allocates on the target's latency table, measures
+    the pruned model on ONNX Runtime and tightens until the measurement meets the target."""
+    from edgeprune.budget import BudgetError
+
+    if len(targets) > 1:
+        raise BadInputError("give one latency target (latency= or speedup=), not both")
+    try:
+        from edgeprune.latency_aware import LatencyBudget, MeasureConfig, prune_to_latency
+    except ImportError:
+        raise BadInputError("latency=/speedup= targets need hardware-aware pruning (edgeprune.latency_aware), "
+                            "which is not installed; use macs=, params= or size= instead") from None
+    t = targets[0]
+    if t.metric == "latency" and t.relative:
+        budget = LatencyBudget(speedup=1 / t.value)  # a fraction of the original latency
+    else:
+        budget = LatencyBudget(latency_ms=t.value) if t.metric == "latency" else LatencyBudget(speedup=t.value)
+    predictor = latency_model(model, example, recipe.threads)
+    try:
+        found = prune_to_latency(model, example, predictor, budget, criterion=recipe.criterion,
+                                 measure=MeasureConfig(threads=recipe.threads))
+    except BudgetError as exc:
+        raise BudgetNotMetError(f"{exc} (target {t.text})") from None
+    result = PruneResult(found.model, found.plan, stats={"latency_attempts": len(found.attempts),
+                                                          "measured_ms": found.measured_ms,
+                                                          "predicted_ms": found.predicted_ms, "met": found.met})
+    return SearchOutcome(result, float("nan"), f"latency-aware allocation on the ONNX Runtime table at "
+                                               f"{recipe.threads} threads, {len(found.attempts)} measured round(s)")
 
 
 def curve(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, evaluate: Callable[[nn.Module], float],
