@@ -192,3 +192,26 @@ def test_detection_model_with_value_dependent_postprocessing_prunes():
         detections = result.model(*images)
     assert set(detections[0]) == {"boxes", "scores", "labels"}
     assert sum(p.numel() for p in result.model.parameters()) < 0.6 * sum(p.numel() for p in model.parameters())
+
+
+class ScriptedBlock(nn.Module):
+    """A TorchScript submodule: its ops run outside Python, so only the probe can see its inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3)
+        self.block = torch.jit.script(nn.Sequential(nn.Conv2d(16, 16, 3), nn.ReLU()))
+        self.conv3 = nn.Conv2d(16, 8, 1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv3(self.block(self.conv1(x)))).mean((2, 3)))
+
+
+def test_torchscript_submodule_inputs_are_kept_by_the_probe():
+    model = ScriptedBlock().eval()
+    x = torch.randn(1, 3, 10, 10)
+    result = ep.prune(model, x, ratio=0.5)
+    assert result.model.conv1.out_channels == 16 and "outside any traced op" in result.skipped["conv1"]
+    assert result.model.conv3.out_channels == 4
+    assert result.model(x).shape == (1, 2)

@@ -64,17 +64,19 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
         if rounds >= max_probe_rounds:
             raise ProbeError(f"after {rounds} probe rounds the pruned copy still disagrees at op "
                              f"'{tr.records[outcome.mismatch].name}': {outcome.detail}")
-        if freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=False):
+        if not outcome.outside_op and freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=False):
             continue
-        # The op that failed touches no prunable group: a size reached it through Python (``x.shape``
-        # read elsewhere). Find the group responsible by bisection over cheap probes, and freeze it.
+        # The failure touches no prunable group (a size reached it through Python: ``x.shape`` read
+        # elsewhere, an assert, TorchScript). Find the group responsible by bisection, and freeze it.
         culprit = _bisect_culprit(model, example_inputs, tr, groups, meta)
         record = tr.records[outcome.mismatch]
         if culprit is None:
             raise ProbeError(f"the pruned copy fails at op '{record.name}' in {record.module or 'the top-level forward'}"
                              f" and no single group explains it: {outcome.detail}")
-        tr.spaces.block_space(culprit.root, f"pruning it breaks op '{record.name}' in {record.module or 'the forward'} "
-                                            f"(a size read from a tensor and used elsewhere): {outcome.detail}")
+        where = (f"the forward outside any traced op (Python or TorchScript code before op '{record.name}' in "
+                 f"{record.module or 'the top level'})" if outcome.outside_op else
+                 f"op '{record.name}' in {record.module or 'the forward'} (a size read from a tensor and used elsewhere)")
+        tr.spaces.block_space(culprit.root, f"pruning it breaks {where}: {outcome.detail}")
     return Analysis(groups, skipped, tr, rounds)
 
 

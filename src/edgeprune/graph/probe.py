@@ -50,6 +50,7 @@ class _ShapeRecorder(TorchFunctionMode):
 class ProbeOutcome:
     mismatch: int | None  # index of the first disagreeing op, None when all agree
     detail: str = ""
+    outside_op: bool = False  # the copy failed outside any traced op (a Python assert, TorchScript)
 
 
 def predicted_size(tr: TraceResult, dm: DimMap, removed: dict[int, int]) -> int:
@@ -124,7 +125,8 @@ def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: li
             return ProbeOutcome(i, f"output shape {shapes[0]} where {expected[0]} was expected")
     if error is not None:
         at = recorder.failed_at if recorder.failed_at is not None else len(recorder.shapes)
-        return ProbeOutcome(min(at, len(tr.records) - 1), f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+        return ProbeOutcome(min(at, len(tr.records) - 1), f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
+                            outside_op=recorder.failed_at is None)
     return ProbeOutcome(None)
 
 

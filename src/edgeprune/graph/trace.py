@@ -226,6 +226,9 @@ def _named_tensors(model: nn.Module):
 def _module_hooks(model: nn.Module, stack: list[str]):
     handles = []
     for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            continue  # TorchScript runs outside Python: its ops are not traced; the probe guards its inputs
+
         def pre(_m, _a, name=name):
             stack.append(name)
 
