@@ -5,9 +5,12 @@
 2. The pruned model is exported to ONNX and measured on ONNX Runtime, interleaved with the unpruned
    one (``edgeprune.targets.measured``), so a speed-up is a ratio of two figures taken under the
    same load.
-3. The measurement joins the predictor's calibration points. If it misses the budget, the
-   predicted target is tightened by the miss (NetAdapt's "measure, then adjust" loop) and the
-   allocation runs again, up to ``max_attempts`` times.
+3. If the measurement misses the budget, the predicted target is tightened by the measured
+   shortfall (NetAdapt's "measure, then adjust" loop) and the allocation runs again, up to
+   ``max_attempts`` times. A ``speedup`` budget is tracked as a fraction of the unpruned model's
+   latency measured in the same session, so load that drifts between sessions on a shared
+   machine does not move the goal; the measurements are not mixed into the table's calibration
+   (which comes from one session) for the same reason.
 
 Example:
     >>> r = prune_to_latency(model, x, predictor, LatencyBudget(speedup=2.0))   # doctest: +SKIP
@@ -69,6 +72,7 @@ class MeasureConfig:
     rounds: int = 20
     runs: int = 5
     warmup: int = 2
+    exporter: str = "auto"
 
 
 @dataclass
@@ -119,7 +123,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     Args:
         model: the unpruned model the predictor's table was built for.
         example_inputs: its input at the table's shape.
-        predictor: the target's predictor (its calibration is updated with each measurement).
+        predictor: the target's predictor.
         budget: a :class:`LatencyBudget`.
         criterion: unit scores (any weight-only criterion of ``edgeprune.criteria``).
         measure: measurement settings; ``threads`` should be the table's.
@@ -137,32 +141,40 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     scores = group_scores(model, groups, criterion)
     tensors = named_tensors(model)
     attempts: list[Attempt] = []
-    target = None
+    dense_pred = predictor.dense_ms()
+    # the target as a fraction of the unpruned model's latency: each attempt measures both models in
+    # one interleaved session, so the fraction survives load that moves between sessions
+    fraction = 1 / budget.speedup if budget.speedup else None
     pruned, plan = model, Plan()
     for i in range(budget.max_attempts):
-        if target is None:
-            goal_fraction = 1 / budget.speedup if budget.speedup else None
-            target = (predictor.dense_ms() * goal_fraction if goal_fraction
-                      else budget.latency_ms)
-        alloc = allocate(predictor, groups, scores, target, min_keep=budget.min_keep)
+        target = dense_pred * fraction if fraction is not None else budget.latency_ms
+        try:
+            alloc = allocate(predictor, groups, scores, target, min_keep=budget.min_keep)
+        except BudgetError:
+            if not attempts:
+                raise
+            log(f"attempt {i + 1}: target {target:.3f} ms is below what the allocator can reach; stopping")
+            break
         plan = counts_plan(groups, scores, alloc.counts, tensors,
                            meta={"strategy": "latency", "criterion": criterion, "target_ms": round(target, 4),
                                  "target": predictor.table.target.get("key")})
         pruned = apply_plan(copy.deepcopy(model), plan)
         got = measure_models({"dense": model, "pruned": pruned}, example_inputs, threads=measure.threads,
                              rounds=measure.rounds, runs=measure.runs, warmup=measure.warmup,
-                             spinning=predictor.table.protocol.get("spinning", True))
+                             spinning=predictor.table.protocol.get("spinning", True), exporter=measure.exporter)
         dense_ms, ms = got["dense"].ms, got["pruned"].ms
         goal = dense_ms / budget.speedup if budget.speedup else budget.latency_ms
         met = ms <= goal
         attempts.append(Attempt(target, alloc, dense_ms, ms, met))
-        log(f"attempt {i + 1}: predicted {alloc.predicted_ms:.3f} ms (target {target:.3f}), measured {ms:.3f} ms, "
-            f"goal {goal:.3f} ms (dense {dense_ms:.3f}) -> {'met' if met else 'missed'}")
-        predictor.add_measurement("dense", {}, dense_ms)
-        predictor.add_measurement(f"latency-attempt-{len(predictor.table.measured)}", alloc.counts, ms)
+        log(f"attempt {i + 1}: predicted {alloc.predicted_ms:.3f} ms (target {target:.3f}), measured {ms:.3f} ms "
+            f"beside {dense_ms:.3f} ms unpruned, goal {goal:.3f} ms -> {'met' if met else 'missed'}")
         if met:
             break
-        # tighten: aim below the miss by the measured shortfall, in the refitted prediction's units
-        ratio = goal / ms
-        target = min(target * ratio, predictor.predict_counts(alloc.counts) * ratio) * (1 - budget.margin)
+        # tighten by the measured shortfall (NetAdapt's measure-then-adjust), with a margin for noise
+        if fraction is not None:
+            fraction = (alloc.predicted_ms / dense_pred) * (goal / ms) * (1 - budget.margin)
+        else:
+            target = alloc.predicted_ms * (goal / ms) * (1 - budget.margin)
+            budget = LatencyBudget(latency_ms=target, max_attempts=budget.max_attempts, margin=budget.margin,
+                                   min_keep=budget.min_keep)
     return LatencyResult(pruned, plan, attempts[-1].met, attempts)

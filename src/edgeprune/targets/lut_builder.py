@@ -456,8 +456,6 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     group_out = {}
     for name, g in groups.items():
         step = int(np.lcm(steps[name], g.get("partitions", 1)))
-        while step > 1 and step * 4 > g["size"] and step % 2 == 0:
-            step //= 2  # keep at least four fast counts in a group
         group_out[name] = {**g, "step": step,
                            "levels": group_levels(g["size"], step, ops_doc.get("min_keep", 0.25),
                                                   ops_doc.get("levels", 8))}
