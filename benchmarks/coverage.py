@@ -186,10 +186,18 @@ def _check(pruned: Any, x: Any, out_shape: Any, macs: float, params: int, workdi
     return result
 
 
-def _prune_ours(model: Any, x: Any, ratio: float) -> Any:
+def _prune_ours(model: Any, x: Any, ratio: float) -> tuple[Any, str]:
+    """The pruned model and a summary of the groups edgeprune left alone (its ``skipped`` reasons)."""
     import edgeprune
 
-    return edgeprune.prune(model, x, ratio=ratio, kind="channels", criterion="l2").model
+    result = edgeprune.prune(model, x, ratio=ratio, kind="channels", criterion="l2")
+    skipped = getattr(result, "skipped", {}) or {}
+    reasons: dict[str, int] = {}
+    for reason in skipped.values():
+        reasons[str(reason)[:120]] = reasons.get(str(reason)[:120], 0) + 1
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+    note = f"{len(skipped)} groups skipped: " + "; ".join(f"{n}x {r}" for r, n in top) if skipped else ""
+    return result.model, note
 
 
 def _refusal_types() -> tuple[type, ...]:
@@ -232,7 +240,7 @@ def _side(which: str, original: Any, x: Any, ratio: float, macs: float, params: 
                 except (ImportError, AttributeError) as exc:
                     return SideResult("not-available", error=_short(exc))
                 try:
-                    pruned = _prune_ours(original, x, ratio)
+                    pruned, note = _prune_ours(original, x, ratio)
                 except (ImportError, AttributeError) as exc:
                     if "edgeprune" in str(exc) and "prune" in str(exc):
                         return SideResult("not-available", error=_short(exc))
@@ -240,7 +248,7 @@ def _side(which: str, original: Any, x: Any, ratio: float, macs: float, params: 
                 except refusals as exc:
                     return SideResult("refused", error=_short(exc))
             else:
-                pruned = _prune_tp(copy.deepcopy(original), x, ratio)
+                pruned, note = _prune_tp(copy.deepcopy(original), x, ratio), ""
         except SideTimeout as exc:
             return SideResult("timeout", error=str(exc))
         except Exception as exc:
@@ -248,7 +256,10 @@ def _side(which: str, original: Any, x: Any, ratio: float, macs: float, params: 
             where = f" [at {Path(tb.filename).name}:{tb.lineno}]"
             return SideResult("crashed-during-prune", error=_short(exc) + where)
         try:
-            return _check(pruned, x, out_shape, macs, params, workdir)
+            result = _check(pruned, x, out_shape, macs, params, workdir)
+            if which == "ours" and result.status == "too-little-reduction":
+                result.error = note  # why so little went: the groups edgeprune skipped
+            return result
         except SideTimeout as exc:
             return SideResult("timeout", error=str(exc))
     finally:
