@@ -16,6 +16,13 @@ All four models of one architecture are then measured together, interleaved run 
 
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/latency_aware.py
     .venv/bin/python benchmarks/latency_aware.py --quick          # 128x128, fewer runs: a smoke test
+    flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/latency_aware.py --mnist
+
+``--mnist``: on the ``mnist`` task's CNN (pretrained, seeds 0 and 1), a MAC-budget plan (global L2
+ranking, ratio fitted by ``edgeprune.budget.fit_ratio`` to ``--mnist-macs`` of the MACs) is
+measured; the latency-aware plan is then made for the speed-up that plan measured (so at most
+its latency, verified on ONNX Runtime); both get the same fine-tuning (``task.train``, 3 epochs,
+recipe lr / 10, same seed) and their validation accuracies are compared.
 
 ``--no-spinning`` (the default on a shared machine, see ``edgeprune.targets.measured``) makes ONNX
 Runtime's idle worker threads block; ``--spinning`` keeps ORT's default. Results go to ``--out``
@@ -132,6 +139,72 @@ def run_one(arch: str, args, log) -> list[Row]:
     return rows
 
 
+def run_mnist(args, log) -> list[dict]:
+    from edgeprune.budget import Budget, fit_ratio
+    from edgeprune.strategies import global_ranking, make_plan
+    from edgeprune.surgery import apply_plan, named_tensors
+    from edgeprune.targets import group_scores
+    from edgeprune.tasks import get_task, pretrained
+
+    task = get_task("mnist")
+    out = []
+    for seed in args.mnist_seeds:
+        model = pretrained("mnist", seed=seed).eval()
+        x = task.example_input()
+        base_acc = task.evaluate(model)
+        table = build_table(model, x, TableConfig(threads=args.mnist_threads, runs=args.runs, warmup=2, stat="min",
+                                                  passes=args.passes, spinning=args.spinning, levels=6,
+                                                  rounds=args.rounds))
+        predictor = LatencyPredictor(table)
+        groups = edgeprune.analyze(model, x).groups
+        scores = group_scores(model, groups)
+        tensors = named_tensors(model)
+        fit = fit_ratio(lambda r: make_plan(groups, global_ranking(groups, scores, r), tensors),
+                        Budget(macs=args.mnist_macs).targets(model, x), model, x)
+        mac_model = apply_plan(copy.deepcopy(model), fit.plan)
+        first = measure_models({"unpruned": model, "macs": mac_model}, x, threads=args.mnist_threads,
+                               rounds=args.rounds, runs=5, exporter="torchscript", spinning=args.spinning)
+        speedup = first["unpruned"].ms / first["macs"].ms
+        log(f"[mnist seed {seed}] MAC-budget plan: ratio {fit.ratio:.3f}, measured speed-up {speedup:.2f}x; "
+            f"check: {check_plan(fit.plan, predictor).summary()}")
+        ours = prune_to_latency(model, x, predictor, LatencyBudget(speedup=max(1.0, speedup), max_attempts=4),
+                                measure=MeasureConfig(threads=args.mnist_threads, rounds=args.rounds, runs=5,
+                                                      exporter="torchscript"),
+                                log=lambda m: log(f"  [mnist seed {seed}] {m}"))
+        final = measure_models({"unpruned": model, "macs": mac_model, "latency": ours.model}, x,
+                               threads=args.mnist_threads, rounds=args.final_rounds, runs=5,
+                               exporter="torchscript", spinning=args.spinning)
+        row = {"seed": seed, "unpruned_acc": base_acc, "mac_ratio": fit.ratio, "verified": ours.met}
+        for name, m in (("macs", mac_model), ("latency", ours.model)):
+            before = task.evaluate(m)
+            task.train(m, epochs=args.mnist_epochs, lr=task.recipe.lr / 10, seed=seed)
+            m.eval()
+            row[name] = {"macs": macs_of(m, x), "ms": round(final[name].ms, 4),
+                         "speedup": round(final["unpruned"].ms / final[name].ms, 3),
+                         "acc_before_ft": round(before, 2), "acc_after_ft": round(task.evaluate(m), 2)}
+        row["unpruned_ms"] = round(final["unpruned"].ms, 4)
+        row["unpruned_macs"] = macs_of(model, x)
+        log(f"[mnist seed {seed}] {row}")
+        out.append(row)
+    return out
+
+
+def mnist_markdown(rows: list[dict], meta: dict) -> str:
+    lines = [f"mnist task CNN (1x1x28x28), ONNX Runtime {meta['onnxruntime']}, {meta['mnist_threads']} thread(s), "
+             f"spinning {'on' if meta['spinning'] else 'off'}; fine-tuning {meta['mnist_epochs']} epochs at recipe lr/10; "
+             f"load before/after: {meta['load_before']} / {meta['load_after']}", "",
+             "| seed | plan | MACs | measured ms | speed-up | acc. before FT | acc. after FT | unpruned acc. |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for name, label in (("macs", f"MAC budget (global L2, ratio {r['mac_ratio']:.3f})"),
+                            ("latency", f"latency-aware (verified={r['verified']})")):
+            v = r[name]
+            lines.append(f"| {r['seed']} | {label} | {v['macs'] / 1e6:.2f}M / {r['unpruned_macs'] / 1e6:.2f}M | "
+                         f"{v['ms']:.3f} / {r['unpruned_ms']:.3f} | {v['speedup']:.2f}x | {v['acc_before_ft']:.2f} | "
+                         f"{v['acc_after_ft']:.2f} | {r['unpruned_acc']:.2f} |")
+    return "\n".join(lines)
+
+
 def markdown(rows: list[Row], meta: dict) -> str:
     lines = [f"Input 1x3x{meta['size']}x{meta['size']}, ONNX Runtime {meta['onnxruntime']} CPU, {meta['threads']} threads, "
              f"spinning {'on' if meta['spinning'] else 'off'}; load before/after: {meta['load_before']} / {meta['load_after']}",
@@ -156,6 +229,11 @@ def main() -> None:
     parser.add_argument("--final-rounds", type=int, default=20, help="interleaved rounds of the final measurement")
     parser.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--quick", action="store_true", help="128x128, fewer runs (a smoke test)")
+    parser.add_argument("--mnist", action="store_true", help="run the mnist accuracy comparison instead")
+    parser.add_argument("--mnist-macs", type=float, default=0.4, help="MAC budget of the MAC-budget plan")
+    parser.add_argument("--mnist-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--mnist-epochs", type=int, default=3)
+    parser.add_argument("--mnist-threads", type=int, default=1)
     parser.add_argument("--out", default="runs/latency_aware")
     args = parser.parse_args()
     if args.quick:
@@ -166,6 +244,15 @@ def main() -> None:
     meta = {"size": args.size, "threads": args.threads, "spinning": args.spinning, "onnxruntime": ort.__version__,
             "torch": torch.__version__, "load_before": " ".join(f"{v:.2f}" for v in os.getloadavg())}
     started = time.time()
+    if args.mnist:
+        meta.update(mnist_threads=args.mnist_threads, mnist_epochs=args.mnist_epochs, mnist_macs=args.mnist_macs)
+        results = run_mnist(args, log=lambda m: print(m, flush=True))
+        meta["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+        text = mnist_markdown(results, meta)
+        print(text)
+        (Path(args.out) / "mnist.md").write_text(text + "\n")
+        (Path(args.out) / "mnist.json").write_text(json.dumps({"meta": meta, "rows": results}, indent=1))
+        return
     rows: list[Row] = []
     for arch in args.models:
         rows += run_one(arch, args, log=lambda m: print(m, flush=True))
