@@ -102,6 +102,7 @@ def run_one(arch: str, args, log) -> list[Row]:
     started = time.time()
     table = build_table(model, x, TableConfig(threads=args.threads, runs=args.runs, warmup=2, stat="min",
                                               passes=args.passes, spinning=spinning, levels=args.levels,
+                                              probe_threads=args.probe_threads,
                                               rounds=args.rounds), log=lambda m: log(f"  [{arch}] {m}"))
     table.save(Path(args.out) / f"table-{arch}-{args.size}.json")
     log(f"[{arch}] table built in {time.time() - started:.0f}s")
@@ -154,6 +155,7 @@ def run_mnist(args, log) -> list[dict]:
         base_acc = task.evaluate(model)
         table = build_table(model, x, TableConfig(threads=args.mnist_threads, runs=args.runs, warmup=2, stat="min",
                                                   passes=args.passes, spinning=args.spinning, levels=6,
+                                                  probe_threads=args.probe_threads,
                                                   rounds=args.rounds))
         predictor = LatencyPredictor(table)
         groups = edgeprune.analyze(model, x).groups
@@ -228,6 +230,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds per verification")
     parser.add_argument("--final-rounds", type=int, default=20, help="interleaved rounds of the final measurement")
     parser.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--probe-threads", type=int, default=1, help="threads of the staircase sweeps")
     parser.add_argument("--quick", action="store_true", help="128x128, fewer runs (a smoke test)")
     parser.add_argument("--mnist", action="store_true", help="run the mnist accuracy comparison instead")
     parser.add_argument("--mnist-macs", type=float, default=0.4, help="MAC budget of the MAC-budget plan")

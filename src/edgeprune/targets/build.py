@@ -52,6 +52,8 @@ class TableConfig:
             (2-3 on a shared machine: a burst of load hits one pass, not all).
         spinning: ONNX Runtime's default; ``False`` makes idle worker threads block (on a machine
             shared with other work: see ``edgeprune.targets.measured``). Points and models alike.
+        probe_threads: threads of the staircase sweeps (default ``threads``; 1 on a busy machine,
+            where a 2-thread point that never got both cores looks like a random step).
         levels: at most this many timed kept counts per group (on its fast steps).
         min_keep: the smallest kept fraction timed (below it the table extrapolates).
         calibrate: kept fractions of the calibration models (uniform, counts rounded to
@@ -66,6 +68,7 @@ class TableConfig:
     stat: str = "median"
     passes: int = 1
     spinning: bool = True
+    probe_threads: int | None = None
     levels: int = 8
     min_keep: float = 0.25
     calibrate: tuple[float, ...] = (0.75, 0.5)
@@ -118,7 +121,8 @@ def build_table(model: nn.Module, example_inputs: ExampleInputs, config: TableCo
     groups, layers = _groups_and_layers(model, example_inputs)
     doc = ops_document(model_key(model, example_inputs), groups, layers, config, {}, _weight_bytes(model))
     doc = lut_builder.build(doc, threads=config.threads, runs=config.runs, warmup=config.warmup,
-                            stat=config.stat, passes=config.passes, spinning=config.spinning, log=log)
+                            stat=config.stat, passes=config.passes, spinning=config.spinning,
+                            probe_threads=config.probe_threads, log=log)
     table = LatencyTable.from_dict(json.loads(json.dumps(doc)))
     variants = list(calibration_models(model, example_inputs, groups, config, criterion))
     measured = measure_models({name: m for name, _, m in variants}, example_inputs, threads=config.threads,

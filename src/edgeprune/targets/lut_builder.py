@@ -399,7 +399,8 @@ def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bo
 
 
 def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat: str = "median",
-          passes: int = 1, spinning: bool = True, base_dir: str = ".", log=None) -> dict[str, Any]:
+          passes: int = 1, spinning: bool = True, probe_threads: int | None = None, base_dir: str = ".",
+          log=None) -> dict[str, Any]:
     """Measure everything an ``ops.json`` document asks for and return the table document.
 
     Steps: (1) the fixed cost of one run; (2) per op family (conv kxk, depthwise kxk, gemm) the
@@ -411,7 +412,9 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
 
     With ``passes`` > 1 the sweeps and the grid are timed that many times over, one whole pass after
     another, and each point keeps its smallest figure: a burst of load from other work hits one
-    pass, not all, and load only ever adds time.
+    pass, not all, and load only ever adds time. ``probe_threads`` (default ``threads``) times the
+    staircase sweeps with another thread count: the steps come from the kernels' channel blocking,
+    and a single thread sweeps cleanly on a machine where two threads rarely get two cores at once.
     """
     if ops_doc.get("format") != OPS_FORMAT:
         raise ValueError(f"not an op list (expected 'format': '{OPS_FORMAT}')")
@@ -439,7 +442,8 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
         axes = ("c",) if layer["op"].get("depthwise") else ("c_in", "c_out")
         entry = {}
         for axis in axes:
-            curve = sweep(op, axis, passes=max(3, passes), **timing)  # cheap, and decides a lot
+            probe_timing = {**timing, "threads": probe_threads or threads}
+            curve = sweep(op, axis, passes=max(3, passes), **probe_timing)  # cheap, and decides a lot
             step = fast_step(curve)
             entry[axis] = {"step": step, "penalty": off_step_penalty(curve, step), "ms": curve}
         staircase[fam] = entry
@@ -498,7 +502,8 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
         log(f"model {name}: {ms:.3f} ms")
 
     return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads),
-            "protocol": {**timing, "passes": passes, "opset": OPSET, "overhead_ms": overhead, "cold_weights": cold,
+            "protocol": {**timing, "passes": passes, "probe_threads": probe_threads or threads, "opset": OPSET,
+                         "overhead_ms": overhead, "cold_weights": cold,
                          "graph": "Conv(+bias) or Gemm, random weights, batch 1; run overhead subtracted",
                          "seconds": round(time.perf_counter() - started, 1)},
             "staircase": staircase,
@@ -533,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per point")
     parser.add_argument("--passes", type=int, default=1, help="time the whole table this many times, keep the "
                                                                  "smallest figure of each point")
+    parser.add_argument("--probe-threads", type=int, default=None,
+                        help="threads for the staircase sweeps (default: --threads; 1 on a busy machine)")
     parser.add_argument("--no-spinning", action="store_true",
                         help="idle worker threads block instead of spinning (a machine shared with other work)")
     parser.add_argument("--stat", default="median", choices=sorted(STATISTICS),
@@ -541,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.ops, encoding="utf-8") as f:
         ops_doc = json.load(f)
     doc = build(ops_doc, threads=args.threads, runs=args.runs, warmup=args.warmup, stat=args.stat, passes=args.passes,
-                spinning=not args.no_spinning,
+                spinning=not args.no_spinning, probe_threads=args.probe_threads,
                 base_dir=os.path.dirname(os.path.abspath(args.ops)),
                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
     write_json(doc, args.out)
