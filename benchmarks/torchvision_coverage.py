@@ -24,7 +24,7 @@ def build(name: str) -> tuple[torch.nn.Module, torch.Tensor]:
     kwargs: dict = {"num_classes": 10}
     size = 64
     if name.startswith("vit_"):
-        kwargs["image_size"] = 64 if name.endswith(("_16", "_32")) else 56
+        kwargs["image_size"] = size = 64 if name.endswith(("_16", "_32")) else 56  # a multiple of the patch
     if name.startswith(("inception", "googlenet")):
         kwargs.update(aux_logits=False, init_weights=False)
         size = 80 if name.startswith("inception") else size
