@@ -68,18 +68,19 @@ def macs_of(model: nn.Module, x: torch.Tensor) -> int:
 
 
 def bisect(make, target_macs: int, x: torch.Tensor, hi: float = 0.9, iterations: int = 12):
-    """The smallest pruning ratio whose model has at most ``target_macs`` MACs: (ratio, model)."""
-    lo, best = 0.0, None
+    """Bracket ``target_macs`` by pruning ratio: ``(ratio, model)`` with the most MACs at or below it,
+    and ``(ratio, model)`` with the fewest MACs above it (``None`` when the unpruned model is below)."""
+    lo, below, above = 0.0, None, None
     for _ in range(iterations):
         mid = (lo + hi) / 2
         m = make(mid)
         if macs_of(m, x) <= target_macs:
-            hi, best = mid, (mid, m)
+            hi, below = mid, (mid, m)
         else:
-            lo = mid
-    if best is None:
-        best = (hi, make(hi))
-    return best
+            lo, above = mid, (mid, m)
+    if below is None:
+        below = (hi, make(hi))
+    return below, above
 
 
 def torch_pruning_model(model: nn.Module, x: torch.Tensor, ratio: float, classifier: str) -> nn.Module:
@@ -114,29 +115,34 @@ def run_one(arch: str, args, log) -> list[Row]:
     ours_macs = macs_of(ours.model, x)
     log(f"[{arch}] ours: MACs {dense_macs / ours_macs:.2f}x lower, met={ours.met}")
 
-    r_uni, uniform = bisect(lambda r: edgeprune.prune(model, x, r, criterion="l2", strategy="uniform").model,
-                            ours_macs, x)
-    r_tp, tpm = bisect(lambda r: torch_pruning_model(model, x, r, classifier), ours_macs, x)
+    (r_uni, uniform), _ = bisect(lambda r: edgeprune.prune(model, x, r, criterion="l2", strategy="uniform").model,
+                                 ours_macs, x)
+    # round_to=16 moves channel counts in jumps: bracket our MACs from both sides
+    (r_tp, tpm), tp_above = bisect(lambda r: torch_pruning_model(model, x, r, classifier), ours_macs, x)
     uniform_plan = edgeprune.prune(model, x, r_uni, criterion="l2", strategy="uniform").plan
     log(f"[{arch}] uniform ratio {r_uni:.3f}, torch-pruning ratio {r_tp:.3f}")
 
     variants = {"unpruned": model, "ours (latency-aware)": ours.model, "uniform L2": uniform,
                 "torch-pruning round_to=16": tpm}
+    notes = {"uniform L2": f"ratio {r_uni:.3f}", "torch-pruning round_to=16": f"ratio {r_tp:.3f}",
+             "ours (latency-aware)": f"{len(ours.attempts)} attempt(s), met={ours.met}"}
+    if tp_above is not None and macs_of(tp_above[1], x) < dense_macs:
+        variants["torch-pruning round_to=16 (next ratio down)"] = tp_above[1]
+        notes["torch-pruning round_to=16 (next ratio down)"] = f"ratio {tp_above[0]:.3f}"
     got = measure_models(variants, x, threads=args.threads, rounds=args.final_rounds, runs=5,
                          exporter="torchscript", spinning=spinning)
     predictor.refit()
-    warnings = {"unpruned": 0, "ours (latency-aware)": len(check_plan(ours.plan, predictor).warnings),
-                "uniform L2": len(check_plan(uniform_plan, predictor).warnings), "torch-pruning round_to=16": 0}
+    warnings = {"ours (latency-aware)": len(check_plan(ours.plan, predictor).warnings),
+                "uniform L2": len(check_plan(uniform_plan, predictor).warnings)}
     rows = []
     dense_ms = got["unpruned"].ms
     for name, m in variants.items():
         macs = macs_of(m, x)
         red = dense_macs / macs
         speed = dense_ms / got[name].ms
-        note = {"uniform L2": f"ratio {r_uni:.3f}", "torch-pruning round_to=16": f"ratio {r_tp:.3f}",
-                "ours (latency-aware)": f"{len(ours.attempts)} attempt(s), met={ours.met}"}.get(name, "")
         rows.append(Row(arch, name, macs, round(red, 3), round(predictor.predict_model(m), 3),
-                        round(got[name].ms, 3), round(speed, 3), round(speed / red, 3), warnings[name], note))
+                        round(got[name].ms, 3), round(speed, 3), round(speed / red, 3), warnings.get(name, 0),
+                        notes.get(name, "")))
     return rows
 
 
@@ -193,28 +199,30 @@ def run_mnist(args, log) -> list[dict]:
 
 def mnist_markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"mnist task CNN (1x1x28x28), ONNX Runtime {meta['onnxruntime']}, {meta['mnist_threads']} thread(s), "
-             f"spinning {'on' if meta['spinning'] else 'off'}; fine-tuning {meta['mnist_epochs']} epochs at recipe lr/10; "
-             f"load before/after: {meta['load_before']} / {meta['load_after']}", "",
+             f"spinning {'on' if meta['spinning'] else 'off'}; fine-tuning {meta['mnist_epochs']} epochs at "
+             f"recipe lr/10; load before/after: {meta['load_before']} / {meta['load_after']}", "",
              "| seed | plan | MACs | measured ms | speed-up | acc. before FT | acc. after FT | unpruned acc. |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for name, label in (("macs", f"MAC budget (global L2, ratio {r['mac_ratio']:.3f})"),
                             ("latency", f"latency-aware (verified={r['verified']})")):
             v = r[name]
-            lines.append(f"| {r['seed']} | {label} | {v['macs'] / 1e6:.2f}M / {r['unpruned_macs'] / 1e6:.2f}M | "
-                         f"{v['ms']:.3f} / {r['unpruned_ms']:.3f} | {v['speedup']:.2f}x | {v['acc_before_ft']:.2f} | "
-                         f"{v['acc_after_ft']:.2f} | {r['unpruned_acc']:.2f} |")
+            lines.append(f"| {r['seed']} | {label} | {v['macs'] / 1e6:.2f}M / {r['unpruned_macs'] / 1e6:.2f}M "
+                         f"| {v['ms']:.3f} / {r['unpruned_ms']:.3f} | {v['speedup']:.2f}x | {v['acc_before_ft']:.2f} "
+                         f"| {v['acc_after_ft']:.2f} | {r['unpruned_acc']:.2f} |")
     return "\n".join(lines)
 
 
 def markdown(rows: list[Row], meta: dict) -> str:
-    lines = [f"Input 1x3x{meta['size']}x{meta['size']}, ONNX Runtime {meta['onnxruntime']} CPU, {meta['threads']} threads, "
-             f"spinning {'on' if meta['spinning'] else 'off'}; load before/after: {meta['load_before']} / {meta['load_after']}",
-             "", "| model | variant | GMACs | MAC reduction | predicted ms | measured ms | speed-up | speed-up / MAC reduction | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Input 1x3x{meta['size']}x{meta['size']}, ONNX Runtime {meta['onnxruntime']} CPU, "
+             f"{meta['threads']} threads, spinning {'on' if meta['spinning'] else 'off'}; "
+             f"load before/after: {meta['load_before']} / {meta['load_after']}", "",
+             "| model | variant | GMACs | MAC reduction | predicted ms | measured ms | speed-up "
+             "| speed-up / MAC reduction | note |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.model} | {r.variant} | {r.macs / 1e9:.3f} | {r.mac_reduction:.2f}x | {r.predicted_ms:.2f} | "
-                     f"{r.measured_ms:.2f} | {r.speedup:.2f}x | {r.speedup_per_mac_reduction:.2f} | {r.note} |")
+        lines.append(f"| {r.model} | {r.variant} | {r.macs / 1e9:.3f} | {r.mac_reduction:.2f}x | "
+                     f"{r.predicted_ms:.2f} | {r.measured_ms:.2f} | {r.speedup:.2f}x | "
+                     f"{r.speedup_per_mac_reduction:.2f} | {r.note} |")
     return "\n".join(lines)
 
 
@@ -264,7 +272,8 @@ def main() -> None:
     text = markdown(rows, meta)
     print(text)
     (Path(args.out) / "results.md").write_text(text + "\n")
-    (Path(args.out) / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1))
+    (Path(args.out) / "results.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]},
+                                                            indent=1))
 
 
 if __name__ == "__main__":

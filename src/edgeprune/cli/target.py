@@ -32,13 +32,14 @@ def _model_and_input(model: str, input_shape: Optional[str]):
         raise typer.BadParameter(str(exc), param_hint="MODEL") from exc
 
 
-def _config(threads: int, runs: int, warmup: int, passes: int, levels: int, stat: str, no_spinning: bool):
+def _config(threads: int, runs: int, warmup: int, passes: int, levels: int, stat: str, no_spinning: bool,
+            probe_threads: Optional[int]):
     from edgeprune.targets import TableConfig
 
     if stat not in ("median", "min", "p25"):
         raise typer.BadParameter(f"{stat!r}: use median, min or p25", param_hint="--stat")
     return TableConfig(threads=threads, runs=runs, warmup=warmup, passes=passes, levels=levels, stat=stat,
-                       spinning=not no_spinning)
+                       spinning=not no_spinning, probe_threads=probe_threads)
 
 
 @target_app.command("build")
@@ -55,12 +56,14 @@ def build_command(
     levels: int = typer.Option(8, "--levels", min=2, help="timed kept counts per group"),
     stat: str = typer.Option("median", "--stat", help="median, min or p25 of each point's runs"),
     no_spinning: bool = typer.Option(False, "--no-spinning", help="idle ONNX Runtime threads block (shared machine)"),
+    probe_threads: Optional[int] = typer.Option(None, "--probe-threads", min=1,
+                                                help="threads of the staircase sweeps (1 on a shared machine)"),
 ) -> None:
     """Build MODEL's latency table on this machine (the target) and calibrate it on whole models."""
     from edgeprune.targets import LatencyPredictor, build_table
 
     net, example = _model_and_input(model, input_shape)
-    config = _config(threads, runs, warmup, passes, levels, stat, no_spinning)
+    config = _config(threads, runs, warmup, passes, levels, stat, no_spinning, probe_threads)
     table = build_table(net, example, config, log=lambda msg: typer.echo(msg, err=True))
     table.save(out)
     cal = LatencyPredictor(table).calibration

@@ -120,8 +120,8 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
         if best is None:
             floor_ms = cal.scale * raw + cal.offset_ms
             raise BudgetError(f"latency target {target_ms:.3f} ms cannot be met: the smallest counts allowed "
-                              f"(min_keep={min_keep:.0%} and the table's timed range) are predicted at {floor_ms:.3f} ms on "
-                              f"{table.target.get('key', 'this target')}")
+                              f"(min_keep={min_keep:.0%} and the table's timed range) are predicted at "
+                              f"{floor_ms:.3f} ms on {table.target.get('key', 'this target')}")
         _, name, new, new_ms, saving = best
         taken.append((name, counts[name], new, saving * cal.scale))
         counts[name] = new

@@ -1,18 +1,19 @@
 """Whole-model latency on the target, several models measured in interleaved rounds.
 
 Uses the session and timing protocol of ``edgeprune.measure.latency`` (``ort_session``,
-``time_calls``, ``summarize``). What this adds is the order: in each round every model gets a fresh
-session, its warm-up and a few timed runs, one model after another (A, B, C, A, B, C, ...); each
-model's figure is its per-round median relative to the first model's in the same round (median
-over rounds), times the first model's median: the load that drifts between rounds cancels. Only one session lives at a time: an idle
-session's worker threads spin for a while after each run and would steal a core from the next.
+``time_calls``, ``summarize``). What this adds is the order and the figure: in each round every
+model gets its warm-up and a few timed runs, model after model (A, B, C, A, B, C, ...), and each
+model's figure is its per-round median relative to the first model's in the same round (median over
+rounds), times the first model's median. Load that drifts between rounds cancels out of the ratios,
+so speed-ups, and a calibration fitted on some models and checked on another, stay comparable even
+when a shared machine inflates every absolute figure.
 
-On a machine shared with other work, spinning threads wait for a partner the scheduler has
-preempted and a 2-thread run takes 2-3x its time; ``spinning=False`` (a session option, recorded
-in the table's protocol and used for its points too) makes idle threads block instead. Then all
-sessions stay alive and single runs alternate between models. On a machine shared with other work the load moves within seconds; fine interleaving
-makes every model see the same load, so ratios (speed-ups) and a calibration fitted on some models
-and checked on another stay comparable even when absolute figures are inflated by the load.
+Spinning: with ONNX Runtime's default, idle worker threads spin for a while after each run, and an
+idle session would steal a core from the one being timed; so only one session lives at a time (a
+fresh one per round). On a machine shared with other work, a spinning thread also waits on a partner
+the scheduler has preempted and 2-thread runs take 2-3x their time; ``spinning=False`` (a session
+option, recorded in the table's protocol and used for its points too) makes idle threads block.
+Then all sessions stay alive and single runs alternate between the models.
 """
 from __future__ import annotations
 
