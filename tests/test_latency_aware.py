@@ -136,3 +136,19 @@ def test_prune_to_latency_meets_a_speedup_measured_on_onnx_runtime(mnist):
     assert all(p.name in table.groups for p in result.plan.groups)
     last = result.attempts[-1]
     assert last.allocation.predicted_ms <= last.target_ms
+
+
+def test_a_latency_budget_drives_the_mac_strategies_through_the_cost_model(mnist):
+    """``Budget(speedup=..., latency_model=predictor)`` replaces the MAC budget for uniform/global allocation."""
+    from edgeprune.budget import Budget, fit_ratio
+    from edgeprune.strategies import global_ranking, make_plan
+
+    model, x, table, groups, scores = mnist
+    predictor = LatencyPredictor(table)
+    tensors = named_tensors(model)
+    targets = Budget(speedup=1.6, latency_model=predictor).targets(model, x)
+    assert targets[0].original == pytest.approx(predictor.dense_ms())
+    fit = fit_ratio(lambda r: make_plan(groups, global_ranking(groups, scores, r, round_to=16), tensors),
+                    targets, model, x)
+    assert fit.costs["speedup"] <= targets[0].limit
+    assert predictor.predict_plan(fit.plan) == pytest.approx(fit.costs["speedup"])

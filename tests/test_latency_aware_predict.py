@@ -28,7 +28,7 @@ from edgeprune.targets.measured import measure_models
 
 TOLERANCE = 0.15
 THREADS = 2
-CONFIG = TableConfig(threads=THREADS, runs=10, warmup=2, stat="min", passes=2, spinning=False, levels=4,
+CONFIG = TableConfig(threads=THREADS, runs=8, warmup=2, stat="min", passes=2, spinning=False, levels=3,
                      calibrate=(), rounds=4, probe_threads=1)
 
 
