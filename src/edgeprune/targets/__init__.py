@@ -15,8 +15,10 @@ Example:
 """
 from edgeprune.targets.build import TableConfig, build_table, counts_plan, group_scores, write_ops
 from edgeprune.targets.layers import LayerSpec, model_key, timed_layers
+from edgeprune.targets.measured import Measured, measure_models, measure_onnx
 from edgeprune.targets.predictor import Calibration, LatencyPredictor, counts_of_plan
 from edgeprune.targets.table import GroupSteps, LatencyTable, TableError
 
-__all__ = ["Calibration", "GroupSteps", "LatencyPredictor", "LatencyTable", "LayerSpec", "TableConfig", "TableError",
-           "build_table", "counts_of_plan", "counts_plan", "group_scores", "model_key", "timed_layers", "write_ops"]
+__all__ = ["Calibration", "GroupSteps", "LatencyPredictor", "LatencyTable", "LayerSpec", "Measured", "TableConfig",
+           "TableError", "build_table", "counts_of_plan", "counts_plan", "group_scores", "measure_models", "measure_onnx",
+           "model_key", "timed_layers", "write_ops"]

@@ -26,6 +26,7 @@ The output (format ``edgeprune.latency_table``) is plain JSON: see ``docs/hardwa
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -223,9 +224,8 @@ def time_point(op: dict[str, Any], c_in: int, c_out: int, *, threads: int, runs:
         copies = int(min(COLD_MAX_COPIES, max(2, -(-3 * cold_bytes // (2 * wb)))))
     sessions = [session(conv_model_bytes(op, c_in, c_out, seed=k), threads, spinning=spinning) for k in range(copies)]
     feed = {"X": np.random.default_rng(1).standard_normal(_input_shape(op, c_in, c_out), dtype=np.float32)}
-    turn = iter(range(1 << 62))
-    return _timed(lambda: sessions[next(turn) % copies].run(None, feed), runs=runs, warmup=warmup * copies,
-                  stat=stat)
+    turn = itertools.cycle(sessions)  # each call runs the next copy
+    return _timed(lambda: next(turn).run(None, feed), runs=runs, warmup=warmup * copies, stat=stat)
 
 
 def last_level_cache_bytes() -> int:
