@@ -69,11 +69,15 @@ def build_groups(tr: TraceResult) -> tuple[list[Group], dict[str, str]]:
             continue
         slots[segs[0].space].append(Slot(g.tensor, 1, "in", row_groups=g.groups))
 
+    produced = set()
+    for dm in tr.produced:
+        produced |= spaces.atoms(dm)
     groups, skipped, used = [], {}, defaultdict(int)
     for root, group_slots in slots.items():
         producers = [s for s in group_slots if s.role == "out"]
-        if not producers:
+        if not producers and spaces.find(root) not in produced:
             continue  # kernel sizes, vocabularies, stand-alone parameters: nothing to prune
+        producers = producers or group_slots
         name = module_of(producers[0].tensor) or producers[0].tensor
         used[name] += 1
         if used[name] > 1:  # one layer's outputs split into several groups (a chunked conv, say)

@@ -57,6 +57,7 @@ class TraceResult:
     grouped: list[GroupedInput]
     aliases: dict[str, list[str]]
     unknown_ops: dict[str, str] = field(default_factory=dict)
+    produced: list[DimMap] = field(default_factory=list)
 
 
 def op_name(func: Callable) -> str:
@@ -111,6 +112,7 @@ class Tracer(TorchFunctionMode):
         self.param_dims: dict[str, Dims] = {}
         self.roles: dict[tuple[str, int], str] = {}
         self.grouped: list[GroupedInput] = []
+        self.produced: list[DimMap] = []  # producing dims of computed (non-parameter) weights
         self.unknown_ops: dict[str, str] = {}
         self._dims: dict[int, Dims] = {}
         self._alive: list[torch.Tensor] = []  # keeps ids unique while the trace runs
@@ -148,10 +150,16 @@ class Tracer(TorchFunctionMode):
         return self._names.get(id(t))
 
     def role(self, t: torch.Tensor, dim: int, role: str) -> None:
-        """Note how a parameter dimension relates to its units ("out", "in" or "channel")."""
+        """Note how a weight dimension relates to its units ("out", "in" or "channel").
+
+        A weight computed in the forward (weight standardisation, ``w * gain``) is not a parameter:
+        its producing dimension marks the spaces it follows, so the parameters behind it still prune.
+        """
         name = self.param_name(t)
         if name is not None:
             self.roles[(name, dim % t.dim())] = role
+        elif role == "out":
+            self.produced.append(self.dims(t)[dim % t.dim()])
 
     def unify(self, a: DimMap, b: DimMap, why: str) -> None:
         self.spaces.unify(a, b, f"{why} in {self.where}")
@@ -213,7 +221,7 @@ class Tracer(TorchFunctionMode):
 
     def result(self) -> TraceResult:
         return TraceResult(self.spaces, self.records, self.param_dims, self.roles, self.grouped,
-                           self.aliases, self.unknown_ops)
+                           self.aliases, self.unknown_ops, self.produced)
 
 
 def _named_tensors(model: nn.Module):
