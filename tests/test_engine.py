@@ -215,3 +215,21 @@ def test_torchscript_submodule_inputs_are_kept_by_the_probe():
     assert result.model.conv1.out_channels == 16 and "outside any traced op" in result.skipped["conv1"]
     assert result.model.conv3.out_channels == 4
     assert result.model(x).shape == (1, 2)
+
+
+class StandardizedConv(nn.Conv2d):
+    """Weight standardisation (as NF-Nets and BiT do): the conv runs a weight computed in forward."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=1e-5).reshape_as(self.weight)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+def test_weights_computed_in_forward_still_prune():
+    model = nn.Sequential(StandardizedConv(3, 16, 3, padding=1), nn.ReLU(), StandardizedConv(16, 8, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    pruned = ep.prune(model, x, ratio=0.5).model
+    assert pruned[0].out_channels == 8 and pruned[2].in_channels == 8 and pruned[2].out_channels == 4
+    assert pruned(x).shape == (1, 2)
