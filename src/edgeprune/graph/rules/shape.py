@@ -66,13 +66,13 @@ def _regroup(ctx, xd, in_shape, out_shape, ci, cj, labels) -> None:
         except Unresolvable:
             resolved = ()
         if len(resolved) == 1 and resolved[0].space is not None:
+            # Undoing a flatten: dims before the unit dim multiply to `outer`, dims after it to `inner`.
             s = resolved[0]
-            expected = [(n, role) for n, role in ((s.outer, "outer"), (s.size, "unit"), (s.inner, "inner")) if n != 1]
-            if [out_shape[k] for k in cj] == [n for n, _ in expected]:
-                for k, (_, role) in zip(cj, expected):
-                    if role == "unit":
-                        labels[k] = (Seg(s.space, s.size),)
-                return
+            sizes = [out_shape[k] for k in cj]
+            for pos, n in enumerate(sizes):
+                if n == s.size and math.prod(sizes[:pos]) == s.outer and math.prod(sizes[pos + 1:]) == s.inner:
+                    labels[cj[pos]] = (Seg(s.space, s.size),)
+                    return
     for k in tracked:
         ctx.block(xd[k], "reshape that splits or interleaves channels")
 
