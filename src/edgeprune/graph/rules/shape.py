@@ -10,7 +10,8 @@ from edgeprune.graph.spaces import Seg, Unresolvable, fixed
 
 
 def _is_fixed(ctx, dm) -> bool:
-    return all(s.space is None for s in dm)
+    """No unit of this dim can go: fixed runs, or spaces already blocked (a kernel size, say)."""
+    return all(s.space is None or ctx.spaces.is_blocked(s.space) for s in dm)
 
 
 def reshape(ctx, args, kwargs, out) -> None:
@@ -51,7 +52,11 @@ def _regroup(ctx, xd, in_shape, out_shape, ci, cj, labels) -> None:
     if len(ci) == 1 and len(cj) == 1:
         labels[cj[0]] = xd[ci[0]]
         return
-    if len(cj) == 1 and len(tracked) == 1:
+    if len(cj) == 1:
+        # A merge keeps the units of its first tracked dim; any other tracked dim (a kernel dim of a
+        # flattened weight, say) is frozen so its size can be a fixed multiplier.
+        for k in tracked[1:]:
+            ctx.block(xd[k], "merged into another pruned dim")
         p = ci.index(tracked[0])
         before = math.prod(in_shape[k] for k in ci[:p])
         after = math.prod(in_shape[k] for k in ci[p + 1:])
