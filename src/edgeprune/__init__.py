@@ -20,7 +20,7 @@ from edgeprune.errors import EdgepruneError, UnsupportedModelError
 from edgeprune.graph import analyze
 from edgeprune.graph.probe import ProbeError
 from edgeprune.plan import Plan, PlanError
-from edgeprune.recover import Distill, Finetune
+from edgeprune.recover import Distill, Finetune, GradualPruner
 from edgeprune.result import PruneResult
 
 __version__ = "0.1.0"
@@ -41,4 +41,4 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Budget", "BudgetError", "Distill", "EdgepruneError", "Finetune", "Plan", "PlanError", "ProbeError",
-           "PruneResult", "UnsupportedModelError", "analyze", "apply_plan", "prune", *_LAZY]
+           "GradualPruner", "PruneResult", "UnsupportedModelError", "analyze", "apply_plan", "prune", *_LAZY]
