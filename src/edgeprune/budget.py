@@ -23,9 +23,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
-from torch.utils._pytree import tree_map
 
 from edgeprune.errors import EdgepruneError
+from edgeprune.graph.probe import meta_copy
 from edgeprune.plan import Plan
 
 
@@ -173,18 +173,6 @@ class Budget:
             if v is not None:
                 parts.append(f"{name}={v}" if name in ("max_drop", "latency_ms", "speedup") or v > 1 else f"{name}<={v}x")
         return ", ".join(parts) or "no target"
-
-
-def meta_copy(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any]:
-    """A copy of ``model`` and its inputs on the meta device: shapes only, no memory, no compute."""
-    memo: dict[int, Any] = {}
-    for p in model.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-    for b in model.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
-    inputs = tree_map(lambda x: torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x,
-                      example_inputs)
-    return copy.deepcopy(model, memo), inputs
 
 
 def price(cost_model: CostModel, model: nn.Module, example_inputs: Any, plans: Sequence[Plan]) -> float:

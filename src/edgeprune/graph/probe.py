@@ -61,10 +61,8 @@ def predicted_size(tr: TraceResult, dm: DimMap, removed: dict[int, int]) -> int:
     return total
 
 
-def _copy(model: nn.Module, example_inputs: Any, meta: bool) -> tuple[nn.Module, Any]:
-    """A copy of the model to cut; on the meta device it costs no memory and no compute."""
-    if not meta:
-        return copy.deepcopy(model), example_inputs
+def meta_copy(model: nn.Module, example_inputs: Any) -> tuple[nn.Module, Any]:
+    """A copy of ``model`` and its inputs on the meta device: shapes only, no memory, no compute."""
     memo: dict[int, Any] = {}
     for p in model.parameters():
         memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
@@ -73,6 +71,11 @@ def _copy(model: nn.Module, example_inputs: Any, meta: bool) -> tuple[nn.Module,
     inputs = tree_map(lambda x: torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x,
                       example_inputs)
     return copy.deepcopy(model, memo), inputs
+
+
+def _copy(model: nn.Module, example_inputs: Any, meta: bool) -> tuple[nn.Module, Any]:
+    """A copy of the model to cut: on the meta device when ``meta`` (cheap), else a real one."""
+    return meta_copy(model, example_inputs) if meta else (copy.deepcopy(model), example_inputs)
 
 
 def _record(model: nn.Module, inputs: Any) -> tuple[_ShapeRecorder, Exception | None]:

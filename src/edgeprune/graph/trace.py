@@ -14,7 +14,7 @@ and unifies the dimensions it couples; unknown ops block every tracked dimension
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
@@ -22,6 +22,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from edgeprune.graph.spaces import DimMap, SpaceTable, fixed
+
+if TYPE_CHECKING:  # the rules import this module
+    from edgeprune.graph.rules import RuleRegistry
 
 Dims = tuple[DimMap, ...]
 
@@ -104,7 +107,7 @@ def tensors_in(obj: Any) -> list[torch.Tensor]:
 class Tracer(TorchFunctionMode):
     """Records a forward pass and runs each op's rule (the context object rules talk to)."""
 
-    def __init__(self, model: nn.Module, rules: "RuleRegistry") -> None:  # noqa: F821
+    def __init__(self, model: nn.Module, rules: RuleRegistry) -> None:
         super().__init__()
         self.rules = rules
         self.spaces = SpaceTable()
@@ -257,7 +260,7 @@ def call_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
-def trace(model: nn.Module, example_inputs: Any, rules: "RuleRegistry") -> tuple[TraceResult, Any]:  # noqa: F821
+def trace(model: nn.Module, example_inputs: Any, rules: RuleRegistry) -> tuple[TraceResult, Any]:
     """Run ``model`` once under the tracer and return the recorded graph and the model's output.
 
     The model runs in eval mode without gradients; its training flag is restored afterwards.
