@@ -34,14 +34,7 @@ def conv(ctx, args, kwargs, out) -> None:
         if ctx.param_name(w) is None:
             ctx.block(xd[channel_dim], "grouped conv with a computed weight")
         ctx.role(w, 0, "out")
-    if b is not None:
-        ctx.unify(ctx.dims(b)[0], wd[0], "conv bias")
-        ctx.role(b, 0, "channel")
-    dims = [fixed(n) for n in out.shape]
-    dims[channel_dim] = wd[0]
-    if channel_dim == 1:
-        dims[0] = xd[0]
-    ctx.set_dims(out, tuple(dims))
+    _conv_output(ctx, xd, b, wd[0], channel_dim, out)
 
 
 def conv_transpose(ctx, args, kwargs, out) -> None:
@@ -56,11 +49,16 @@ def conv_transpose(ctx, args, kwargs, out) -> None:
     ctx.unify(xd[channel_dim], wd[0], "transposed conv input channels")
     ctx.role(w, 0, "in")
     ctx.role(w, 1, "out")
-    if b is not None:
-        ctx.unify(ctx.dims(b)[0], wd[1], "transposed conv bias")
-        ctx.role(b, 0, "channel")
+    _conv_output(ctx, xd, b, wd[1], channel_dim, out)
+
+
+def _conv_output(ctx, xd, bias, channels, channel_dim: int, out) -> None:
+    """The bias follows the output channels; the output keeps the batch dim and gets new spatial dims."""
+    if bias is not None:
+        ctx.unify(ctx.dims(bias)[0], channels, "conv bias")
+        ctx.role(bias, 0, "channel")
     dims = [fixed(n) for n in out.shape]
-    dims[channel_dim] = wd[1]
+    dims[channel_dim] = channels
     if channel_dim == 1:
         dims[0] = xd[0]
     ctx.set_dims(out, tuple(dims))

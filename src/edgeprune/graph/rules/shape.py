@@ -126,25 +126,23 @@ def movedim(ctx, args, kwargs, out) -> None:
 
 
 def expand(ctx, args, kwargs, out) -> None:
-    x = args[0]
-    xd = ctx.dims(x)
-    offset = out.dim() - x.dim()
-    labels = [fixed(n) for n in out.shape]
-    for i, n in enumerate(x.shape):
-        if n == out.shape[offset + i]:
-            labels[offset + i] = xd[i]
-    ctx.set_dims(out, tuple(labels))
+    """expand/broadcast_to: dims that keep their size keep their labels; broadcast ones are new."""
+    _tile(ctx, args[0], out, block_changed=False)
 
 
 def repeat(ctx, args, kwargs, out) -> None:
-    x = args[0]
+    """repeat/tile: as expand, but a repeated tracked dim would repeat its units, so it is frozen."""
+    _tile(ctx, args[0], out, block_changed=True)
+
+
+def _tile(ctx, x, out, block_changed: bool) -> None:
     xd = ctx.dims(x)
     offset = out.dim() - x.dim()
     labels = [fixed(n) for n in out.shape]
     for i, n in enumerate(x.shape):
         if n == out.shape[offset + i]:
             labels[offset + i] = xd[i]
-        else:
+        elif block_changed:
             ctx.block(xd[i], "repeated dim")
     ctx.set_dims(out, tuple(labels))
 
