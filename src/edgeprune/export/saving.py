@@ -32,6 +32,7 @@ import torch.nn as nn
 from edgeprune.plan import Plan, PlanError, attach_plan, plans_of
 from edgeprune.result import PruneResult
 from edgeprune.specs import SpecError, load_model, spec_of
+from edgeprune._fs import replace_dir
 from edgeprune.errors import EdgepruneError
 
 SAVE_FORMAT = "edgeprune.saved"
@@ -96,7 +97,7 @@ def save(obj: PruneResult | nn.Module, path: str | os.PathLike) -> Path:
         if isinstance(obj, PruneResult):
             meta["result"] = {"skipped": obj.skipped, "stats": obj.stats}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, default=str))
-        _publish(tmp, path)
+        replace_dir(tmp, path)  # the old save or the new one, never half of each
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -195,21 +196,6 @@ def _check_target(path: Path) -> None:
     if path.is_dir() and (not any(path.iterdir()) or (path / META_FILE).is_file()):
         return
     raise FileExistsError(f"{path} exists and is not an edgeprune save; refusing to overwrite it")
-
-
-def _publish(tmp: Path, path: Path) -> None:
-    # Swap directories with renames only, so `path` is always either the old save or the new one.
-    if not path.exists():
-        os.replace(tmp, path)
-        return
-    old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-    os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        os.replace(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _unique_tensors(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

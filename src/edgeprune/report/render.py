@@ -11,6 +11,7 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from edgeprune.measure.table import human as measure_human
 from edgeprune.report import plots
 
 STATUS_TEXT = {"ok": "targets met", "guard_failed": "accuracy guard failed", "target_missed": "target missed"}
@@ -90,16 +91,8 @@ def human(value: Any, unit: str) -> str:
         return "\u2013"
     if unit == "%":
         return f"{value:.2f} %"
-    if unit == "ms":
-        return f"{value:.3g} ms"
-    if unit == "bytes":
-        for suffix, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-            if abs(value) >= scale:
-                return f"{value / scale:.2f} {suffix}"
-        return f"{int(value)} B"
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {suffix}"
+    if unit in ("ms", "bytes") or abs(value) >= 1e3:
+        return measure_human(value, unit)
     return f"{value:g}" if isinstance(value, float) else f"{value}"
 
 

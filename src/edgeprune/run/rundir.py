@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgeprune._fs import replace_dir
 from edgeprune.run.errors import BadInputError
 
 COMPLETE = "COMPLETE"
@@ -99,14 +100,4 @@ def staged_run(path: str | os.PathLike, *, force: bool = False) -> Iterator[Path
 
 def _publish(staging: Path, final: Path, force: bool) -> None:
     check_out(final, force)  # the place may have changed while the run worked
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-        try:
-            os.replace(staging, final)
-        except OSError:
-            os.replace(old, final)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, final)
+    replace_dir(staging, final)
