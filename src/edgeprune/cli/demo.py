@@ -12,18 +12,19 @@ import typer
 from edgeprune.cli import app
 from edgeprune.cli._common import EXIT_CODES_HELP, exit_on_errors, print_json
 
-# The demo asks for half the MACs (global allocation, channel counts rounded to multiples of 16,
-# which ONNX Runtime's convolution kernels handle well): on 2 x86 cores this measured about 2x lower
-# ONNX Runtime latency within a point of accuracy. speedup=2x (edgeprune.latency_aware) is wired,
-# but on this CNN its allocation cut far past 2x in development (9x measured, 2.3 points lost);
-# switch DEMO_TARGET to "speedup=2x" once it lands closer to its target.
-DEMO_TARGET = "macs=0.5"
-DEMO_NOTE = ("demo: the target is macs=0.5 (global strategy, --round-to 16), not speedup=2x: during development "
-             "the latency-aware allocation cut this CNN far past 2x (9x measured, 2.3 points lost), while half "
-             "the MACs measured about 2x lower ONNX Runtime latency on 2 x86 cores. The speed-up above is what "
-             "this run measured.")
+# The demo asks for MACs <= 0.35x with channel counts rounded to multiples of 16 (the counts
+# ONNX Runtime's convolution kernels run fastest; the rounding lands at 0.27x), global allocation
+# and 5 epochs of fine-tuning. On 2 quiet x86 cores (2026-11-25) that measured 2.5-2.8x lower ONNX
+# Runtime latency at -0.7 to -0.9 points; macs=0.5 measured only 1.5x there. speedup=2x
+# (edgeprune.latency_aware) reached 2.4x but lost 1.4 points on this small CNN, so the demo keeps
+# the MAC target and reports the speed-up it measures.
+DEMO_TARGET = "macs=0.35"
+DEMO_NOTE = ("demo: the target is macs=0.35 (global strategy, --round-to 16), not speedup=2x: on this small CNN the "
+             "latency-aware allocation met 2x but lost 1.4 points in development, while this MAC target measured "
+             "2.5-2.8x lower ONNX Runtime latency within a point on 2 quiet x86 cores. The speed-up above is what "
+             "this run measured; sub-millisecond latencies vary from run to run.")
 DEMO_RECIPE = {"model": "mnist", "data": "mnist", "target": [DEMO_TARGET], "max_drop": 1.0, "kind": "channels",
-               "strategy": "global", "criterion": "l2", "round_to": 16, "epochs": 3, "lr": 2e-3, "seed": 0,
+               "strategy": "global", "criterion": "l2", "round_to": 16, "epochs": 5, "lr": 2e-3, "seed": 0,
                "threads": 2, "latency_runs": 200}
 
 
