@@ -3,7 +3,8 @@
 Oracle: the real runtime. Each test builds the model's latency table on this machine, then
 measures in one interleaved session (``edgeprune.targets.measured``) the unpruned model, two
 calibration models (uniform keeps of 0.75 and 0.5 on multiples of 16) and two held-out models
-pruned by the latency-aware allocator to 0.7x and 0.45x of the predicted unpruned latency. The
+pruned by the latency-aware allocator to 0.75x and 0.6x of the predicted unpruned latency (on a
+quiet machine mobilenet_v2's table cannot go much below 0.5x with at least 10% of every group kept). The
 calibration is fitted on the first three only; the held-out models' predictions must be within
 15% of their measurements. Interleaving run by run makes all five see the same load, which on a
 shared machine inflates every absolute figure alike (the calibration's scale absorbs it); for the
@@ -48,7 +49,7 @@ def test_prediction_within_15_percent_of_measured(arch):
     for name, c, m in calibration_models(model, x, groups, calib):
         models[name], counts[name] = m, c
     held_out = []
-    for fraction in (0.7, 0.45):
+    for fraction in (0.75, 0.6):
         alloc = allocate(predictor, groups, scores, predictor.dense_ms() * fraction)
         name = f"latency-{fraction}"
         models[name] = apply_plan(copy.deepcopy(model), counts_plan(groups, scores, alloc.counts, tensors))
@@ -65,4 +66,4 @@ def test_prediction_within_15_percent_of_measured(arch):
         predicted, got = report[name]
         assert abs(predicted / got - 1) <= TOLERANCE, f"{arch} {name} off by {predicted / got - 1:+.1%} ({detail})"
     # the held-out models are really faster than the unpruned one, by about what was predicted
-    assert measured["latency-0.45"].ms < measured["dense"].ms
+    assert measured["latency-0.6"].ms < measured["dense"].ms
