@@ -112,10 +112,8 @@ def load_model(spec: str) -> nn.Module:
             model = _torchvision(name)
         elif prefix == "timm":
             model = _timm(name)
-        elif prefix.endswith(".py"):
-            model = _call_factory(_module_from_file(prefix), name, spec)
         else:
-            model = _call_factory(_module_from_import(prefix), name, spec)
+            model = resolve_callable(spec)()
     if not isinstance(model, nn.Module):
         raise SpecError(f"{spec!r} built a {type(model).__name__}, not a torch.nn.Module")
     model.eval()
@@ -323,7 +321,7 @@ def _module_from_import(module_name: str) -> Any:
 def _module_from_file(path_text: str) -> Any:
     path = Path(path_text).expanduser().resolve()
     if not path.is_file():
-        raise SpecError(f"model file {path_text!r} does not exist")
+        raise SpecError(f"file {path_text!r} does not exist")
     mod_name = f"_edgeprune_spec_{abs(hash(str(path)))}"
     loader_spec = importlib.util.spec_from_file_location(mod_name, path)
     if loader_spec is None or loader_spec.loader is None:
@@ -338,12 +336,22 @@ def _module_from_file(path_text: str) -> Any:
     return module
 
 
-def _call_factory(module: Any, name: str, spec: str) -> Any:
-    factory = module
+def resolve_callable(spec: str) -> Callable[..., Any]:
+    """The callable that ``package.module:attr`` or ``path/to/file.py:attr`` names.
+
+    Raises:
+        SpecError: the module cannot be imported, the file does not exist or fails to run, the
+            attribute is missing, or it is not callable.
+    """
+    prefix, sep, name = spec.strip().rpartition(":")
+    if not sep or not prefix or not name:
+        raise SpecError(f"{spec!r} is not package.module:attr or path/to/file.py:attr")
+    module = _module_from_file(prefix) if prefix.endswith(".py") else _module_from_import(prefix)
+    target = module
     for part in name.split("."):
-        if not hasattr(factory, part):
+        if not hasattr(target, part):
             raise SpecError(f"{spec!r}: {getattr(module, '__name__', module)!r} has no attribute {name!r}")
-        factory = getattr(factory, part)
-    if not callable(factory):
+        target = getattr(target, part)
+    if not callable(target):
         raise SpecError(f"{spec!r}: {name!r} is not callable")
-    return factory()
+    return target

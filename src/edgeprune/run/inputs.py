@@ -14,9 +14,6 @@ Each comes from a spec string:
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,35 +141,12 @@ def load_callable(spec: str, what: str) -> Callable[..., Any]:
     Raises:
         BadInputError: naming ``what`` (the flag) and the missing module, file or attribute.
     """
-    module_name, sep, attr = spec.rpartition(":")
-    if not sep or not module_name or not attr:
-        raise BadInputError(f"{what} {spec!r} is not package.module:function or path/to/file.py:function")
-    if module_name.endswith(".py"):
-        path = Path(module_name).expanduser().resolve()
-        if not path.is_file():
-            raise BadInputError(f"{what} {spec!r}: file {module_name!r} does not exist")
-        name = f"_edgeprune_user_{abs(hash(str(path)))}"
-        loader = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(loader)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        try:
-            loader.loader.exec_module(module)  # type: ignore[union-attr]
-        except Exception as exc:
-            sys.modules.pop(name, None)
-            raise BadInputError(f"{what} {spec!r}: running {module_name!r} failed: {type(exc).__name__}: {exc}") from None
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise BadInputError(f"{what} {spec!r}: cannot import {module_name!r}: {exc}") from None
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise BadInputError(f"{what} {spec!r}: {module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise BadInputError(f"{what} {spec!r}: {attr!r} is not callable")
-    return target
+    from edgeprune.specs import SpecError, resolve_callable
+
+    try:
+        return resolve_callable(spec)
+    except SpecError as exc:
+        raise BadInputError(f"{what} {spec!r}: {exc}") from None
 
 
 def _as_loaders(made: Any, spec: str) -> tuple[Iterable | None, Iterable]:
