@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from onnx import numpy_helper
 
 from edgeprune.graph import analyze
@@ -133,6 +134,18 @@ def test_layers_follow_the_groups(mnist_setup):
     stem, head = layers[0], layers[-1]
     assert stem.c_in == 1 and stem.in_group is None and stem.out_group is not None
     assert head.kind == "gemm" and head.out_group is None and head.in_group is not None
+
+
+def test_depthwise_convs_follow_the_group_of_their_channels():
+    # a depthwise conv's time changes with its channel group; left unattributed, the allocator would
+    # count it as fixed time and never cut the expansions that pay most on MobileNets
+    model = torchvision.models.mobilenet_v2(width_mult=0.25).eval()
+    x = torch.randn(1, 3, 32, 32)
+    layers = timed_layers(model, x, analyze(model, x).groups)
+    depthwise = [layer for layer in layers if layer.depthwise]
+    assert depthwise and all(layer.in_group == layer.out_group is not None for layer in depthwise)
+    producer = {layer.out_group for layer in layers if not layer.depthwise}
+    assert all(layer.out_group in producer for layer in depthwise)
 
 
 def test_predictor_reads_a_pruned_model_like_its_plan(mnist_setup):

@@ -115,7 +115,7 @@ def timed_layers(model: nn.Module, example_inputs: ExampleInputs, groups: list[G
     owner: dict[tuple[str, int], str] = {}
     for g in groups:
         for s in g.slots:
-            if s.role == "out" and s.dim == 0:
+            if s.role in ("out", "channel") and s.dim == 0:  # "channel": a depthwise conv's weight
                 owner[(s.tensor, 0)] = g.name
             elif s.role == "in" and s.dim == 1:
                 owner[(s.tensor, 1)] = g.name
