@@ -1,18 +1,29 @@
-"""Allocate a latency budget across groups: keep the most importance per millisecond.
+"""Allocate a latency budget across groups: keep the most value per millisecond.
 
 The idea is NetAdapt's (Yang et al. 2018): shrink the network step by step, each step taking the
-one layer change that costs the least accuracy for the latency it saves, with latency read from
-per-layer tables measured on the target. HALP (Shen et al. 2022) phrases the same trade as a
-knapsack over units with latency-aware costs; we keep the greedy form, which handles what a
-knapsack cannot: a layer's time depends on two groups at once (its input and output channels),
-so the saving of a step is recomputed from the current counts of both.
+one layer change that costs the least for the latency it saves, with latency read from per-layer
+tables measured on the target. HALP (Shen et al. 2022) phrases the same trade as a knapsack over
+units with latency-aware costs; we keep the greedy form, which handles what a knapsack cannot: a
+layer's time depends on two groups at once (its input and output channels), so the saving of a
+step is recomputed from the current counts of both.
 
-Each step, for every group, the candidate is the next lower kept count *on a fast step of the
-measured staircase* (``LatencyTable.groups[g].step``) that the predictor says is faster; a count
-between fast steps buys nothing (the kernel pads to the step) or costs extra. The importance lost is
-the sum of the removed units' scores, each group's scores divided by their mean so that layers of
-different scale compete (as ``strategies.global_ranking`` does). The step with the least importance
-lost per millisecond saved is taken, until the prediction meets the target.
+Candidate counts lie *on the fast steps of the measured staircase* (``LatencyTable.groups[g].step``);
+a count between fast steps buys nothing (the kernel pads to the step) or costs extra. A unit's
+importance is its score divided by its group's mean score, so that layers of different scale
+compete (as ``strategies.global_ranking`` does). What a plan keeps (``value``):
+
+* ``"compute"`` (default): every timed layer's MACs, weighted by the mean importance of the units
+  it keeps on each side. The allocator then keeps the most importance-weighted compute per
+  millisecond: it cuts first where the target's kernels are slow per MAC (depthwise convs,
+  high-resolution layers with few channels) and keeps the layers that run near peak.
+* ``"importance"``: the summed importance of the kept units, each unit counting alike wherever
+  it sits.
+
+Three passes: *descend* (take the step with the least value lost per millisecond saved, looking a
+few fast counts ahead per group, until the prediction meets the target), *refill* (the last step
+may overshoot: give units back while the prediction stays within the target), *exchange* (move one
+step of width from one group to another while that keeps more value within the target: the greedy
+is myopic where a layer's value is the product of two groups' counts).
 
 Example:
     >>> counts = allocate(predictor, groups, scores, target_ms=5.0).counts   # doctest: +SKIP
@@ -27,7 +38,11 @@ import torch
 
 from edgeprune.budget import BudgetError
 from edgeprune.graph.groups import Group
-from edgeprune.targets.predictor import LatencyPredictor
+from edgeprune.targets.predictor import LatencyPredictor, layer_channels
+
+VALUES = ("compute", "importance")
+LOOKAHEAD = 4  # lower fast counts weighed per group and step: one step may not pay where two do
+EXCHANGE_ROUNDS = 50
 
 
 @dataclass(frozen=True)
@@ -39,7 +54,7 @@ class Allocation:
         predicted_ms: the calibrated prediction at ``counts`` (never above the target).
         target_ms: the target it was allocated for.
         importance_kept: fraction of the summed normalised scores kept.
-        steps: the greedy steps taken, as ``(group, from count, to count, ms saved)``.
+        steps: the steps taken, as ``(group, from count, to count, ms saved)`` (negative: given back).
     """
 
     counts: dict[str, int]
@@ -49,9 +64,78 @@ class Allocation:
     steps: list[tuple[str, int, int, float]] = field(default_factory=list)
 
 
+class _Problem:
+    """Counts, layer times and plan value for one allocation; every query is local to a group's layers."""
+
+    def __init__(self, predictor: LatencyPredictor, timed: Sequence[Group], scores: Mapping[str, torch.Tensor],
+                 min_keep: float, value: str) -> None:
+        self.table = predictor.table
+        self.layers = self.table.layers
+        self.value = value
+        self.size = {g.name: g.size for g in timed}
+        self.counts = dict(self.size)
+        self.options: dict[str, list[int]] = {}
+        self.prefix: dict[str, list[float]] = {}  # importance of keeping the top k units
+        for g in timed:
+            steps = self.table.groups[g.name]
+            floor = max(steps.step, math.ceil(g.size * min_keep), min(steps.levels))  # never below the timed grid
+            self.options[g.name] = [c for c in steps.fast_counts(floor) if c % g.partitions == 0]
+            s = scores[g.name].float()
+            s = torch.sort(s / (s.mean() + 1e-12), descending=True).values
+            self.prefix[g.name] = [0.0] + torch.cumsum(s, 0).tolist()
+        self.touching: dict[str, list[int]] = {name: [] for name in self.size}
+        for i, layer in enumerate(self.layers):
+            for name in {layer.in_group, layer.out_group} - {None}:
+                if name in self.touching:
+                    self.touching[name].append(i)
+        self.ms = [self.layer_ms(i, self.counts) for i in range(len(self.layers))]
+
+    @property
+    def raw_ms(self) -> float:
+        return sum(self.ms)
+
+    def channels(self, i: int, counts: Mapping[str, int]) -> tuple[int, int]:
+        return layer_channels(self.layers[i], counts)
+
+    def layer_ms(self, i: int, counts: Mapping[str, int]) -> float:
+        return self.table.layer_ms(self.layers[i], *self.channels(i, counts))
+
+    def _mean_importance(self, group: str | None, kept: int) -> float:
+        return self.prefix[group][kept] / kept if group in self.prefix and kept else 1.0
+
+    def layer_value(self, i: int, counts: Mapping[str, int]) -> float:
+        layer = self.layers[i]
+        ci, co = self.channels(i, counts)
+        weight = self._mean_importance(layer.out_group, co)
+        if not layer.depthwise:
+            weight *= self._mean_importance(layer.in_group, ci)
+        return layer.macs(ci, co) * weight
+
+    def value_change(self, changed: Sequence[str], trial: Mapping[str, int]) -> float:
+        """Value of ``trial`` minus value of the current counts; they differ only in ``changed``."""
+        if self.value == "importance":
+            return sum(self.prefix[n][trial[n]] - self.prefix[n][self.counts[n]] for n in changed)
+        rows = {i for n in changed for i in self.touching[n]}
+        return sum(self.layer_value(i, trial) - self.layer_value(i, self.counts) for i in rows)
+
+    def time_change(self, changed: Sequence[str], trial: Mapping[str, int]) -> tuple[float, dict[int, float]]:
+        """(ms of ``trial`` minus ms now, the new times of the layers that change)."""
+        new = {i: self.layer_ms(i, trial) for n in changed for i in self.touching[n]}
+        return sum(t - self.ms[i] for i, t in new.items()), new
+
+    def move(self, trial: Mapping[str, int], new_ms: Mapping[int, float]) -> None:
+        self.counts = dict(trial)
+        for i, t in new_ms.items():
+            self.ms[i] = t
+
+    def importance_kept(self) -> float:
+        total = sum(p[-1] for p in self.prefix.values()) or 1.0
+        return sum(self.prefix[g][c] for g, c in self.counts.items()) / total
+
+
 def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mapping[str, torch.Tensor],
-             target_ms: float, *, min_keep: float = 0.1) -> Allocation:
-    """Choose kept counts so the predicted latency is at most ``target_ms``, keeping the most importance.
+             target_ms: float, *, min_keep: float = 0.1, value: str = "compute") -> Allocation:
+    """Choose kept counts so the predicted latency is at most ``target_ms``, keeping the most value.
 
     Args:
         predictor: the target's calibrated predictor for this model.
@@ -61,6 +145,7 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
         target_ms: the predicted latency to reach (ms).
         min_keep: no group keeps fewer than this fraction of its units (nor fewer than one step, nor
             fewer than the smallest count its table timed: predictions below the grid are extrapolated).
+        value: what a plan keeps, ``"compute"`` or ``"importance"`` (see the module docstring).
 
     Returns:
         An :class:`Allocation` whose ``predicted_ms`` <= ``target_ms``.
@@ -68,66 +153,93 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
     Raises:
         BudgetError: the target is below what the smallest allowed counts are predicted to take.
     """
-    table = predictor.table
+    if value not in VALUES:
+        raise ValueError(f"value must be one of {VALUES}, got {value!r}")
     cal = predictor.calibration
     if cal.scale <= 0:
         raise BudgetError("the latency calibration has a non-positive scale; rebuild the table")
-    raw_target = (target_ms - cal.offset_ms) / cal.scale
-    timed = [g for g in groups if g.name in table.groups]
-    counts = {g.name: g.size for g in timed}
-    cands = {}
-    prefix = {}
-    for g in timed:
-        steps = table.groups[g.name]
-        floor = max(steps.step, math.ceil(g.size * min_keep), min(steps.levels))  # never below the timed grid
-        cands[g.name] = [c for c in steps.fast_counts(floor) if c % g.partitions == 0]
-        s = scores[g.name].float()
-        s = torch.sort(s / (s.mean() + 1e-12), descending=True).values
-        prefix[g.name] = [0.0] + torch.cumsum(s, 0).tolist()  # importance of keeping the top k
-    total = sum(p[-1] for p in prefix.values()) or 1.0
+    raw_target = (target_ms - cal.offset_ms) / cal.scale + 1e-12
+    problem = _Problem(predictor, [g for g in groups if g.name in predictor.table.groups], scores, min_keep, value)
+    steps: list[tuple[str, int, int, float]] = []
+    _descend(problem, raw_target, steps)
+    if problem.raw_ms > raw_target:
+        floor_ms = cal.scale * problem.raw_ms + cal.offset_ms
+        raise BudgetError(f"latency target {target_ms:.3f} ms cannot be met: the smallest counts allowed "
+                          f"(min_keep={min_keep:.0%} and the table's timed range) are predicted at "
+                          f"{floor_ms:.3f} ms on {predictor.table.target.get('key', 'this target')}")
+    _refill(problem, raw_target, steps)
+    _exchange(problem, raw_target, steps)
+    changed = {g: c for g, c in problem.counts.items() if c < problem.size[g]}
+    steps = [(g, a, b, ms * cal.scale) for g, a, b, ms in steps]
+    return Allocation(changed, cal.scale * problem.raw_ms + cal.offset_ms, target_ms, problem.importance_kept(), steps)
 
-    touching: dict[str, list[int]] = {g.name: [] for g in timed}
-    layer_list = table.layers
-    for i, layer in enumerate(layer_list):
-        for name in {layer.in_group, layer.out_group} - {None}:
-            if name in touching:
-                touching[name].append(i)
 
-    def layer_time(i: int, cur: Mapping[str, int]) -> float:
-        layer = layer_list[i]
-        co = cur.get(layer.out_group, layer.c_out) if layer.out_group else layer.c_out
-        ci = co if layer.depthwise else (cur.get(layer.in_group, layer.c_in) if layer.in_group else layer.c_in)
-        return table.layer_ms(layer, ci, co)
-
-    ms = [layer_time(i, counts) for i in range(len(layer_list))]
-    raw = sum(ms)
-    taken: list[tuple[str, int, int, float]] = []
-    while raw > raw_target + 1e-12:
-        best = None  # (importance per ms, group, new count, new layer times, saving)
-        for name, options in cands.items():
-            cur = counts[name]
-            lower = [c for c in options if c < cur]
-            for new in reversed(lower):  # nearest lower fast count first; skip ones that save nothing
-                trial = {**counts, name: new}
-                new_ms = {i: layer_time(i, trial) for i in touching[name]}
-                saving = sum(ms[i] - t for i, t in new_ms.items())
-                if saving > 1e-9:
-                    loss = prefix[name][cur] - prefix[name][new]
-                    key = loss / saving
+def _descend(p: _Problem, raw_target: float, steps: list) -> None:
+    """Take the step with the least value lost per ms saved until the target is met (or nothing saves)."""
+    while p.raw_ms > raw_target:
+        best = None  # (value lost per ms saved, trial counts, new layer times, saving)
+        for name, options in p.options.items():
+            cur, tried = p.counts[name], 0
+            for new in reversed([c for c in options if c < cur]):
+                trial = {**p.counts, name: new}
+                delta, new_ms = p.time_change([name], trial)
+                if delta < -1e-9:
+                    key = -p.value_change([name], trial) / -delta
                     if best is None or key < best[0]:
-                        best = (key, name, new, new_ms, saving)
-                    break
+                        best = (key, name, trial, new_ms, -delta)
+                    tried += 1
+                    if tried == LOOKAHEAD:
+                        break
         if best is None:
-            floor_ms = cal.scale * raw + cal.offset_ms
-            raise BudgetError(f"latency target {target_ms:.3f} ms cannot be met: the smallest counts allowed "
-                              f"(min_keep={min_keep:.0%} and the table's timed range) are predicted at "
-                              f"{floor_ms:.3f} ms on {table.target.get('key', 'this target')}")
-        _, name, new, new_ms, saving = best
-        taken.append((name, counts[name], new, saving * cal.scale))
-        counts[name] = new
-        for i, t in new_ms.items():
-            ms[i] = t
-        raw = sum(ms)
-    kept = sum(prefix[g][c] for g, c in counts.items()) / total
-    changed = {g: c for g, c in counts.items() if c < next(x.size for x in timed if x.name == g)}
-    return Allocation(changed, cal.scale * raw + cal.offset_ms, target_ms, kept, taken)
+            return
+        _, name, trial, new_ms, saving = best
+        steps.append((name, p.counts[name], trial[name], saving))
+        p.move(trial, new_ms)
+
+
+def _refill(p: _Problem, raw_target: float, steps: list) -> None:
+    """Give units back, the most value first, while the prediction stays within the target."""
+    while True:
+        best = None
+        for name, options in p.options.items():
+            higher = [c for c in options if c > p.counts[name]]
+            if not higher:
+                continue
+            trial = {**p.counts, name: higher[0]}
+            delta, new_ms = p.time_change([name], trial)
+            if p.raw_ms + delta <= raw_target:
+                gain = p.value_change([name], trial)
+                if best is None or gain > best[0]:
+                    best = (gain, name, trial, new_ms, delta)
+        if best is None:
+            return
+        _, name, trial, new_ms, delta = best
+        steps.append((name, p.counts[name], trial[name], -delta))
+        p.move(trial, new_ms)
+
+
+def _exchange(p: _Problem, raw_target: float, steps: list) -> None:
+    """Grow one group by a step and shrink another to fit, while that keeps more value."""
+    for _ in range(EXCHANGE_ROUNDS):
+        best = None
+        for up, options in p.options.items():
+            higher = [c for c in options if c > p.counts[up]]
+            if not higher:
+                continue
+            for down, down_options in p.options.items():
+                if down == up:
+                    continue
+                for new in reversed([c for c in down_options if c < p.counts[down]][-LOOKAHEAD:]):
+                    trial = {**p.counts, up: higher[0], down: new}
+                    delta, new_ms = p.time_change([up, down], trial)
+                    if p.raw_ms + delta <= raw_target:
+                        gain = p.value_change([up, down], trial)
+                        if gain > 1e-9 * (1 + abs(gain)) and (best is None or gain > best[0]):
+                            best = (gain, up, down, trial, new_ms, delta)
+                        break  # the nearest lower count that fits is the one to weigh
+        if best is None:
+            return
+        _, up, down, trial, new_ms, delta = best
+        steps.append((up, p.counts[up], trial[up], 0.0))
+        steps.append((down, p.counts[down], trial[down], -delta))
+        p.move(trial, new_ms)

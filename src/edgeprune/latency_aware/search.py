@@ -117,7 +117,7 @@ class LatencyResult:
 
 def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor: LatencyPredictor,
                      budget: LatencyBudget, *, criterion: str = "l2", measure: MeasureConfig = MeasureConfig(),
-                     log: Callable[[str], None] | None = None) -> LatencyResult:
+                     value: str = "compute", log: Callable[[str], None] | None = None) -> LatencyResult:
     """Prune ``model`` (a copy) until its latency measured on ONNX Runtime meets ``budget``.
 
     Args:
@@ -126,6 +126,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         predictor: the target's predictor.
         budget: a :class:`LatencyBudget`.
         criterion: unit scores (any weight-only criterion of ``edgeprune.criteria``).
+        value: what the allocator keeps per millisecond (``edgeprune.latency_aware.allocate``).
         measure: measurement settings; ``threads`` should be the table's.
         log: progress lines go here.
 
@@ -149,7 +150,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     for i in range(budget.max_attempts):
         target = dense_pred * fraction if fraction is not None else budget.latency_ms
         try:
-            alloc = allocate(predictor, groups, scores, target, min_keep=budget.min_keep)
+            alloc = allocate(predictor, groups, scores, target, min_keep=budget.min_keep, value=value)
         except BudgetError:
             if not attempts:
                 raise

@@ -73,6 +73,16 @@ class LayerSpec:
             return "gemm"
         return f"{'dwconv' if self.depthwise else 'conv'} k{self.kernel[0]}x{self.kernel[1]}"
 
+    def macs(self, c_in: int, c_out: int) -> int:
+        """Multiply-accumulates of this layer at ``c_in`` input and ``c_out`` output channels
+        (a depthwise conv: ``c_out`` channels, one input each)."""
+        if self.kind == "gemm":
+            return c_in * c_out
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        oh = (self.hw[0] + self.pads[0] + self.pads[2] - dh * (kh - 1) - 1) // sh + 1
+        ow = (self.hw[1] + self.pads[1] + self.pads[3] - dw * (kw - 1) - 1) // sw + 1
+        return oh * ow * c_out * (1 if self.depthwise else c_in) * kh * kw
+
     def op_dict(self) -> dict[str, Any]:
         """The geometry as ``lut_builder`` reads it."""
         return {"kind": self.kind, "kernel": list(self.kernel), "stride": list(self.stride), "pads": list(self.pads),

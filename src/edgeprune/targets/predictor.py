@@ -82,15 +82,7 @@ class LatencyPredictor:
 
     def layer_counts(self, counts: Mapping[str, int]) -> list[tuple[LayerSpec, int, int]]:
         """(layer, c_in, c_out) of every timed layer when each group keeps ``counts[group]`` units."""
-        out = []
-        for layer in self.table.layers:
-            co = counts.get(layer.out_group, layer.c_out) if layer.out_group else layer.c_out
-            if layer.depthwise:
-                ci = co
-            else:
-                ci = counts.get(layer.in_group, layer.c_in) if layer.in_group else layer.c_in
-            out.append((layer, int(ci), int(co)))
-        return out
+        return [(layer, *layer_channels(layer, counts)) for layer in self.table.layers]
 
     def raw_ms(self, counts: Mapping[str, int]) -> float:
         """Sum of the table's layer times (uncalibrated) at these group counts."""
@@ -148,6 +140,14 @@ class LatencyPredictor:
         points = [(self.raw_ms(m["counts"]), float(m["ms"])) for m in self.table.measured.values()]
         self.calibration = Calibration.fit(points)
         return self.calibration
+
+
+def layer_channels(layer: LayerSpec, counts: Mapping[str, int]) -> tuple[int, int]:
+    """(c_in, c_out) of ``layer`` when each group keeps ``counts[group]`` units (absent: unpruned)."""
+    co = counts.get(layer.out_group, layer.c_out) if layer.out_group else layer.c_out
+    if layer.depthwise:
+        return int(co), int(co)
+    return int(counts.get(layer.in_group, layer.c_in) if layer.in_group else layer.c_in), int(co)
 
 
 def counts_of_plan(plan: Plan) -> dict[str, int]:
