@@ -67,6 +67,26 @@ def test_sensitivity_meets_the_budget_and_is_never_worse_than_uniform_on_its_dat
     assert set(details["candidates"]) == {"sensitivity", "uniform", "global"}
 
 
+def test_loss_signal_scans_the_calibration_loss_and_separates_cuts_accuracy_cannot(digits):
+    task, model, calib = digits
+    x = task.example_input()
+    session = Session(x, get_criterion("l2"), "l2", data=calib, calibration_batches=None, recalibrate=False)
+    curves = scan(session, model, session.score(model), ratios=(0.1, 0.2, 0.4, 0.8), signal="loss")
+    expected = sum(float(nn.functional.cross_entropy(model(xb), yb, reduction="sum")) for xb, yb in calib) / 256
+    assert curves.metric == "-100 x loss" and curves.base_accuracy == pytest.approx(-100 * expected, rel=1e-5)
+    assert Curves.from_dict(curves.to_dict()).metric == "-100 x loss"
+    for name, curve in curves.groups.items():
+        assert curve.accuracy[-1] < curve.accuracy[0] <= curves.base_accuracy, name
+    # on its own training samples the model is 100% accurate, so a 20% cut of any group ties with
+    # no cut on accuracy; the loss sees every one of them
+    accuracy = Session(x, get_criterion("l2"), "l2", evaluate=lambda m: task.evaluate(m, calib))
+    flat = scan(accuracy, model, accuracy.score(model), ratios=(0.1, 0.2, 0.4, 0.8))
+    assert all(c.accuracy[1] == flat.base_accuracy == 100.0 for c in flat.groups.values())
+    assert all(c.accuracy[1] < curves.base_accuracy for c in curves.groups.values())
+    with pytest.raises(ValueError, match="signal"):
+        scan(session, model, session.score(model), signal="auc")
+
+
 @pytest.mark.parametrize("limit", [0.5, 3.0, 15.0])
 def test_guard_never_returns_a_cut_over_the_limit(digits, limit):
     task, model, _ = digits

@@ -61,6 +61,38 @@ def cross_entropy(model: nn.Module, inputs: Any, targets: torch.Tensor) -> torch
     return F.cross_entropy(_call(model, inputs), targets)
 
 
+def mean_loss(model: nn.Module, data: Iterable, loss_fn: LossFn | None = None,
+              batches: int | None = None) -> tuple[float, int]:
+    """Sample-weighted mean of the loss over ``batches`` batches of ``data``, in eval mode, without gradients.
+
+    Returns:
+        ``(mean loss, batches run)``.
+
+    Example:
+        >>> m = nn.Linear(4, 3)
+        >>> loss, n = mean_loss(m, [(torch.randn(8, 4), torch.randint(0, 3, (8,)))])
+        >>> loss > 0, n
+        (True, 1)
+    """
+    loss_fn = loss_fn or cross_entropy
+    total, samples, run = 0.0, 0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, (inputs, targets) in enumerate(data):
+                if batches is not None and i >= batches:
+                    break
+                n = _batch_size(inputs)
+                total += float(loss_fn(model, inputs, targets)) * n
+                samples, run = samples + n, run + 1
+    finally:
+        model.train(was_training)
+    if run == 0:
+        raise ValueError("mean_loss got no batches: data is empty")
+    return total / samples, run
+
+
 def collect_gradients(model: nn.Module, data: Iterable, loss_fn: LossFn | None = None,
                       batches: int | None = None) -> Collected:
     """Gradients of the loss over ``batches`` batches of ``data``: their mean and mean square.

@@ -220,6 +220,6 @@ def sensitivity_for_report(curves: dict | None) -> dict | None:
     if not curves:
         return None
     groups = curves.get("groups", {})
-    return {"metric": "accuracy", "base": curves.get("base_accuracy"),
+    return {"metric": curves.get("metric", "accuracy"), "base": curves.get("base_accuracy"),
             "curves": {name: [[0.0, curves.get("base_accuracy")]] + [list(p) for p in zip(c["ratios"], c["accuracy"])]
                        for name, c in groups.items()}}

@@ -3,7 +3,10 @@
 1. **Scan.** For each group alone, remove its lowest-scoring ``r`` of units for each ``r`` in
    ``ratios`` and measure accuracy on validation data (Li et al. 2017, "Pruning Filters for
    Efficient ConvNets", sec. 3.2 / fig. 2). The curves are plain data (:class:`Curves`: JSON,
-   reproducible for a given seed and criterion).
+   reproducible for a given seed and criterion). With ``signal="loss"`` the scan measures the
+   mean loss on the calibration ``data`` instead (as -100 x loss, so "higher is better" and drops
+   add the same way): a trained model is near 100% accurate on its own training samples, so
+   accuracy there is flat until a cut is ruinous, while the loss moves with every cut.
 2. **Choose.** Predicted loss of a group at a level = the accuracy drop of its curve up to that
    level (running maximum, so it never falls as more is removed); drops add across groups.
    Greedily take the next level of the group that loses the least predicted accuracy per unit
@@ -41,12 +44,17 @@ class Curve:
 
 @dataclass
 class Curves:
-    """Sensitivity curves of a model: JSON-serialisable; the same seed and criterion give the same curves."""
+    """Sensitivity curves of a model: JSON-serialisable; the same seed and criterion give the same curves.
+
+    ``metric`` names what ``base_accuracy`` and each curve's ``accuracy`` hold: ``"accuracy"``
+    (the user's ``evaluate``, points) or ``"-100 x loss"`` (``signal="loss"``).
+    """
 
     base_accuracy: float
     criterion: str
     seed: int
     groups: dict[str, Curve] = field(default_factory=dict)
+    metric: str = "accuracy"
 
     def drop(self, name: str) -> list[float]:
         """Predicted accuracy drop of group ``name`` at each level (level 0 = nothing removed),
@@ -66,26 +74,40 @@ class Curves:
     @classmethod
     def from_dict(cls, data: dict) -> Curves:
         return cls(data["base_accuracy"], data["criterion"], data["seed"],
-                   {k: Curve(**v) for k, v in data["groups"].items()})
+                   {k: Curve(**v) for k, v in data["groups"].items()}, data.get("metric", "accuracy"))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
 
 
-def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATIOS) -> Curves:
-    """Measure each group's accuracy curve (each point prunes that group alone, on a copy).
+SIGNALS = {"evaluate": "accuracy", "loss": "-100 x loss"}
+
+
+def measure_signal(session: Session, model: nn.Module, signal: str) -> float:
+    """A freshly cut candidate's score, higher is better: the user's accuracy or -100 x the loss on ``data``."""
+    if signal == "loss":
+        return session.loss_points(model)
+    return session.measure(model)
+
+
+def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATIOS,
+         signal: str = "evaluate") -> Curves:
+    """Measure each group's curve (each point prunes that group alone, on a copy).
 
     Args:
-        session: supplies ``evaluate`` and ``round_to``.
+        session: supplies ``evaluate`` (or ``data`` for the loss) and ``round_to``.
         model: the model (not changed).
         scored: its groups and scores.
         ratios: fractions of each group's units to remove.
+        signal: ``"evaluate"`` (accuracy) or ``"loss"`` (see the module docstring).
 
     Returns:
         :class:`Curves`; points that round to the same unit count are measured once.
     """
-    base = session.accuracy(model)
-    curves = Curves(base, session.criterion_name, session.seed)
+    if signal not in SIGNALS:
+        raise ValueError(f"signal must be one of {sorted(SIGNALS)}, got {signal!r}")
+    base = session.accuracy(model) if signal == "evaluate" else session.loss_points(model)
+    curves = Curves(base, session.criterion_name, session.seed, metric=SIGNALS[signal])
     for g in scored.groups:
         curve = Curve(g.size, [], [], [])
         last_n, last_acc = 0, base
@@ -94,7 +116,7 @@ def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATI
             if n != last_n:
                 plan = make_plan([g], {g.name: lowest(scored.scores[g.name], n, g.partitions)}, scored.tensors)
                 trial = apply_plan(copy.deepcopy(model), plan)
-                last_acc, last_n = session.measure(trial), n
+                last_acc, last_n = measure_signal(session, trial, signal), n
             curve.ratios.append(float(r))
             curve.removed.append(n)
             curve.accuracy.append(float(last_acc))
@@ -104,7 +126,7 @@ def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATI
 
 def sensitivity_curves(model: nn.Module, example_inputs, evaluate, *, criterion: str = "l2",
                        ratios=DEFAULT_RATIOS, data=None, calibration_batches: int | None = 8, ignore=(),
-                       round_to: int = 1, seed: int = 0) -> Curves:
+                       round_to: int = 1, seed: int = 0, signal: str = "evaluate") -> Curves:
     """Each group's accuracy when it alone loses each of ``ratios`` of its units (for reports and the CLI).
 
     Args:
@@ -118,6 +140,7 @@ def sensitivity_curves(model: nn.Module, example_inputs, evaluate, *, criterion:
         ignore: modules whose outputs keep every unit.
         round_to: keep channel counts at multiples of this.
         seed: for random criteria.
+        signal: ``"evaluate"`` (accuracy) or ``"loss"`` (-100 x mean loss on ``data``).
 
     Returns:
         :class:`Curves` (``.to_json()`` for a file).
@@ -134,7 +157,7 @@ def sensitivity_curves(model: nn.Module, example_inputs, evaluate, *, criterion:
 
     session = Session(example_inputs, get_criterion(criterion), criterion, ignore=ignore, round_to=round_to, seed=seed,
                       data=data, calibration_batches=calibration_batches, evaluate=evaluate)
-    return scan(session, model, session.score(model), ratios)
+    return scan(session, model, session.score(model), ratios, signal)
 
 
 def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
@@ -199,7 +222,8 @@ def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
 class Sensitivity:
     """Scan every group at ``ratios`` on validation data, then choose per-group amounts under the budget.
 
-    Needs ``evaluate=`` and a cost budget. Cost: one evaluation of the model per (group, distinct
+    Needs ``evaluate=`` (or ``data=`` with ``signal="loss"``) and a cost budget. Cost: one
+    evaluation of the model per (group, distinct
     unit count) — ``groups x len(ratios)`` at most — plus about ``groups x levels`` plans priced on
     the meta device; then the fine-tuning.
 
@@ -211,11 +235,14 @@ class Sensitivity:
         ratios: fractions of each group's units to try removing.
         curves: curves from an earlier scan of the same model (``Curves.from_dict``) to reuse.
         compare: also measure the uniform and global plans and keep the best.
+        signal: what the scan and the comparison measure: ``"evaluate"`` (the user's accuracy) or
+            ``"loss"`` (mean loss on ``data``; for when accuracy on that data saturates).
     """
 
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     curves: Curves | None = None
     compare: bool = True
+    signal: str = "evaluate"
     name: str = "sensitivity"
 
     def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
@@ -223,7 +250,7 @@ class Sensitivity:
             raise ValueError("the sensitivity strategy needs a cost budget (budget=Budget(macs=..., ...))")
         scored = session.score(model)
         with session.meter.phase("scan"):
-            curves = self.curves or scan(session, model, scored, self.ratios)
+            curves = self.curves or scan(session, model, scored, self.ratios, self.signal)
         plan, removed = choose(session, model, scored, curves, targets)
         # The additive model ignores how groups interact; measure its plan beside the uniform and
         # global plans at the same budget and keep the best (never worse than them on this data).
@@ -234,7 +261,8 @@ class Sensitivity:
         measured = {}
         if len(candidates) > 1:
             with session.meter.phase("scan"):
-                measured = {k: session.measure(apply_plan(copy.deepcopy(model), p)) for k, p in candidates.items()}
+                measured = {k: measure_signal(session, apply_plan(copy.deepcopy(model), p), self.signal)
+                            for k, p in candidates.items()}
         chosen = max(measured, key=lambda k: (measured[k], k == "sensitivity")) if measured else "sensitivity"
         plan = candidates[chosen]
         plan.meta.update({"strategy": "sensitivity", "chosen": chosen})

@@ -129,6 +129,20 @@ class Session:
         self.recalibrate_bn(model)
         return self.accuracy(model)
 
+    def loss_points(self, model: nn.Module) -> float:
+        """-100 x the mean loss of a freshly cut candidate on ``data`` (BatchNorm recalibrated first):
+        a continuous, higher-is-better signal where accuracy on the same data saturates."""
+        if self.data is None:
+            raise ValueError("the loss signal needs data= (batches of (inputs, targets))")
+        from edgeprune.criteria.data import mean_loss
+
+        self.recalibrate_bn(model)
+        with self.meter.phase("evaluate"):
+            loss, batches = mean_loss(model, self.data, self.loss_fn, self.calibration_batches)
+        self.meter.forward += batches
+        self.meter.evaluations += 1
+        return -100.0 * loss
+
     def recover(self, model: nn.Module, max_steps: int | None = None) -> None:
         """Recalibrate BatchNorm, then fine-tune ``model`` in place with ``self.finetune`` (if given)."""
         self.recalibrate_bn(model)
