@@ -56,7 +56,7 @@ class Row:
     macs: int
     mac_reduction: float
     predicted_ms: float
-    measured_ms: float
+    measured_ms: float | None  # None: predicted only
     speedup: float
     speedup_per_mac_reduction: float
     warnings: int
@@ -108,6 +108,9 @@ def run_one(arch: str, args, log) -> list[Row]:
     table.save(Path(args.out) / f"table-{arch}-{args.size}.json")
     log(f"[{arch}] table built in {time.time() - started:.0f}s")
     predictor = LatencyPredictor(table)
+    ceiling = table_ceiling(model, x, predictor, args.speedup)
+    log(f"[{arch}] table ceiling: the most MACs a fast-step plan keeps at a predicted {args.speedup}x is "
+        f"{ceiling['mac_reduction']:.2f}x fewer (predicted speed-up / MAC reduction {ceiling['ratio']:.2f})")
     measure = MeasureConfig(threads=args.threads, rounds=args.rounds, runs=5, exporter="torchscript")
     ours = prune_to_latency(model, x, predictor, LatencyBudget(speedup=args.speedup, max_attempts=4),
                             measure=measure, log=lambda m: log(f"  [{arch}] {m}"))
@@ -124,11 +127,11 @@ def run_one(arch: str, args, log) -> list[Row]:
 
     variants = {"unpruned": model, "ours (latency-aware)": ours.model, "uniform L2": uniform,
                 "torch-pruning round_to=16": tpm}
-    notes = {"uniform L2": f"ratio {r_uni:.3f}", "torch-pruning round_to=16": f"ratio {r_tp:.3f}",
+    notes = {"uniform L2": f"ratio {r_uni:.3f}", "torch-pruning round_to=16": f"ratio {r_tp:.4f}",
              "ours (latency-aware)": f"{len(ours.attempts)} attempt(s), met={ours.met}"}
     if tp_above is not None and macs_of(tp_above[1], x) < dense_macs:
         variants["torch-pruning round_to=16 (next ratio down)"] = tp_above[1]
-        notes["torch-pruning round_to=16 (next ratio down)"] = f"ratio {tp_above[0]:.3f}"
+        notes["torch-pruning round_to=16 (next ratio down)"] = f"ratio {tp_above[0]:.4f}"
     got = measure_models(variants, x, threads=args.threads, rounds=args.final_rounds, runs=5,
                          exporter="torchscript", spinning=spinning)
     predictor.refit()
@@ -143,7 +146,43 @@ def run_one(arch: str, args, log) -> list[Row]:
         rows.append(Row(arch, name, macs, round(red, 3), round(predictor.predict_model(m), 3),
                         round(got[name].ms, 3), round(speed, 3), round(speed / red, 3), warnings.get(name, 0),
                         notes.get(name, "")))
+    rows.append(Row(arch, "table ceiling (predicted only)", ceiling["macs"], round(ceiling["mac_reduction"], 3),
+                    round(ceiling["predicted_ms"], 3), None, round(ceiling["speedup"], 3),
+                    round(ceiling["ratio"], 3), 0, "most MACs kept at the predicted target, equal scores"))
     return rows
+
+
+def table_ceiling(model: nn.Module, x: torch.Tensor, predictor: LatencyPredictor, speedup: float) -> dict:
+    """The plan on fast steps that keeps the most MACs at a predicted ``speedup`` (every unit scored alike):
+    how far above the MAC ratio this target's kernels let any channel plan go, by the table."""
+    from edgeprune.latency_aware import allocate
+    from edgeprune.targets.predictor import layer_channels
+
+    groups = edgeprune.analyze(model, x).groups
+    flat = {g.name: torch.ones(g.size) for g in groups}
+    alloc = allocate(predictor, groups, flat, predictor.dense_ms() / speedup, value="compute")
+
+    def macs(counts):
+        return sum(layer.macs(*layer_channels(layer, counts)) for layer in predictor.table.layers)
+
+    kept = macs(alloc.counts)
+    reduction = macs({}) / kept
+    predicted = predictor.dense_ms() / alloc.predicted_ms
+    return {"macs": int(kept * macs_of(model, x) / macs({})), "mac_reduction": reduction,
+            "predicted_ms": alloc.predicted_ms, "speedup": predicted, "ratio": predicted / reduction}
+
+
+def interpolated_torch_pruning(rows: list[Row], arch: str) -> str | None:
+    """Torch-Pruning's speed-up at our MAC reduction, linear between its two bracketing ratios."""
+    by = {r.variant: r for r in rows if r.model == arch}
+    ours, a = by.get("ours (latency-aware)"), by.get("torch-pruning round_to=16")
+    b = by.get("torch-pruning round_to=16 (next ratio down)")
+    if ours is None or a is None or b is None or a.mac_reduction == b.mac_reduction:
+        return None
+    t = (ours.mac_reduction - b.mac_reduction) / (a.mac_reduction - b.mac_reduction)
+    tp = b.speedup + t * (a.speedup - b.speedup)
+    return (f"{arch}: Torch-Pruning round_to=16 interpolated to our {ours.mac_reduction:.2f}x fewer MACs: "
+            f"{tp:.2f}x; ours {ours.speedup:.2f}x")
 
 
 def run_mnist(args, log) -> list[dict]:
@@ -221,8 +260,10 @@ def markdown(rows: list[Row], meta: dict) -> str:
              "| speed-up / MAC reduction | note |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.model} | {r.variant} | {r.macs / 1e9:.3f} | {r.mac_reduction:.2f}x | "
-                     f"{r.predicted_ms:.2f} | {r.measured_ms:.2f} | {r.speedup:.2f}x | "
+                     f"{r.predicted_ms:.2f} | {'-' if r.measured_ms is None else f'{r.measured_ms:.2f}'} | {r.speedup:.2f}x | "
                      f"{r.speedup_per_mac_reduction:.2f} | {r.note} |")
+    lines.append("")
+    lines += [line for arch in dict.fromkeys(r.model for r in rows) if (line := interpolated_torch_pruning(rows, arch))]
     return "\n".join(lines)
 
 

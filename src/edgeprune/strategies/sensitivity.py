@@ -175,12 +175,12 @@ def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
     drops = {n: curves.drop(n) for n in names}
     level = dict.fromkeys(names, 0)
 
-    def plan_for(levels: dict[str, int]) -> Plan:
-        removals = {}
-        for n, lv in levels.items():
-            if lv:
-                k = curves.groups[n].removed[lv - 1]
-                removals[n] = lowest(scored.scores[n], k, by_name[n].partitions)
+    def removed_at(n: str, lv: int) -> int:
+        return curves.groups[n].removed[lv - 1] if lv else 0
+
+    def plan_for(levels: dict[str, int], exact: dict[str, int] | None = None) -> Plan:
+        counts = {n: removed_at(n, lv) for n, lv in levels.items()} | (exact or {})
+        removals = {n: lowest(scored.scores[n], k, by_name[n].partitions) for n, k in counts.items() if k}
         return make_plan(scored.groups, removals, scored.tensors, meta={
             "criterion": session.criterion_name, "strategy": "sensitivity", "round_to": session.round_to})
 
@@ -192,6 +192,7 @@ def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
 
     plan = plan_for(level)
     costs = session.costs(targets, model, [plan])
+    last = None
     while not met(costs):
         best = None
         for n in names:
@@ -212,10 +213,31 @@ def choose(session: Session, model: nn.Module, scored: Scored, curves: Curves,
                               f"{max(curves.groups[names[0]].ratios):.0%} per group): {missed}")
         _, n, costs = best
         level[n] += 1
-    plan = plan_for(level)
+        last = n
+    removed = {n: removed_at(n, level[n]) for n in names}
+    if last is not None:  # the last step jumps a whole scanned level: take only as many units as the budget needs
+        removed[last], costs = _fewest_that_meet(
+            by_name[last], removed_at(last, level[last] - 1), removed[last], session.round_to,
+            lambda k: session.costs(targets, model, [plan_for(level, {last: k})]), met, costs)
+    plan = plan_for(level, removed)
     plan.meta["predicted_drop"] = sum(drops[n][level[n]] for n in names)
     plan.meta["budget_fit"] = {k: float(v) for k, v in costs.items()}
-    return plan, {n: (curves.groups[n].removed[level[n] - 1] if level[n] else 0) for n in names}
+    return plan, removed
+
+
+def _fewest_that_meet(group, low: int, high: int, round_to: int, costs_at, met, high_costs) -> tuple[int, dict]:
+    """Bisect the units removed from ``group`` between ``low`` (misses) and ``high`` (meets) for the
+    fewest that still meet the budget; ``(units, their costs)``."""
+    best = (high, high_costs)
+    while True:
+        mid = removable(group, (low + best[0]) // 2, round_to)
+        if mid <= low or mid >= best[0]:
+            return best
+        mid_costs = costs_at(mid)
+        if met(mid_costs):
+            best = (mid, mid_costs)
+        else:
+            low = mid
 
 
 @dataclass(frozen=True)
