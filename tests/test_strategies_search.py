@@ -67,6 +67,19 @@ def test_sensitivity_meets_the_budget_and_is_never_worse_than_uniform_on_its_dat
     assert set(details["candidates"]) == {"sensitivity", "uniform", "global"}
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.3])
+def test_sensitivity_takes_only_what_the_budget_needs_in_its_last_step(digits, keep):
+    task, model, _ = digits
+    x = task.example_input()
+    result = ep.prune(model, x, budget=Budget(macs=keep), evaluate=task.evaluate,
+                      strategy=Sensitivity(ratios=(0.2, 0.4, 0.6, 0.8), compare=False))
+    kept = result.stats["macs_after"] / result.stats["macs_before"]
+    # scanned levels are 20% of a group apart (up to ~7% of the MACs here); the last one is bisected
+    assert keep - 0.01 <= kept <= keep
+    scanned = {n: set(c["removed"]) for n, c in result.stats["details"]["curves"]["groups"].items()}
+    assert any(k not in scanned[n] for n, k in result.stats["details"]["removed"].items() if k)
+
+
 def test_loss_signal_scans_the_calibration_loss_and_separates_cuts_accuracy_cannot(digits):
     task, model, calib = digits
     x = task.example_input()
