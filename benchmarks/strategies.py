@@ -188,10 +188,17 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", help=f"subset of {METHODS}")
     parser.add_argument("--out", default="runs/strategies")
     parser.add_argument("--resume", action="store_true", help="skip runs already in runs.jsonl")
-    parser.add_argument("--merge", nargs="*", help="only summarise the runs.jsonl of these run directories into --out")
+    parser.add_argument("--merge", nargs="*", help="only summarise the runs.jsonl of these run directories into --out "
+                                                    "(a later directory's run replaces an earlier one's)")
     args = parser.parse_args()
     if args.merge:
-        rows = [json.loads(line) for d in args.merge for line in (Path(d) / "runs.jsonl").read_text().splitlines()]
+        # a later directory's run replaces an earlier one's of the same task, seed, budget and method
+        merged = {}
+        for d in args.merge:
+            for line in (Path(d) / "runs.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                merged[(r["task"], r["seed"], r["keep"], r["method"])] = r
+        rows = [r for r in merged.values() if not args.methods or r["method"] in args.methods]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         cfg = BenchConfig(tasks=tuple(sorted({r["task"] for r in rows})), seeds=tuple(sorted({r["seed"] for r in rows})))
