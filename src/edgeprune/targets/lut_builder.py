@@ -167,21 +167,6 @@ def conv_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -
     return _model(nodes, inits, [_value_info("X", x_shape)], [_value_info("Y", y_shape)])
 
 
-def chain_model_bytes(channels: int, hw: tuple[int, int], length: int, seed: int = 0) -> bytes:
-    """``length`` 1x1 convs of ``channels`` -> ``channels`` in a row, at ``hw``: what one op costs
-    *between* others (see :func:`boundary_ms_per_element`)."""
-    rng = np.random.default_rng(seed)
-    nodes, inits, prev = [], [], "X"
-    for i in range(length):
-        inits += [_tensor(f"W{i}", rng.standard_normal((channels, channels, 1, 1), dtype=np.float32) * 0.05),
-                  _tensor(f"B{i}", rng.standard_normal(channels, dtype=np.float32) * 0.05)]
-        out = "Y" if i == length - 1 else f"T{i}"
-        nodes.append(_node("Conv", [prev, f"W{i}", f"B{i}"], [out], [_attr_ints("kernel_shape", [1, 1])], f"conv{i}"))
-        prev = out
-    shape = (1, channels, *hw)
-    return _model(nodes, inits, [_value_info("X", shape)], [_value_info("Y", shape)])
-
-
 # --- measuring ---------------------------------------------------------------------------------
 
 def session_options(threads: int, *, spinning: bool = True):
@@ -413,45 +398,6 @@ def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bo
                             spinning=spinning), 5)
 
 
-MIN_INSIDE_SHARE = 0.2  # a point never drops below this share of its single-op time
-BOUNDARY_PROBES = ((32, 112), (64, 56), (144, 56), (96, 112))  # (channels, side) of the chains timed
-
-
-def boundary_ms_per_element(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True) -> float:
-    """What a single-op graph pays at its edges, per activation element, that the op does not pay
-    inside a model.
-
-    Alone, a conv reads its input from and writes its output to the graph's plain NCHW tensors:
-    ONNX Runtime adds layout reorders around the blocked (NCHWc) kernel, and the activations are
-    cold. Inside a model the blocked layout runs from conv to conv. For depthwise and small 1x1
-    convs at high resolution those edges are a third to all of the op's own time, and a table that
-    kept them would rate cutting those layers far above what it saves in the model. A chain of
-    ``n`` equal 1x1 convs costs ``n * C + E`` (``C`` per conv, ``E`` the edges) while one costs
-    ``C + E``; so ``E = (3 T1 - T3) / 2``, per element of the input plus the output.
-    """
-    per_element = []
-    for channels, side in BOUNDARY_PROBES:
-        feed = {"X": np.random.default_rng(1).standard_normal((1, channels, side, side), dtype=np.float32)}
-        t = {}
-        for length in (1, 3):
-            sess = session(chain_model_bytes(channels, (side, side), length), threads, spinning=spinning)
-            t[length] = _timed(lambda: sess.run(None, feed), runs=runs * 2, warmup=warmup, stat=stat)
-        per_element.append(max(0.0, (3 * t[1] - t[3]) / 2) / (2 * channels * side * side))
-    return float(np.median(per_element))
-
-
-def boundary_ms(op: dict[str, Any], c_in: int, c_out: int, per_element: float) -> float:
-    """The edge cost of one conv point (input plus output elements x ``per_element``); 0 for gemm."""
-    if op["kind"] != "conv":
-        return 0.0
-    in_shape = _input_shape(op, c_in, c_out)
-    kh, kw = op["kernel"]
-    (sh, sw), (dh, dw), pads = op["stride"], op.get("dilation", [1, 1]), op["pads"]
-    oh = (in_shape[2] + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
-    ow = (in_shape[3] + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
-    return per_element * (int(np.prod(in_shape)) + c_out * oh * ow)
-
-
 def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat: str = "median",
           passes: int = 1, spinning: bool = True, probe_threads: int | None = None, base_dir: str = ".",
           log=None) -> dict[str, Any]:
@@ -481,8 +427,6 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     timing = {"threads": threads, "runs": runs, "warmup": warmup, "stat": stat, "spinning": spinning}
     overhead = overhead_ms(**timing)
     log(f"run overhead {overhead:.4f} ms")
-    edge = boundary_ms_per_element(**timing)
-    log(f"single-op edges (layout reorders, cold activations): {edge * 1e6:.4f} ms per million elements")
     llc = last_level_cache_bytes()
     cold = int(ops_doc.get("weight_bytes", 0)) > llc
     log(f"model weights {ops_doc.get('weight_bytes', 0) / 2**20:.1f} MiB, last-level cache {llc / 2**20:.1f} MiB: "
@@ -541,8 +485,8 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     todo = list(dict.fromkeys(todo))
     for p in range(passes):
         for i, (sig, a, b) in enumerate(todo):
-            ms = time_point(ops[sig]["op"], a, b, cold_bytes=llc if cold else 0, **timing) - overhead
-            ms = round(max(ms - boundary_ms(ops[sig]["op"], a, b, edge), ms * MIN_INSIDE_SHARE, 1e-4), 5)
+            ms = time_point(ops[sig]["op"], a, b, cold_bytes=llc if cold else 0, **timing)
+            ms = round(max(ms - overhead, 1e-4), 5)
             old = ops[sig]["points"][f"{a},{b}"]
             ops[sig]["points"][f"{a},{b}"] = ms if old is None else min(old, ms)
             if (i + 1) % 100 == 0 or i + 1 == len(todo):
@@ -559,9 +503,8 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
 
     return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads),
             "protocol": {**timing, "passes": passes, "probe_threads": probe_threads or threads, "opset": OPSET,
-                         "overhead_ms": overhead, "edge_ms_per_element": edge, "cold_weights": cold,
-                         "graph": "Conv(+bias) or Gemm, random weights, batch 1; run overhead and "
-                                  "single-op edges subtracted",
+                         "overhead_ms": overhead, "cold_weights": cold,
+                         "graph": "Conv(+bias) or Gemm, random weights, batch 1; run overhead subtracted",
                          "seconds": round(time.perf_counter() - started, 1)},
             "staircase": staircase,
             "model": {"key": ops_doc["model"], "layers": layers, "groups": group_out, "measured": models},
