@@ -101,6 +101,14 @@ def test_loss_signal_scans_the_calibration_loss_and_separates_cuts_accuracy_cann
         scan(session, model, session.score(model), signal="auc")
 
 
+def test_sensitivity_loss_preset_needs_only_data(digits):
+    task, model, calib = digits
+    x = task.example_input()
+    result = ep.prune(model, x, budget=Budget(macs=0.5), strategy="sensitivity-loss", data=calib)
+    assert result.stats["macs_after"] <= 0.5 * result.stats["macs_before"]
+    assert result.stats["details"]["curves"]["metric"] == "-100 x loss"
+
+
 @pytest.mark.parametrize("limit", [0.5, 3.0, 15.0])
 def test_guard_never_returns_a_cut_over_the_limit(digits, limit):
     task, model, _ = digits

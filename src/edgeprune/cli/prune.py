@@ -29,8 +29,8 @@ def prune_command(
     target: Optional[list[str]] = typer.Option(None, "--target", "-t", help=TARGET_HELP),
     max_drop: Optional[float] = typer.Option(None, "--max-drop", help="accuracy points the run may lose (exit 3 beyond)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="the run directory to write"),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="uniform, global, sensitivity, iterative or "
-                                           "guarded (default uniform)"),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="uniform, global, sensitivity, sensitivity-loss "
+                                           "(scans the loss on --data), iterative or guarded (default uniform)"),
     kind: Optional[str] = typer.Option(None, "--kind", help="channels, weights or 2:4 (default channels)"),
     criterion: Optional[str] = typer.Option(None, "--criterion", help="l2, l1, taylor, fisher, bn, ... (default l2)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="fine-tuning epochs (default 1; 0: none)"),

@@ -22,6 +22,7 @@ PRESETS = {
     "uniform": OneShot("uniform"),
     "global": OneShot("global"),
     "sensitivity": Sensitivity(),
+    "sensitivity-loss": Sensitivity(signal="loss", name="sensitivity-loss"),  # needs data=, not evaluate=
     "iterative": Iterative(),
     "guarded": Guarded(),
 }
