@@ -156,19 +156,14 @@ def table_ceiling(model: nn.Module, x: torch.Tensor, predictor: LatencyPredictor
     """The plan on fast steps that keeps the most MACs at a predicted ``speedup`` (every unit scored alike):
     how far above the MAC ratio this target's kernels let any channel plan go, by the table."""
     from edgeprune.latency_aware import allocate
-    from edgeprune.targets.predictor import layer_channels
 
     groups = edgeprune.analyze(model, x).groups
     flat = {g.name: torch.ones(g.size) for g in groups}
     alloc = allocate(predictor, groups, flat, predictor.dense_ms() / speedup, value="compute")
-
-    def macs(counts):
-        return sum(layer.macs(*layer_channels(layer, counts)) for layer in predictor.table.layers)
-
-    kept = macs(alloc.counts)
-    reduction = macs({}) / kept
+    kept, full = predictor.macs(alloc.counts), predictor.macs({})
+    reduction = full / kept
     predicted = predictor.dense_ms() / alloc.predicted_ms
-    return {"macs": int(kept * macs_of(model, x) / macs({})), "mac_reduction": reduction,
+    return {"macs": int(kept * macs_of(model, x) / full), "mac_reduction": reduction,
             "predicted_ms": alloc.predicted_ms, "speedup": predicted, "ratio": predicted / reduction}
 
 

@@ -88,6 +88,10 @@ class LatencyPredictor:
         """Sum of the table's layer times (uncalibrated) at these group counts."""
         return sum(self.table.layer_ms(layer, ci, co) for layer, ci, co in self.layer_counts(counts))
 
+    def macs(self, counts: Mapping[str, int]) -> int:
+        """Multiply-accumulates of the timed layers at these group counts."""
+        return sum(layer.macs(ci, co) for layer, ci, co in self.layer_counts(counts))
+
     def layer_ms(self, counts: Mapping[str, int]) -> dict[str, float]:
         """Calibrated time of each timed layer (``scale`` applied, no offset) at these counts."""
         s = self.calibration.scale
