@@ -49,6 +49,10 @@ from edgeprune.tasks import get_task, pretrained
 
 METHODS = ("uniform-l1", "global-l2", "sensitivity", "iterative-kd", "sensitivity-kd", "sensitivity-loss",
            "sensitivity-loss-kd", "torch-pruning")
+# Controls (not in the default run): one-shot uniform with other criteria, down to a random ranking.
+# If they all land where uniform-l1 does, the criterion does not decide that cell's accuracy.
+CONTROLS = ("uniform-l2", "uniform-taylor", "uniform-fisher", "uniform-bn", "uniform-random")
+ALL_METHODS = METHODS[:-1] + CONTROLS + METHODS[-1:]
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,7 @@ def run_ours(method: str, model, task, cfg: BenchConfig, seed: int, keep: float)
     ft = Finetune(train_loader, epochs=cfg.epochs, lr=cfg.lr, distill=distill, seed=seed)
     strategy, criterion = {
         "uniform-l1": (OneShot("uniform"), "l1-out"),
+        **{f"uniform-{c}": (OneShot("uniform"), c) for c in ("l2", "taylor", "fisher", "bn", "random")},
         "global-l2": (OneShot("global"), "l2"),
         "sensitivity": (Sensitivity(), "l2"),
         "sensitivity-kd": (Sensitivity(), "l2"),
@@ -146,10 +151,23 @@ def one_run(task_name: str, seed: int, keep: float, method: str, cfg: BenchConfi
             "base_latency_ms": base_prof.latency_onnx.median_ms, "seconds": seconds, **cost}
 
 
+def paired_difference(runs: list[dict], rows: list[dict], reference: str = "torch-pruning") -> dict | None:
+    """Accuracy minus the reference method's on the same task, budget and seed (the same unpruned
+    model and fine-tuning data order): mean, its standard error, and wins / ties / losses."""
+    ref = {(r["task"], r["keep"], r["seed"]): r["accuracy"] for r in rows if r["method"] == reference}
+    diffs = [r["accuracy"] - ref[(r["task"], r["keep"], r["seed"])] for r in runs
+             if (r["task"], r["keep"], r["seed"]) in ref]
+    if not diffs or runs[0]["method"] == reference:
+        return None
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else 0.0
+    return {"mean": statistics.mean(diffs), "se": se, "seeds": len(diffs), "wins": sum(d > 0 for d in diffs),
+            "ties": sum(d == 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     out = []
     keys = sorted({(r["task"], r["keep"], r["method"]) for r in rows},
-                  key=lambda k: (k[0], -k[1], METHODS.index(k[2]) if k[2] in METHODS else 99))
+                  key=lambda k: (k[0], -k[1], ALL_METHODS.index(k[2]) if k[2] in ALL_METHODS else 99))
     for task, keep, method in keys:
         rs = [r for r in rows if (r["task"], r["keep"], r["method"]) == (task, keep, method)]
 
@@ -158,6 +176,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
         out.append({"task": task, "speedup": round(1 / keep), "method": method, "seeds": len(rs),
+                    "vs_torch_pruning": paired_difference(rs, rows),
                     "accuracy": mean_sd("accuracy"), "drop": mean_sd("drop"),
                     "macs_ratio": mean_sd("macs")[0] / mean_sd("base_macs")[0],
                     "latency_ms": mean_sd("latency_ms"), "base_latency_ms": mean_sd("base_latency_ms")[0],
@@ -169,12 +188,16 @@ def summarize(rows: list[dict]) -> list[dict]:
 def markdown(summary: list[dict], cfg: BenchConfig) -> str:
     lines = [f"Fine-tuning for every method: {cfg.epochs} epochs, AdamW, lr {cfg.lr} cosine. "
              f"Mean ± sd over {len(cfg.seeds)} seed(s); drop = unpruned − pruned accuracy (points, val split); "
-             f"latency: ONNX Runtime, {cfg.threads} thread, batch 1, median (noisy: shared machine).", "",
-             "| task | MACs | method | accuracy % | drop (pts) | MACs kept | latency ms (unpruned) | seconds | fwd / bwd / teacher batches | evals |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"latency: ONNX Runtime, {cfg.threads} thread, batch 1, median (noisy: shared machine). "
+             "vs TP: accuracy minus Torch-Pruning's on the same seed, mean ± standard error, "
+             "and the seeds won / tied / lost.", "",
+             "| task | MACs | method | accuracy % | drop (pts) | vs TP, paired (W/T/L) | MACs kept | latency ms (unpruned) | seconds | fwd / bwd / teacher batches | evals |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in summary:
+        vs = s.get("vs_torch_pruning")
+        paired = f"{vs['mean']:+.2f} ± {vs['se']:.2f} ({vs['wins']}/{vs['ties']}/{vs['losses']})" if vs else "-"
         lines.append(f"| {s['task']} | {s['speedup']}x fewer | {s['method']} | {s['accuracy'][0]:.2f} ± {s['accuracy'][1]:.2f} "
-                     f"| {s['drop'][0]:.2f} ± {s['drop'][1]:.2f} | {s['macs_ratio']:.3f} "
+                     f"| {s['drop'][0]:.2f} ± {s['drop'][1]:.2f} | {paired} | {s['macs_ratio']:.3f} "
                      f"| {s['latency_ms'][0]:.3f} ({s['base_latency_ms']:.3f}) | {s['seconds'][0]:.0f} "
                      f"| {s['forward']:.0f} / {s['backward']:.0f} / {s['teacher_forward']:.0f} | {s['evaluations']:.0f} |")
     return "\n".join(lines) + "\n"
@@ -185,7 +208,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, mnist1d only, 1 epoch")
     parser.add_argument("--tasks", nargs="*", help="subset of tasks")
     parser.add_argument("--seeds", nargs="*", type=int, help="subset of seeds")
-    parser.add_argument("--methods", nargs="*", help=f"subset of {METHODS}")
+    parser.add_argument("--methods", nargs="*", help=f"subset of {ALL_METHODS} (default: {METHODS})")
+    parser.add_argument("--targets", nargs="*", type=float, help="MAC fractions to keep (default 0.5 0.25)")
     parser.add_argument("--out", default="runs/strategies")
     parser.add_argument("--resume", action="store_true", help="skip runs already in runs.jsonl")
     parser.add_argument("--merge", nargs="*", help="only summarise the runs.jsonl of these run directories into --out "
@@ -213,7 +237,12 @@ def main() -> None:
     if args.seeds:
         cfg = BenchConfig(**{**asdict(cfg), "seeds": tuple(args.seeds)})
     if args.methods:
+        unknown = sorted(set(args.methods) - set(ALL_METHODS))
+        if unknown:
+            parser.error(f"unknown methods {unknown}; choose from {ALL_METHODS}")
         cfg = BenchConfig(**{**asdict(cfg), "methods": tuple(args.methods)})
+    if args.targets:
+        cfg = BenchConfig(**{**asdict(cfg), "targets": tuple(args.targets)})
     torch.set_num_threads(cfg.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
