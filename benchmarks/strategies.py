@@ -12,6 +12,9 @@ passes of AdamW (cosine decay from ``lr``) over the task's training split
                   of their accuracy (which sits near 100% on training samples for small cuts)
 * ``iterative-kd`` 3 steps on Zhu & Gupta's cubic schedule, global L2, fine-tuning split over the
                   steps, distillation from the unpruned model (T=4, alpha=0.7)
+* ``uniform-<criterion>`` controls, not in the default run (``--methods``): one-shot uniform with
+                  the ``l2``, ``taylor``, ``fisher``, ``bn`` or ``random`` criterion, the same widths
+                  as ``uniform-l1``; where they all tie, the criterion does not decide the cell
 * ``torch-pruning`` tp.pruner.MetaPruner, MagnitudeImportance(p=2), uniform per layer, classifier
                   ignored; its pruning ratio found by bisection to meet the same MAC target
 
@@ -22,6 +25,9 @@ latency on ONNX Runtime (1 thread, batch 1, median of ``latency_runs``) by ``edg
 
     .venv/bin/python benchmarks/strategies.py            # 3 seeds, both tasks (about an hour on 2 busy cores)
     .venv/bin/python benchmarks/strategies.py --quick    # 1 seed, mnist1d, 1 epoch: a smoke test
+
+Every method is also compared with Torch-Pruning seed by seed (same unpruned model, same
+fine-tuning data order): the mean difference, its standard error and the seeds won/tied/lost.
 
 Results go to ``--out`` (default ``runs/strategies``): ``runs.jsonl`` (one line per run, written as
 it finishes), ``results.json`` and ``results.md``.
