@@ -9,12 +9,14 @@ learning rate, batch size):
   schedule of Zhu & Gupta (2017) at a constant learning rate, masks held in between, then
   fine-tuning with the masks held and the learning rate decaying (cosine).
 
-Also prints one-shot pruning (no retraining) with global magnitude, LAMP and uniform allocation.
+Also prints one-shot pruning (no retraining) with global magnitude, LAMP and uniform allocation,
+and with global Taylor (|g w|) and Fisher (OBD) scores from 8 batches of training images.
 Compression = dense weight count / nonzero weights (the 266,200 weights of the three matrices;
 the 410 biases are not pruned and not counted, for both methods).
 
     .venv/bin/python benchmarks/lenet_mnist.py            # 3 seeds, a few minutes on 2 cores
     .venv/bin/python benchmarks/lenet_mnist.py --quick    # 1 seed, shorter training, for a smoke test
+    .venv/bin/python benchmarks/lenet_mnist.py --oneshot-only   # the one-shot table alone (about a minute)
 
 Results go to ``--out`` (default ``runs/lenet_mnist``) as ``results.json`` and ``results.md``.
 """
@@ -139,15 +141,22 @@ def ours_gradual(dense: nn.Module, data, target: int, cfg: BenchConfig, seed: in
     return finalize(model)
 
 
-def oneshot(dense: nn.Module, data, cfg: BenchConfig) -> dict[str, dict[float, float]]:
+# one-shot rows: name -> (allocation, criterion); the gradient criteria read 8 batches of 256 training images
+ONESHOT = {"global": ("global", "magnitude"), "lamp": ("lamp", "magnitude"), "uniform": ("uniform", "magnitude"),
+           "global-taylor": ("global", "taylor"), "global-fisher": ("global", "fisher")}
+
+
+def oneshot(dense: nn.Module, data, calibration, cfg: BenchConfig) -> dict[str, dict[float, float]]:
     x, y = data
+    batches = [(calibration[0][i:i + 256], calibration[1][i:i + 256]) for i in range(0, 8 * 256, 256)]
     out: dict[str, dict[float, float]] = {}
-    for allocation in ("global", "lamp", "uniform"):
-        out[allocation] = {}
+    for name, (allocation, criterion) in ONESHOT.items():
+        out[name] = {}
         for s in cfg.oneshot:
-            r = prune_weights(dense, config=WeightPruneConfig(s, allocation=allocation, protect_first=False,
-                                                              protect_last=False))
-            out[allocation][s] = accuracy(r.model, x, y)
+            config = WeightPruneConfig(s, allocation=allocation, criterion=criterion, protect_first=False,
+                                       protect_last=False)
+            r = prune_weights(dense, config=config, data=batches if criterion != "magnitude" else None)
+            out[name][s] = accuracy(r.model, x, y)
     return out
 
 
@@ -168,7 +177,7 @@ def run(cfg: BenchConfig, out_dir: Path) -> dict:
         train(dense, xtr, ytr, cfg.dense_epochs, cfg, seed, lr=cfg.lr)
         dense_acc = accuracy(dense, xte, yte)
         rec = {"seed": seed, "dense": dense_acc, "baseline": {}, "ours": {},
-               "oneshot": oneshot(dense, (xte, yte), cfg)}
+               "oneshot": oneshot(dense, (xte, yte), (xtr, ytr), cfg)}
         print(f"seed {seed}: dense {dense_acc:.2f}%  ({time.perf_counter() - start:.0f} s)", flush=True)
         for target in cfg.targets:
             for name, method in (("baseline", baseline_iterative), ("ours", ours_gradual)):
@@ -210,9 +219,9 @@ def summarize(records: list[dict], cfg: BenchConfig) -> str:
     lines += ["", "One-shot (no retraining), test accuracy %:", "",
               "| sparsity | " + " | ".join(f"{s:.0%} ({1 / (1 - s):.0f}x)" for s in cfg.oneshot) + " |",
               "|---|" + "---|" * len(cfg.oneshot)]
-    for allocation in ("global", "lamp", "uniform"):
-        cells = [_mean_sd([r["oneshot"][allocation][s] for r in records]) for s in cfg.oneshot]
-        lines.append(f"| {allocation} | " + " | ".join(cells) + " |")
+    for name in ONESHOT:
+        cells = [_mean_sd([r["oneshot"][name][s] for r in records]) for s in cfg.oneshot]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,10 +230,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, shorter training (a smoke test)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/lenet_mnist"))
+    parser.add_argument("--oneshot-only", action="store_true", help="only the one-shot table (no retraining)")
+    parser.add_argument("--oneshot", type=float, nargs="+", default=None, help="one-shot sparsities (0.9 0.95 0.98)")
     args = parser.parse_args()
     cfg = BenchConfig()
     if args.quick:
         cfg = BenchConfig(seeds=(0,), dense_epochs=20, targets=(50,))
+    if args.oneshot is not None:
+        cfg = BenchConfig(**{**asdict(cfg), "oneshot": tuple(args.oneshot)})
+    if args.oneshot_only:
+        cfg = BenchConfig(**{**asdict(cfg), "targets": ()})
     if args.seeds is not None:
         cfg = BenchConfig(**{**asdict(cfg), "seeds": tuple(args.seeds)})
     run(cfg, args.out)

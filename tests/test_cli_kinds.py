@@ -88,3 +88,15 @@ def test_data_driven_strategies_run_end_to_end(tmp_path, strategy):
     else:  # iterative fine-tunes between its steps; the run does not fine-tune again
         assert metrics["after"]["accuracy_before_finetune"] is None and metrics["finetune"]["steps"] == 0
         assert "done by the iterative strategy" in (out / "run.log").read_text()
+
+
+def test_weight_kinds_take_gradient_criteria_and_refuse_those_without_a_per_weight_form(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["prune", "digits", "--kind", "weights", "--target", "sparsity=0.7", "--criterion", "taylor",
+                     *QUICK, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["meta"]["criterion"] == "taylor"
+    bad = invoke(["prune", "digits", "--kind", "weights", "--target", "sparsity=0.7", "--criterion", "bn", *QUICK,
+                  "--out", str(tmp_path / "bad")])
+    assert bad.exit_code != 0 and "no per-weight form" in " ".join(bad.output.split())

@@ -53,7 +53,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
             to them), or ``"weights"``, ``"2:4"``, ``"4:8"`` (sparsity; see ``edgeprune.weights``).
         criterion: ``"l1"``, ``"l2"``, ``"l1-out"``, ``"l2-out"``, ``"random"``, ``"bn"`` (BatchNorm
             scale), ``"taylor"``, ``"fisher"``, ``"activation"``, ``"apoz"`` (the last four need
-            ``data``), or a callable ``(group, ScoreContext) -> scores``.
+            ``data``), or a callable ``(group, ScoreContext) -> scores``. Weight kinds take
+            ``"taylor"`` or ``"fisher"`` (per weight, with ``data``) and read the norms as magnitude.
         strategy: ``"uniform"``, ``"global"``, ``"sensitivity"``, ``"iterative"``, ``"guarded"``, or a
             config (``OneShot``, ``Sensitivity``, ``Iterative``, ``Guarded`` from ``edgeprune.strategies``).
             ``docs/strategies.md`` says when to use which.
@@ -90,13 +91,18 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
     """
     if kind in WEIGHT_KINDS or ":" in kind:
         from edgeprune.weights import prune_weights
+        from edgeprune.weights.config import weight_criterion
 
         if budget is not None:
             raise ValueError("budget= is for structured pruning (kind='channels'); give weight kinds a sparsity")
         pattern = "unstructured" if kind in WEIGHT_KINDS else kind
         default = None if pattern != "unstructured" else 0.3  # N:M fixes its own sparsity (1 - N/M)
         amount = sparsity if sparsity is not None else (default if ratio is None else ratio)
-        return prune_weights(model, amount, pattern=pattern, ignore=ignore, inplace=inplace, seed=seed)
+        if not isinstance(criterion, str):
+            raise ValueError("weight pruning takes a criterion name: 'magnitude' (or l1/l2), 'taylor' or 'fisher'")
+        return prune_weights(model, amount, pattern=pattern, ignore=ignore, inplace=inplace, seed=seed,
+                             criterion=weight_criterion(criterion), data=data, loss_fn=loss_fn,
+                             batches=calibration_batches)
     if kind != "channels":
         raise ValueError(f"unknown kind {kind!r}: use 'channels', 'weights', '2:4' or '4:8'")
     if ratio is not None and budget is not None and budget.has_cost:

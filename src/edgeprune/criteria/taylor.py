@@ -3,8 +3,16 @@ Pruning", CVPR 2019).
 
 Removing a unit zeroes every slice ``S`` of every tensor coupled to it. To first order the loss
 changes by ``L(w - w_S) - L(w) ~= -sum_{s in S} g_s w_s`` (``g`` the gradient of the loss), so the
-unit's importance is the size of that change, ``|sum_{s in S} g_s w_s|``. Molchanov et al. square
-it (eq. 8); the square ranks units the same way. The per-weight form is ``|g w|`` (their eq. 3).
+unit's importance is the size of that change, ``|sum_{s in S} g_s w_s|``. The per-weight form is
+``|g w|`` (their eq. 3).
+
+Here ``g`` is the gradient of the mean loss over all calibration batches, so the score is the
+first-order change of *that* loss. Molchanov et al. instead square the change per minibatch and
+average the squares over minibatches (eq. 8), which does not vanish at a minimum of the loss where
+the mean gradient does. Per weight their average is ``w^2 E[g_b^2]``: the ranking of the ``fisher``
+criterion (``edgeprune.criteria.fisher``). For a whole unit it needs the per-batch gradients, which
+are not kept (a known difference; on a model trained to near-zero training loss, compute the
+scores on held-out data or use ``fisher``).
 """
 from __future__ import annotations
 

@@ -206,6 +206,18 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
     except BadInputError as exc:
         raise RecipeError(f"{source}: field 'target': {exc}") from None
     _check_targets(recipe, targets, bad)
+    if recipe.kind != "channels":
+        _check_weight_criterion(recipe, bad)
+
+
+def _check_weight_criterion(recipe: RunRecipe, bad) -> None:
+    from edgeprune.weights.config import weight_criterion
+
+    try:
+        weight_criterion(recipe.criterion)
+    except ValueError:
+        raise bad("criterion", f"is {recipe.criterion!r}, which has no per-weight form: --kind {recipe.kind} "
+                               "ranks single weights by magnitude (l1, l2), taylor or fisher") from None
 
 
 def _check_targets(recipe: RunRecipe, targets: list[Target], bad) -> None:

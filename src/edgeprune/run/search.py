@@ -136,10 +136,12 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
     targets = recipe.targets
     if recipe.is_sparse:
         from edgeprune.weights import prune_weights
+        from edgeprune.weights.config import weight_criterion
 
         sparsity = next((t.value for t in targets if t.metric == "sparsity"), None)
         pattern = "unstructured" if recipe.kind == "weights" else recipe.kind
-        result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed)
+        result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed,
+                               criterion=weight_criterion(recipe.criterion), data=train)
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
     latency = [t for t in targets if t.metric in LATENCY_METRICS]
     if latency:

@@ -12,6 +12,9 @@ from fnmatch import fnmatchcase
 import torch
 import torch.nn as nn
 
+from edgeprune.criteria.base import ScoreContext
+from edgeprune.criteria.fisher import Fisher
+from edgeprune.criteria.taylor import Taylor
 from edgeprune.surgery.masks import masks_of
 from edgeprune.weights.config import WeightPruneConfig
 from edgeprune.weights.nm import nm_keep_mask
@@ -141,7 +144,22 @@ def nm_keep(scores: Mapping[str, torch.Tensor], n: int, m: int, dim: int = 1) ->
     return {name: nm_keep_mask(s, n, m, dim) for name, s in scores.items()}
 
 
-def compute_masks(model: nn.Module, config: WeightPruneConfig) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+_GRADIENT_SCORES = {"taylor": Taylor.weights, "fisher": Fisher.weights}
+
+
+def _gradient_scores(name: str, criterion: str, gradients: ScoreContext | None) -> torch.Tensor:
+    """Per-weight ``taylor`` or ``fisher`` scores of tensor ``name`` (a masked tensor's gradients are
+    those of its parametrization's original, which equal the masked weight's where the mask keeps)."""
+    if gradients is None:
+        raise ValueError(f"criterion {criterion!r} needs gradients: pass calibration data")
+    module, _, attr = name.rpartition(".")
+    masked = f"{module}.parametrizations.{attr}.original" if module else f"parametrizations.{attr}.original"
+    key = name if name in gradients.tensors else masked
+    return _GRADIENT_SCORES[criterion](key, gradients)
+
+
+def compute_masks(model: nn.Module, config: WeightPruneConfig, gradients: ScoreContext | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Run the policy of ``config`` on ``model``: keep masks for the pruned tensors.
 
     Values that a mask on ``model`` already hides score lowest, so pruning a masked model again
@@ -150,6 +168,8 @@ def compute_masks(model: nn.Module, config: WeightPruneConfig) -> tuple[dict[str
     Args:
         model: the model (read only); it may already carry masks.
         config: the configuration.
+        gradients: for ``criterion="taylor"`` or ``"fisher"``: the model's tensors with the gradient
+            statistics of ``edgeprune.criteria.data.collect_gradients`` (``Collected.context(model)``).
 
     Returns:
         ``(masks, skipped)``: tensor name -> boolean keep mask, and tensor name -> reason left dense.
@@ -164,12 +184,17 @@ def compute_masks(model: nn.Module, config: WeightPruneConfig) -> tuple[dict[str
                 skipped[name] = f"N:M: dimension {config.nm_dim} has size {size}, not a multiple of {m}"
                 del targets[name]
     generator = torch.Generator().manual_seed(config.seed)
-    score_fn = SCORES["random" if config.scores == "random" else
-                      ("magnitude" if config.nm is not None else config.scores)]
+    by_gradient = config.scores in _GRADIENT_SCORES
+    if not by_gradient:
+        score_fn = SCORES["random" if config.scores == "random" else
+                          ("magnitude" if config.nm is not None else config.scores)]
     current = masks_of(model)
     scores = {}
     for name, tensor in targets.items():
-        s = score_fn(tensor, generator).double()
+        if by_gradient:
+            s = _gradient_scores(name, config.scores, gradients).double()
+        else:
+            s = score_fn(tensor, generator).double()
         if name in current:  # already masked: those values go first
             s = torch.where(current[name].to(s.device), s, torch.full_like(s, -1.0))
         scores[name] = s

@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from edgeprune.weights.nm import parse_nm
 
-__all__ = ["WeightPruneConfig", "ALLOCATIONS", "DEFAULT_LAYER_TYPES"]
+__all__ = ["WeightPruneConfig", "ALLOCATIONS", "CRITERIA", "DEFAULT_LAYER_TYPES", "weight_criterion"]
 
 # allocation name -> (score function name, how the sparsity is spread)
 ALLOCATIONS: dict[str, tuple[str, str]] = {
@@ -17,6 +17,27 @@ ALLOCATIONS: dict[str, tuple[str, str]] = {
     "lamp": ("lamp", "global"),          # one threshold over LAMP scores (layer-adaptive)
     "random": ("random", "uniform"),     # every tensor at the same sparsity, chosen at random
 }
+
+# criterion name -> what it reads besides the weights. "taylor" (|g w|, Molchanov et al. 2019) and
+# "fisher" (OBD saliency E[g^2] w^2 / 2, LeCun et al. 1989) are the per-weight forms of the channel
+# criteria of the same names (edgeprune.criteria); both estimate the loss change of zeroing a weight.
+CRITERIA: dict[str, str | None] = {"magnitude": None, "taylor": "gradients", "fisher": "gradients"}
+
+
+def weight_criterion(name: str | None) -> str:
+    """The weight criterion a channel-criterion name means: ``taylor``/``fisher`` as themselves, the
+    magnitude norms (``l1``, ``l2``, their ``-out`` forms, ``None``) as ``magnitude``.
+
+    Raises:
+        ValueError: a criterion with no per-weight form (``bn``, ``activation``, ``apoz``, ``random``).
+    """
+    if name is None or name in ("l1", "l2", "l1-out", "l2-out"):
+        return "magnitude"
+    if name in CRITERIA:
+        return name
+    raise ValueError(f"criterion {name!r} has no per-weight form; weight pruning takes "
+                     f"{', '.join(CRITERIA)} (or l1/l2, meaning magnitude)")
+
 
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -44,6 +65,9 @@ class WeightPruneConfig:
         include: further tensors to prune, by glob on the tensor name (``"embed.weight"``).
         nm_dim: the dimension N:M groups run along (1: input features / input channels).
         seed: the random source for ``"random"``.
+        criterion: what ranks the weights under a ``"global"`` or ``"uniform"`` allocation or an N:M
+            pattern: ``"magnitude"``, or ``"taylor"`` / ``"fisher"``, which need calibration data
+            (``prune_weights(..., data=...)``). ``"lamp"`` and ``"random"`` bring their own scores.
     """
 
     sparsity: float | None = 0.5
@@ -56,11 +80,17 @@ class WeightPruneConfig:
     include: tuple[str, ...] = ()
     nm_dim: int = 1
     seed: int = 0
+    criterion: str = "magnitude"
     nm: tuple[int, int] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation {self.allocation!r} is not one of {sorted(ALLOCATIONS)}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion {self.criterion!r} is not one of {list(CRITERIA)}")
+        if self.criterion != "magnitude" and self.allocation in ("lamp", "random"):
+            raise ValueError(f"allocation {self.allocation!r} ranks by its own scores; criterion="
+                             f"{self.criterion!r} goes with allocation 'global' or 'uniform'")
         if isinstance(self.ignore, (str, type)) or isinstance(self.include, str):
             raise TypeError("ignore and include take a tuple of names/types, not a single one")
         if self.pattern == "unstructured":
@@ -78,7 +108,13 @@ class WeightPruneConfig:
 
     @property
     def scores(self) -> str:
-        return ALLOCATIONS[self.allocation][0]
+        """The score function's name: the criterion, unless the allocation brings its own."""
+        own = ALLOCATIONS[self.allocation][0]
+        return own if own != "magnitude" else self.criterion
+
+    @property
+    def needs_gradients(self) -> bool:
+        return CRITERIA[self.criterion] == "gradients"
 
     @property
     def spread(self) -> str:
@@ -91,5 +127,5 @@ class WeightPruneConfig:
             "layer_types": [t.__name__ for t in self.layer_types],
             "protect_first": self.protect_first, "protect_last": self.protect_last,
             "ignore": [i if isinstance(i, str) else i.__name__ for i in self.ignore],
-            "include": list(self.include), "nm_dim": self.nm_dim, "seed": self.seed,
+            "include": list(self.include), "nm_dim": self.nm_dim, "seed": self.seed, "criterion": self.criterion,
         }

@@ -43,6 +43,9 @@ class GradualWeightPruner:
     def __init__(self, model: nn.Module, config: WeightPruneConfig, *, start: int, end: int, every: int = 1) -> None:
         if config.nm is not None:
             raise ValueError("GradualWeightPruner is for unstructured sparsity; use prune_weights for N:M")
+        if config.needs_gradients:
+            raise ValueError(f"GradualWeightPruner ranks by magnitude; criterion {config.criterion!r} needs a data "
+                             "pass: use prune_weights(..., data=) for it")
         if every < 1 or end <= start:
             raise ValueError("need every >= 1 and end > start")
         self.model, self.config, self.start, self.end, self.every = model, config, start, end, every

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 import torch.nn as nn
 
+from edgeprune.criteria.data import LossFn, collect_gradients
 from edgeprune.plan import Plan, attach_plan
 from edgeprune.result import PruneResult
 from edgeprune.surgery.masks import masks_to_entries, set_masks
@@ -24,9 +26,10 @@ def plan_kind(config: WeightPruneConfig) -> str:
 
 
 def prune_weights(model: nn.Module, sparsity: float | None = None, *, pattern: str = "unstructured",
-                  allocation: str = "global", ignore: tuple[str | type[nn.Module], ...] = (),
-                  inplace: bool = False, seed: int = 0,
-                  config: WeightPruneConfig | None = None) -> PruneResult:
+                  allocation: str = "global", criterion: str = "magnitude",
+                  ignore: tuple[str | type[nn.Module], ...] = (), inplace: bool = False, seed: int = 0,
+                  config: WeightPruneConfig | None = None, data: Iterable | None = None,
+                  loss_fn: LossFn | None = None, batches: int | None = 8) -> PruneResult:
     """Mask the smallest weights of a model (unstructured or N:M sparsity).
 
     The returned model carries masks (reversible with ``edgeprune.surgery.masks.remove_masks``;
@@ -39,12 +42,18 @@ def prune_weights(model: nn.Module, sparsity: float | None = None, *, pattern: s
         pattern: ``"unstructured"``, ``"2:4"``, ``"4:8"`` or any ``"N:M"``.
         allocation: ``"global"``, ``"uniform"``, ``"lamp"`` or ``"random"`` (see
             :class:`WeightPruneConfig`).
+        criterion: ``"magnitude"``, ``"taylor"`` (``|g w|``) or ``"fisher"`` (OBD, ``E[g^2] w^2 / 2``);
+            the last two estimate how much the loss grows when a weight is zeroed, and need ``data``.
         ignore: module/tensor name globs or module types to leave dense.
         inplace: mask ``model`` itself instead of a copy.
         seed: random source for ``"random"``.
         config: a full :class:`WeightPruneConfig` (protection, include, layer types); when given,
             ``sparsity``, ``pattern``, ``allocation``, ``ignore`` and ``seed`` must be left at
             their defaults.
+        data: batches of ``(inputs, targets)`` for the gradient criteria (training data, not the
+            data you report accuracy on).
+        loss_fn: ``loss_fn(model, inputs, targets) -> loss`` for the gradients (cross-entropy by default).
+        batches: how many batches of ``data`` to read (``None``: all).
 
     Returns:
         A :class:`PruneResult`: the masked model, its plan (kind ``"weights"`` or the N:M
@@ -52,7 +61,8 @@ def prune_weights(model: nn.Module, sparsity: float | None = None, *, pattern: s
         ``skipped`` (tensor -> why it stayed dense) and ``stats`` (sparsity and nonzero counts).
 
     Raises:
-        ValueError: a bad sparsity, pattern or allocation, or ``config`` given with other options.
+        ValueError: a bad sparsity, pattern, allocation or criterion, ``config`` given with other
+            options, or a gradient criterion without ``data``.
 
     Example:
         >>> import torch.nn as nn
@@ -64,11 +74,19 @@ def prune_weights(model: nn.Module, sparsity: float | None = None, *, pattern: s
     """
     if config is None:
         config = WeightPruneConfig(sparsity=sparsity, pattern=pattern, allocation=allocation,
-                                   ignore=tuple(ignore), seed=seed)
-    elif (sparsity, pattern, allocation, tuple(ignore), seed) != (None, "unstructured", "global", (), 0):
+                                   ignore=tuple(ignore), seed=seed, criterion=criterion)
+    elif ((sparsity, pattern, allocation, criterion, tuple(ignore), seed)
+          != (None, "unstructured", "global", "magnitude", (), 0)):
         raise ValueError("pass either config= or the separate options, not both")
+    if config.needs_gradients and data is None:
+        raise ValueError(f"criterion {config.criterion!r} ranks weights by the loss's gradients: pass data= "
+                         "(batches of (inputs, targets) from the training set)")
     target = model if inplace else copy.deepcopy(model)
-    masks, skipped = compute_masks(target, config)
+    gradients, collected = None, None
+    if config.needs_gradients:
+        collected = collect_gradients(target, data, loss_fn, batches)
+        gradients = collected.context(target)
+    masks, skipped = compute_masks(target, config, gradients)
     set_masks(target, masks)
     plan = Plan(kind=plan_kind(config),
                 masks=masks_to_entries(masks, config.pattern),
@@ -81,4 +99,7 @@ def prune_weights(model: nn.Module, sparsity: float | None = None, *, pattern: s
              "sparsity_pruned": dropped / pruned if pruned else 0.0,
              **sparsity_totals(target, config.layer_types, extra=tuple(masks)),
              "note": _NOTE}
+    if collected is not None:
+        stats["cost"] = {"forward": collected.forward, "backward": collected.backward,
+                         "seconds": collected.seconds}
     return PruneResult(model=target, plan=plan, skipped=skipped, stats=stats)
