@@ -13,7 +13,7 @@ passes of AdamW (cosine decay from ``lr``) over the task's training split
 * ``iterative-kd`` 3 steps on Zhu & Gupta's cubic schedule, global L2, fine-tuning split over the
                   steps, distillation from the unpruned model (T=4, alpha=0.7)
 * ``uniform-<criterion>`` controls, not in the default run (``--methods``): one-shot uniform with
-                  the ``l2``, ``taylor``, ``fisher``, ``bn`` or ``random`` criterion, the same widths
+                  the ``l2``, ``taylor``, ``taylor-squared``, ``fisher``, ``bn`` or ``random`` criterion, the same widths
                   as ``uniform-l1``; where they all tie, the criterion does not decide the cell
 * ``torch-pruning`` tp.pruner.MetaPruner, MagnitudeImportance(p=2), uniform per layer, classifier
                   ignored; its pruning ratio found by bisection to meet the same MAC target
@@ -57,7 +57,7 @@ METHODS = ("uniform-l1", "global-l2", "sensitivity", "iterative-kd", "sensitivit
            "sensitivity-loss-kd", "torch-pruning")
 # Controls (not in the default run): one-shot uniform with other criteria, down to a random ranking.
 # If they all land where uniform-l1 does, the criterion does not decide that cell's accuracy.
-CONTROLS = ("uniform-l2", "uniform-taylor", "uniform-fisher", "uniform-bn", "uniform-random")
+CONTROLS = ("uniform-l2", "uniform-taylor", "uniform-taylor-squared", "uniform-fisher", "uniform-bn", "uniform-random")
 ALL_METHODS = METHODS[:-1] + CONTROLS + METHODS[-1:]
 
 
@@ -90,7 +90,7 @@ def run_ours(method: str, model, task, cfg: BenchConfig, seed: int, keep: float)
     ft = Finetune(train_loader, epochs=cfg.epochs, lr=cfg.lr, distill=distill, seed=seed)
     strategy, criterion = {
         "uniform-l1": (OneShot("uniform"), "l1-out"),
-        **{f"uniform-{c}": (OneShot("uniform"), c) for c in ("l2", "taylor", "fisher", "bn", "random")},
+        **{f"uniform-{c}": (OneShot("uniform"), c) for c in ("l2", "taylor", "taylor-squared", "fisher", "bn", "random")},
         "global-l2": (OneShot("global"), "l2"),
         "sensitivity": (Sensitivity(), "l2"),
         "sensitivity-kd": (Sensitivity(), "l2"),

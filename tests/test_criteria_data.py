@@ -83,6 +83,38 @@ def test_taylor_is_the_first_order_loss_change_of_removing_a_unit(group_name):
     assert agree > 0.5, f"Taylor scores do not track the loss change of removal (r={agree:.2f})"
 
 
+def test_taylor_squared_is_the_mean_of_each_batchs_squared_first_order_change():
+    model, data, groups = _setup()
+    g = groups["conv1"]
+    scores = CRITERIA["taylor-squared"](g, collect(model, data, needs_of(CRITERIA["taylor-squared"])).context(model))
+    eps = 1e-4
+    with torch.no_grad():
+        for unit in range(g.size):
+            up, down = _scaled_slices(model, g, unit, 1 - eps), _scaled_slices(model, g, unit, 1 + eps)
+            slopes = [float(_mean_loss(up, [(x.double(), y)]) - _mean_loss(down, [(x.double(), y)])) / (2 * eps)
+                      for x, y in data]
+            expected = sum(s * s for s in slopes) / len(slopes)
+            assert float(scores[unit]) == pytest.approx(expected, rel=1e-3, abs=1e-9)
+
+
+def test_taylor_squared_sees_changes_that_cancel_in_the_mean_gradient():
+    model, data, groups = _setup()
+    x = data[0][0]
+    opposite = [(x, torch.tensor(1.0)), (x, torch.tensor(-1.0))]  # the two batch losses are negatives
+
+    def signed_sum(m, inputs, sign):
+        return sign * m(inputs).sum()
+
+    g = groups["conv1"]
+    plain = Taylor()(g, collect(model, opposite, Taylor().needs, signed_sum).context(model))
+    squared = Taylor(average="squares")
+    per_batch = squared(g, collect(model, opposite, squared.needs, signed_sum).context(model))
+    assert float(plain.abs().max()) < 1e-5 * float(per_batch.sqrt().max())
+    assert bool((per_batch > 0).all())
+    with pytest.raises(ValueError, match="average"):
+        Taylor(average="median")
+
+
 def test_fisher_is_obd_saliency_from_per_batch_gradients():
     model, data, groups = _setup()
     g = groups["conv1"]

@@ -21,6 +21,7 @@ CRITERIA: dict[str, Criterion] = {
     "l2-out": Magnitude(p=2, slots="out"),
     "random": Random(),
     "taylor": Taylor(),
+    "taylor-squared": Taylor(average="squares"),
     "fisher": Fisher(),
     "bn": BNScale(),
     "activation": Activation("mean"),

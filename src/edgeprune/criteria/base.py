@@ -20,6 +20,8 @@ class ScoreContext:
         grad_sq: mean of the squared per-batch gradient per parameter (the empirical Fisher diagonal).
         activations: per-module output statistics, ``{module: {"mean": [C], "apoz": [C], "order": k}}``
             (see ``edgeprune.criteria.data.collect_activations``).
+        batch_grads: each batch's gradient per parameter (kept only for criteria that need
+            ``"batch_grads"``: memory is batches x parameters).
         seed: for random choices.
     """
 
@@ -28,6 +30,7 @@ class ScoreContext:
     seed: int = 0
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
     activations: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    batch_grads: list[dict[str, torch.Tensor]] = field(default_factory=list)
     _cache: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def per_index(self, tensor: str, dim: int, p: float, row_groups: int = 1) -> torch.Tensor:
@@ -49,7 +52,7 @@ class ScoreContext:
 
 class Criterion(Protocol):
     """``criterion(group, ctx) -> scores``. A criterion that needs data declares it in ``needs``
-    (a subset of ``{"grads", "grad_sq", "activations"}``); magnitude criteria need nothing."""
+    (a subset of ``{"grads", "grad_sq", "batch_grads", "activations"}``); magnitude criteria need nothing."""
 
     def __call__(self, group: Group, ctx: ScoreContext) -> torch.Tensor:
         """One score per unit of ``group`` (shape ``[group.size]``); higher means keep."""

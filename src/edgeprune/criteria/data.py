@@ -32,6 +32,7 @@ class Collected:
     Attributes:
         grads: mean over batches of the gradient of the batch loss, per parameter name.
         grad_sq: mean over batches of the squared batch gradient (empirical Fisher diagonal).
+        batch_grads: every batch's gradients, when asked for (``keep_batches=True``).
         activations: per module, ``{"mean": [C], "apoz": [C], "order": k}``.
         batches: batches run.
         samples: samples run.
@@ -43,6 +44,7 @@ class Collected:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     grad_sq: dict[str, torch.Tensor] = field(default_factory=dict)
     activations: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    batch_grads: list[dict[str, torch.Tensor]] = field(default_factory=list)
     batches: int = 0
     samples: int = 0
     forward: int = 0
@@ -53,7 +55,8 @@ class Collected:
         """A ``ScoreContext`` over ``model``'s tensors with the collected data."""
         from edgeprune.surgery import named_tensors
 
-        return ScoreContext(named_tensors(model), dict(self.grads), seed, dict(self.grad_sq), dict(self.activations))
+        return ScoreContext(named_tensors(model), dict(self.grads), seed, dict(self.grad_sq), dict(self.activations),
+                            list(self.batch_grads))
 
 
 def cross_entropy(model: nn.Module, inputs: Any, targets: torch.Tensor) -> torch.Tensor:
@@ -94,7 +97,7 @@ def mean_loss(model: nn.Module, data: Iterable, loss_fn: LossFn | None = None,
 
 
 def collect_gradients(model: nn.Module, data: Iterable, loss_fn: LossFn | None = None,
-                      batches: int | None = None) -> Collected:
+                      batches: int | None = None, keep_batches: bool = False) -> Collected:
     """Gradients of the loss over ``batches`` batches of ``data``: their mean and mean square.
 
     Args:
@@ -102,6 +105,7 @@ def collect_gradients(model: nn.Module, data: Iterable, loss_fn: LossFn | None =
         data: yields ``(inputs, targets)``.
         loss_fn: ``loss_fn(model, inputs, targets) -> loss``; cross-entropy by default.
         batches: stop after this many batches (all of ``data`` when ``None``).
+        keep_batches: also keep each batch's gradients (``batch_grads``; batches x parameters of memory).
 
     Returns:
         A :class:`Collected` with ``grads`` and ``grad_sq`` for every parameter that needs a gradient.
@@ -117,6 +121,7 @@ def collect_gradients(model: nn.Module, data: Iterable, loss_fn: LossFn | None =
     unique = list({id(p): p for _, p in named}.values())
     total = [torch.zeros_like(p, dtype=torch.float32) for p in unique]
     total_sq = [torch.zeros_like(p, dtype=torch.float32) for p in unique]
+    index = {id(p): k for k, p in enumerate(unique)}
     out = Collected()
     start = time.perf_counter()
     was_training = model.training
@@ -131,13 +136,15 @@ def collect_gradients(model: nn.Module, data: Iterable, loss_fn: LossFn | None =
                 if g is not None:
                     total[k] += g.float()
                     total_sq[k] += g.float().pow(2)
+            if keep_batches:
+                out.batch_grads.append({n: grads[index[id(p)]].float() for n, p in named
+                                        if grads[index[id(p)]] is not None})
             out.batches += 1
             out.samples += _batch_size(inputs)
     finally:
         model.train(was_training)
     if out.batches == 0:
         raise ValueError("collect_gradients got no batches: data is empty")
-    index = {id(p): k for k, p in enumerate(unique)}
     for name, p in named:
         out.grads[name] = total[index[id(p)]] / out.batches
         out.grad_sq[name] = total_sq[index[id(p)]] / out.batches
@@ -216,10 +223,11 @@ def collect_activations(model: nn.Module, data: Iterable, batches: int | None = 
 
 def collect(model: nn.Module, data: Iterable, needs: frozenset[str], loss_fn: LossFn | None = None,
             batches: int | None = None) -> Collected:
-    """Collect what ``needs`` names (``"grads"``, ``"grad_sq"``, ``"activations"``), in as few passes as possible."""
+    """Collect what ``needs`` names (``"grads"``, ``"grad_sq"``, ``"batch_grads"``, ``"activations"``), in as
+    few passes as possible."""
     out = Collected()
-    if needs & {"grads", "grad_sq"}:
-        out = collect_gradients(model, data, loss_fn, batches)
+    if needs & {"grads", "grad_sq", "batch_grads"}:
+        out = collect_gradients(model, data, loss_fn, batches, keep_batches="batch_grads" in needs)
     if "activations" in needs:
         acts = collect_activations(model, data, batches)
         out.activations = acts.activations

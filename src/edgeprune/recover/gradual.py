@@ -135,7 +135,7 @@ class GradualPruner:
 
         analysis = analyze(self.model, self.example_inputs, ignore=self.ignore)
         tensors = named_tensors(self.model)
-        ctx = ScoreContext(tensors, grads, 0, {n: g.pow(2) for n, g in grads.items()})
+        ctx = ScoreContext(tensors, grads, 0, {n: g.pow(2) for n, g in grads.items()}, batch_grads=[grads])
         return Scored(analysis, tensors, {g.name: criterion(g, ctx) for g in analysis.groups})
 
 
