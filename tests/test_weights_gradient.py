@@ -131,3 +131,14 @@ def test_bad_weight_criteria_are_refused_clearly():
     assert weight_criterion("l2") == weight_criterion(None) == "magnitude"
     with pytest.raises(ValueError, match="needs a data pass"):
         GradualWeightPruner(mlp, WeightPruneConfig(0.5, criterion="taylor"), start=0, end=10)
+
+
+def test_a_masked_model_pruned_again_by_gradients_keeps_its_zeros():
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
+    data = [(torch.randn(32, 8), torch.randint(0, 3, (32,)))]
+    first = prune_weights(mlp, 0.5, criterion="magnitude")
+    second = prune_weights(first.model, 0.75, criterion="fisher", data=data)
+    before, after = masks_of(first.model)["2.weight"], masks_of(second.model)["2.weight"]
+    assert not bool((after & ~before).any())  # nothing zeroed comes back
+    assert int((~after).sum()) == round(0.75 * after.numel())
