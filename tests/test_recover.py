@@ -61,6 +61,27 @@ def test_early_stopping_keeps_the_best_epochs_weights():
     torch.testing.assert_close(model.weight.detach(), snapshots[1])
 
 
+def test_split_finetuning_continues_one_cosine_with_lr_window():
+    # A loss with a constant gradient: every AdamW step moves the weight by that step's learning rate.
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    config = Finetune([(torch.ones(1, 1), torch.zeros(1))], lr=0.1, loss_fn=lambda m, x, y: m(x).sum())
+    cosine = [0.05 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
+    finetune(model, config, max_steps=4, lr_window=(0, 10))
+    assert model.weight.item() == pytest.approx(-sum(cosine[:4]), rel=1e-4)
+    finetune(model, config, max_steps=6, lr_window=(4, 10))
+    assert model.weight.item() == pytest.approx(-sum(cosine), rel=1e-4)
+    restarted = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        restarted.weight.fill_(0.0)
+    finetune(restarted, config, max_steps=6)  # no window: a cosine of its own, from lr again
+    assert restarted.weight.item() == pytest.approx(-sum(0.05 * (1 + math.cos(math.pi * t / 6)) for t in range(6)),
+                                                    rel=1e-4)
+    with pytest.raises(ValueError, match="does not hold"):
+        finetune(model, config, max_steps=6, lr_window=(8, 10))
+
+
 def test_finetune_with_distillation_counts_teacher_passes():
     torch.manual_seed(0)
     teacher, student = nn.Linear(4, 3), nn.Linear(4, 3)

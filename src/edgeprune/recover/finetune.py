@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -78,7 +79,7 @@ class FinetuneLog:
 
 
 def finetune(model: nn.Module, config: Finetune, teacher: nn.Module | None = None,
-             max_steps: int | None = None) -> FinetuneLog:
+             max_steps: int | None = None, lr_window: tuple[int, int] | None = None) -> FinetuneLog:
     """Fine-tune ``model`` in place; return what it cost.
 
     Args:
@@ -87,6 +88,9 @@ def finetune(model: nn.Module, config: Finetune, teacher: nn.Module | None = Non
         teacher: the unpruned model, used when ``config.distill`` is set (run in eval mode, no gradients).
         max_steps: optimizer steps to take instead of ``config.epochs`` full passes (the iterative
             strategy splits one budget over its steps); the loader is cycled as needed.
+        lr_window: ``(start, length)``: this call is steps ``start, start + 1, ...`` of one cosine
+            decay over ``length`` steps (so calls that split a budget continue one schedule instead
+            of each decaying from ``config.lr`` again). ``None``: one cosine over this call.
 
     Returns:
         A :class:`FinetuneLog`.
@@ -101,7 +105,14 @@ def finetune(model: nn.Module, config: Finetune, teacher: nn.Module | None = Non
     start = time.perf_counter()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    if lr_window is None:
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    else:
+        start_step, length = lr_window
+        if start_step < 0 or length < start_step + total:
+            raise ValueError(f"lr_window {lr_window} does not hold the {total} steps of this call")
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: 0.5 * (1.0 + math.cos(math.pi * (start_step + i) / length)))
     best_score, best_state, bad_epochs = None, None, 0
     if teacher is not None:
         teacher.eval()

@@ -33,11 +33,15 @@ class Iterative:
         steps: pruning steps (``n``).
         schedule: ``"cubic"`` or ``"linear"``.
         allocation: ``"global"`` or ``"uniform"`` within each step.
+        one_cosine: the steps' fine-tuning continues one cosine learning-rate decay over the whole
+            budget (as a training loop with ``GradualPruner`` would), instead of each step decaying
+            from ``Finetune.lr`` again.
     """
 
     steps: int = 3
     schedule: str = "cubic"
     allocation: str = "global"
+    one_cosine: bool = False
     name: str = "iterative"
 
     def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
@@ -62,6 +66,7 @@ class Iterative:
                               "scheduled": s})
             apply_plan(model, plan)
             share = total_steps // self.steps + (total_steps % self.steps if k == self.steps - 1 else 0)
-            session.recover(model, max_steps=share)
+            window = (k * (total_steps // self.steps), total_steps) if self.one_cosine else None
+            session.recover(model, max_steps=share, lr_window=window)
             history.append({"step": k + 1, "scheduled": s, "ratio": used, "removed_units": plan.removed_units})
         return {"steps": history}

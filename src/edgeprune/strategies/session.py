@@ -143,15 +143,17 @@ class Session:
         self.meter.evaluations += 1
         return -100.0 * loss
 
-    def recover(self, model: nn.Module, max_steps: int | None = None) -> None:
-        """Recalibrate BatchNorm, then fine-tune ``model`` in place with ``self.finetune`` (if given)."""
+    def recover(self, model: nn.Module, max_steps: int | None = None,
+                lr_window: tuple[int, int] | None = None) -> None:
+        """Recalibrate BatchNorm, then fine-tune ``model`` in place with ``self.finetune`` (if given;
+        ``max_steps`` and ``lr_window`` as in ``edgeprune.recover.finetune``)."""
         self.recalibrate_bn(model)
         if self.finetune is None:
             return
         from edgeprune.recover.finetune import finetune
 
         with self.meter.phase("finetune"):
-            log = finetune(model, self.finetune, self.teacher, max_steps=max_steps)
+            log = finetune(model, self.finetune, self.teacher, max_steps=max_steps, lr_window=lr_window)
         self.meter.forward += log.forward
         self.meter.backward += log.backward
         self.meter.teacher_forward += log.teacher_forward
