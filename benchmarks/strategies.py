@@ -206,7 +206,28 @@ def markdown(summary: list[dict], cfg: BenchConfig) -> str:
                      f"| {s['drop'][0]:.2f} ± {s['drop'][1]:.2f} | {paired} | {s['macs_ratio']:.3f} "
                      f"| {s['latency_ms'][0]:.3f} ({s['base_latency_ms']:.3f}) | {s['seconds'][0]:.0f} "
                      f"| {s['forward']:.0f} / {s['backward']:.0f} / {s['teacher_forward']:.0f} | {s['evaluations']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + verdicts(summary)) + "\n"
+
+
+MAX_DROP = {2: 0.2, 4: 0.5}  # the issue's limits for our best method, in points, by MAC reduction
+
+
+def verdicts(summary: list[dict]) -> list[str]:
+    """Per task and budget: our best method by mean accuracy (controls left out), its drop against
+    the limit, and its paired difference with Torch-Pruning."""
+    lines = []
+    for task, speedup in dict.fromkeys((s["task"], s["speedup"]) for s in summary):
+        ours = [s for s in summary if (s["task"], s["speedup"]) == (task, speedup)
+                and s["method"] in METHODS and s["vs_torch_pruning"] is not None]
+        if not ours:
+            continue
+        best = max(ours, key=lambda s: s["accuracy"][0])
+        vs, drop, limit = best["vs_torch_pruning"], best["drop"][0], MAX_DROP.get(speedup)
+        drop_ok = "" if limit is None else f" ({'within' if drop <= limit else 'over'} {limit})"
+        lines.append(f"- {task} {speedup}x: best of ours `{best['method']}` drop {drop:.2f}{drop_ok}; "
+                     f"vs Torch-Pruning {vs['mean']:+.2f} ± {vs['se']:.2f} "
+                     f"({'at least as accurate' if vs['mean'] >= 0 else 'behind'})")
+    return ["", "Verdict per cell:", ""] + lines if lines else []
 
 
 def main() -> None:
