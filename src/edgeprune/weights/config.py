@@ -8,7 +8,7 @@ import torch.nn as nn
 
 from edgeprune.weights.nm import parse_nm
 
-__all__ = ["WeightPruneConfig", "ALLOCATIONS", "CRITERIA", "DEFAULT_LAYER_TYPES", "weight_criterion"]
+__all__ = ["WeightPruneConfig", "ALLOCATIONS", "WEIGHT_CRITERIA", "DEFAULT_LAYER_TYPES", "weight_criterion"]
 
 # allocation name -> (score function name, how the sparsity is spread)
 ALLOCATIONS: dict[str, tuple[str, str]] = {
@@ -21,7 +21,7 @@ ALLOCATIONS: dict[str, tuple[str, str]] = {
 # criterion name -> what it reads besides the weights. "taylor" (|g w|, Molchanov et al. 2019) and
 # "fisher" (OBD saliency E[g^2] w^2 / 2, LeCun et al. 1989) are the per-weight forms of the channel
 # criteria of the same names (edgeprune.criteria); both estimate the loss change of zeroing a weight.
-CRITERIA: dict[str, str | None] = {"magnitude": None, "taylor": "gradients", "fisher": "gradients"}
+WEIGHT_CRITERIA: dict[str, str | None] = {"magnitude": None, "taylor": "gradients", "fisher": "gradients"}
 
 
 def weight_criterion(name: str | None) -> str:
@@ -33,10 +33,10 @@ def weight_criterion(name: str | None) -> str:
     """
     if name is None or name in ("l1", "l2", "l1-out", "l2-out"):
         return "magnitude"
-    if name in CRITERIA:
+    if name in WEIGHT_CRITERIA:
         return name
     raise ValueError(f"criterion {name!r} has no per-weight form; weight pruning takes "
-                     f"{', '.join(CRITERIA)} (or l1/l2, meaning magnitude)")
+                     f"{', '.join(WEIGHT_CRITERIA)} (or l1/l2, meaning magnitude)")
 
 
 DEFAULT_LAYER_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -86,8 +86,8 @@ class WeightPruneConfig:
     def __post_init__(self) -> None:
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"allocation {self.allocation!r} is not one of {sorted(ALLOCATIONS)}")
-        if self.criterion not in CRITERIA:
-            raise ValueError(f"criterion {self.criterion!r} is not one of {list(CRITERIA)}")
+        if self.criterion not in WEIGHT_CRITERIA:
+            raise ValueError(f"criterion {self.criterion!r} is not one of {list(WEIGHT_CRITERIA)}")
         if self.criterion != "magnitude" and self.allocation in ("lamp", "random"):
             raise ValueError(f"allocation {self.allocation!r} ranks by its own scores; criterion="
                              f"{self.criterion!r} goes with allocation 'global' or 'uniform'")
@@ -114,7 +114,7 @@ class WeightPruneConfig:
 
     @property
     def needs_gradients(self) -> bool:
-        return CRITERIA[self.criterion] == "gradients"
+        return WEIGHT_CRITERIA[self.criterion] == "gradients"
 
     @property
     def spread(self) -> str:
