@@ -142,3 +142,19 @@ def test_a_masked_model_pruned_again_by_gradients_keeps_its_zeros():
     before, after = masks_of(first.model)["2.weight"], masks_of(second.model)["2.weight"]
     assert not bool((after & ~before).any())  # nothing zeroed comes back
     assert int((~after).sum()) == round(0.75 * after.numel())
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "fisher"])
+def test_conv_weights_that_read_a_dead_channel_go_first(criterion):
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    x = torch.randn(16, 3, 8, 8)
+    x[:, 0] = 0.0  # input channel 0 is always dark
+    dead = torch.zeros_like(cnn[0].weight, dtype=torch.bool)
+    dead[:, 0] = True  # 72 of the 216 + 576 conv weights
+    config = WeightPruneConfig(72 / (216 + 576), criterion=criterion, protect_first=False)
+    result = prune_weights(cnn, config=config, data=[(x, torch.randint(0, 4, (16,)))])
+    masks = masks_of(result.model)
+    assert torch.equal(~masks["0.weight"], dead) and bool(masks["2.weight"].all())
+    torch.testing.assert_close(result.model(x), cnn(x))
