@@ -98,8 +98,6 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
         pattern = "unstructured" if kind in WEIGHT_KINDS else kind
         default = None if pattern != "unstructured" else 0.3  # N:M fixes its own sparsity (1 - N/M)
         amount = sparsity if sparsity is not None else (default if ratio is None else ratio)
-        if not isinstance(criterion, str):
-            raise ValueError("weight pruning takes a criterion name: 'magnitude' (or l1/l2), 'taylor' or 'fisher'")
         return prune_weights(model, amount, pattern=pattern, ignore=ignore, inplace=inplace, seed=seed,
                              criterion=weight_criterion(criterion), data=data, loss_fn=loss_fn,
                              batches=calibration_batches)

@@ -171,13 +171,24 @@ def _own_class(module: nn.Module) -> None:
     module.__class__ = type(cls.__name__, cls.__bases__, body)
 
 
+def masked_name(name: str) -> str:
+    """Where a masked module keeps tensor ``name``'s values.
+
+    Example:
+        >>> masked_name("fc.weight")
+        'fc.parametrizations.weight.original'
+    """
+    module, _, attr = name.rpartition(".")
+    return f"{module}.parametrizations.{attr}.original" if module else f"parametrizations.{attr}.original"
+
+
 def _accept_plain_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
     # A load pre-hook: a dense or finalized checkpoint names the tensor `prefix + "weight"`;
     # a masked module stores it under `prefix + "parametrizations.weight.original"`.
     if not parametrize.is_parametrized(module):
         return
     for attr in module.parametrizations.keys():
-        plain, inner = prefix + attr, f"{prefix}parametrizations.{attr}.original"
+        plain, inner = prefix + attr, masked_name(prefix + attr)
         if plain in state_dict and inner not in state_dict:
             state_dict[inner] = state_dict.pop(plain)
 

@@ -6,7 +6,7 @@ policy for a :class:`WeightPruneConfig`. Nothing here changes a model.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn as nn
 from edgeprune.criteria.base import ScoreContext
 from edgeprune.criteria.fisher import Fisher
 from edgeprune.criteria.taylor import Taylor
-from edgeprune.surgery.masks import masks_of
+from edgeprune.surgery.masks import masked_name, masks_of
 from edgeprune.weights.config import WeightPruneConfig
 from edgeprune.weights.nm import nm_keep_mask
 from edgeprune.weights.scores import SCORES
@@ -147,15 +147,18 @@ def nm_keep(scores: Mapping[str, torch.Tensor], n: int, m: int, dim: int = 1) ->
 _GRADIENT_SCORES = {"taylor": Taylor.weights, "fisher": Fisher.weights}
 
 
-def _gradient_scores(name: str, criterion: str, gradients: ScoreContext | None) -> torch.Tensor:
-    """Per-weight ``taylor`` or ``fisher`` scores of tensor ``name`` (a masked tensor's gradients are
-    those of its parametrization's original, which equal the masked weight's where the mask keeps)."""
-    if gradients is None:
-        raise ValueError(f"criterion {criterion!r} needs gradients: pass calibration data")
-    module, _, attr = name.rpartition(".")
-    masked = f"{module}.parametrizations.{attr}.original" if module else f"parametrizations.{attr}.original"
-    key = name if name in gradients.tensors else masked
-    return _GRADIENT_SCORES[criterion](key, gradients)
+def _scorer(config: WeightPruneConfig, gradients: ScoreContext | None,
+            generator: torch.Generator) -> Callable[[str, torch.Tensor], torch.Tensor]:
+    """``score(tensor name, values) -> scores`` for ``config``. A masked tensor's gradients are those
+    of its parametrization's original, which equal the masked weight's where the mask keeps."""
+    name = config.scores
+    if name in _GRADIENT_SCORES:
+        if gradients is None:
+            raise ValueError(f"criterion {name!r} needs gradients: pass calibration data")
+        return lambda tensor, _: _GRADIENT_SCORES[name](
+            tensor if tensor in gradients.tensors else masked_name(tensor), gradients)
+    fn = SCORES["random" if name == "random" else ("magnitude" if config.nm is not None else name)]
+    return lambda _, values: fn(values, generator)
 
 
 def compute_masks(model: nn.Module, config: WeightPruneConfig, gradients: ScoreContext | None = None
@@ -183,18 +186,11 @@ def compute_masks(model: nn.Module, config: WeightPruneConfig, gradients: ScoreC
                 size = t.shape[config.nm_dim] if t.dim() >= 2 else t.numel()
                 skipped[name] = f"N:M: dimension {config.nm_dim} has size {size}, not a multiple of {m}"
                 del targets[name]
-    generator = torch.Generator().manual_seed(config.seed)
-    by_gradient = config.scores in _GRADIENT_SCORES
-    if not by_gradient:
-        score_fn = SCORES["random" if config.scores == "random" else
-                          ("magnitude" if config.nm is not None else config.scores)]
+    score = _scorer(config, gradients, torch.Generator().manual_seed(config.seed))
     current = masks_of(model)
     scores = {}
     for name, tensor in targets.items():
-        if by_gradient:
-            s = _gradient_scores(name, config.scores, gradients).double()
-        else:
-            s = score_fn(tensor, generator).double()
+        s = score(name, tensor).double()
         if name in current:  # already masked: those values go first
             s = torch.where(current[name].to(s.device), s, torch.full_like(s, -1.0))
         scores[name] = s

@@ -31,6 +31,8 @@ def weight_criterion(name: str | None) -> str:
     Raises:
         ValueError: a criterion with no per-weight form (``bn``, ``activation``, ``apoz``, ``random``).
     """
+    if name is not None and not isinstance(name, str):
+        raise ValueError("weight pruning takes a criterion name: 'magnitude' (or l1/l2), 'taylor' or 'fisher'")
     if name is None or name in ("l1", "l2", "l1-out", "l2-out"):
         return "magnitude"
     if name in WEIGHT_CRITERIA:
