@@ -68,8 +68,10 @@ class _Problem:
     """Counts, layer times and plan value for one allocation; every query is local to a group's layers."""
 
     def __init__(self, predictor: LatencyPredictor, timed: Sequence[Group], scores: Mapping[str, torch.Tensor],
-                 min_keep: float, value: str) -> None:
+                 target_ms: float, min_keep: float, value: str) -> None:
         self.table = predictor.table
+        self.calibration = predictor.calibration
+        self.target_ms = target_ms
         self.layers = self.table.layers
         self.value = value
         self.size = {g.name: g.size for g in timed}
@@ -88,11 +90,23 @@ class _Problem:
             for name in {layer.in_group, layer.out_group} - {None}:
                 if name in self.touching:
                     self.touching[name].append(i)
+        self.coupled = {name: {g for i in rows for g in (self.layers[i].in_group, self.layers[i].out_group)} - {name}
+                        for name, rows in self.touching.items()}  # groups that share a timed layer
         self.ms = [self.layer_ms(i, self.counts) for i in range(len(self.layers))]
 
     @property
     def raw_ms(self) -> float:
         return sum(self.ms)
+
+    def predicted_ms(self, raw_ms: float | None = None) -> float:
+        """The calibrated prediction of a table sum (of the current counts when none is given)."""
+        raw = self.raw_ms if raw_ms is None else raw_ms
+        return self.calibration.scale * raw + self.calibration.offset_ms
+
+    def fits(self, raw_ms: float | None = None) -> bool:
+        # compared after calibration, exactly as the caller will read it: a slack on the raw sum
+        # would let a plan through that is predicted a rounding error above the target
+        return self.predicted_ms(raw_ms) <= self.target_ms
 
     def channels(self, i: int, counts: Mapping[str, int]) -> tuple[int, int]:
         return layer_channels(self.layers[i], counts)
@@ -158,25 +172,25 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
     cal = predictor.calibration
     if cal.scale <= 0:
         raise BudgetError("the latency calibration has a non-positive scale; rebuild the table")
-    raw_target = (target_ms - cal.offset_ms) / cal.scale + 1e-12
-    problem = _Problem(predictor, [g for g in groups if g.name in predictor.table.groups], scores, min_keep, value)
+    problem = _Problem(predictor, [g for g in groups if g.name in predictor.table.groups], scores, target_ms,
+                       min_keep, value)
     steps: list[tuple[str, int, int, float]] = []
-    _descend(problem, raw_target, steps)
-    if problem.raw_ms > raw_target:
-        floor_ms = cal.scale * problem.raw_ms + cal.offset_ms
+    _descend(problem, steps)
+    if not problem.fits():
+        floor_ms = problem.predicted_ms()
         raise BudgetError(f"latency target {target_ms:.3f} ms cannot be met: the smallest counts allowed "
                           f"(min_keep={min_keep:.0%} and the table's timed range) are predicted at "
                           f"{floor_ms:.3f} ms on {predictor.table.target.get('key', 'this target')}")
-    _refill(problem, raw_target, steps)
-    _exchange(problem, raw_target, steps)
+    _refill(problem, steps)
+    _exchange(problem, steps)
     changed = {g: c for g, c in problem.counts.items() if c < problem.size[g]}
     steps = [(g, a, b, ms * cal.scale) for g, a, b, ms in steps]
-    return Allocation(changed, cal.scale * problem.raw_ms + cal.offset_ms, target_ms, problem.importance_kept(), steps)
+    return Allocation(changed, problem.predicted_ms(), target_ms, problem.importance_kept(), steps)
 
 
-def _descend(p: _Problem, raw_target: float, steps: list) -> None:
+def _descend(p: _Problem, steps: list) -> None:
     """Take the step with the least value lost per ms saved until the target is met (or nothing saves)."""
-    while p.raw_ms > raw_target:
+    while not p.fits():
         best = None  # (value lost per ms saved, trial counts, new layer times, saving)
         for name, options in p.options.items():
             cur, tried = p.counts[name], 0
@@ -197,7 +211,7 @@ def _descend(p: _Problem, raw_target: float, steps: list) -> None:
         p.move(trial, new_ms)
 
 
-def _refill(p: _Problem, raw_target: float, steps: list) -> None:
+def _refill(p: _Problem, steps: list) -> None:
     """Give units back, the most value first, while the prediction stays within the target."""
     while True:
         best = None
@@ -207,7 +221,7 @@ def _refill(p: _Problem, raw_target: float, steps: list) -> None:
                 continue
             trial = {**p.counts, name: higher[0]}
             delta, new_ms = p.time_change([name], trial)
-            if p.raw_ms + delta <= raw_target:
+            if p.fits(p.raw_ms + delta):
                 gain = p.value_change([name], trial)
                 if best is None or gain > best[0]:
                     best = (gain, name, trial, new_ms, delta)
@@ -218,28 +232,35 @@ def _refill(p: _Problem, raw_target: float, steps: list) -> None:
         p.move(trial, new_ms)
 
 
-def _exchange(p: _Problem, raw_target: float, steps: list) -> None:
-    """Grow one group by a step and shrink another to fit, while that keeps more value."""
+def _exchange(p: _Problem, steps: list) -> None:
+    """Grow one group and shrink another to fit, while that keeps more value.
+
+    Groups that share no layer trade up to ``LOOKAHEAD`` fast steps; groups that share one
+    trade any amount."""
     for _ in range(EXCHANGE_ROUNDS):
         best = None
         for up, options in p.options.items():
             higher = [c for c in options if c > p.counts[up]]
-            if not higher:
-                continue
             for down, down_options in p.options.items():
                 if down == up:
                     continue
-                for new in reversed([c for c in down_options if c < p.counts[down]][-LOOKAHEAD:]):
-                    trial = {**p.counts, up: higher[0], down: new}
-                    delta, new_ms = p.time_change([up, down], trial)
-                    if p.raw_ms + delta <= raw_target:
-                        gain = p.value_change([up, down], trial)
-                        if gain > 1e-9 * (1 + abs(gain)) and (best is None or gain > best[0]):
-                            best = (gain, up, down, trial, new_ms, delta)
-                        break  # the nearest lower count that fits is the one to weigh
+                # a layer between two groups costs the product of their counts: the best trade may
+                # lie far from the greedy's balanced plan, so coupled pairs weigh every count
+                reach = None if down in p.coupled[up] else LOOKAHEAD
+                lower = [c for c in down_options if c < p.counts[down]][::-1]
+                for grown in higher[:reach]:
+                    for new in lower[:reach]:
+                        trial = {**p.counts, up: grown, down: new}
+                        delta, new_ms = p.time_change([up, down], trial)
+                        if p.fits(p.raw_ms + delta):
+                            gain = p.value_change([up, down], trial)
+                            if gain > 1e-9 * (1 + abs(gain)) and (best is None or gain > best[0]):
+                                best = (gain, up, down, trial, new_ms, delta)
+                            break  # the nearest lower count that fits is the one to weigh
         if best is None:
             return
         _, up, down, trial, new_ms, delta = best
         steps.append((up, p.counts[up], trial[up], 0.0))
         steps.append((down, p.counts[down], trial[down], -delta))
         p.move(trial, new_ms)
+
