@@ -170,6 +170,65 @@ class TransformerMLP(nn.Module):
         return self.head(x[:, 0])
 
 
+class HeadAttention(nn.Module):
+    """Multi-head self-attention written as timm writes it: one ``qkv`` Linear split into
+    ``(3, num_heads, head_dim)``, sizes read from module attributes."""
+
+    def __init__(self, dim: int = 24, num_heads: int = 4, head_dim: int = 8) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.attn_dim = num_heads * head_dim
+        self.scale = head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * self.attn_dim)
+        self.proj = nn.Linear(self.attn_dim, dim)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, heads, N, N)
+        x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+
+
+class SeparateProjectionAttention(nn.Module):
+    """Attention with separate q, k, v projections, fused attention and a ``-1`` in the merge."""
+
+    def __init__(self, dim: int = 24, heads: int = 3) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v = nn.Linear(dim, 2 * dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        B, N, _ = x.shape
+        q, k, v = (f(x).view(B, N, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        x = F.scaled_dot_product_attention(q, k, v, scale=0.25)  # (B, heads, N, head_dim)
+        return self.out(x.transpose(1, 2).reshape(B, N, -1))
+
+
+class TinyViT(nn.Module):
+    """Patch embedding, two pre-norm blocks (attention + MLP), class-token head."""
+
+    def __init__(self, dim: int = 24) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.blocks = nn.ModuleList()
+        for attn in (HeadAttention(dim), SeparateProjectionAttention(dim)):
+            self.blocks.append(nn.ModuleDict({"norm1": nn.LayerNorm(dim), "attn": attn, "norm2": nn.LayerNorm(dim),
+                                              "fc1": nn.Linear(dim, 2 * dim), "fc2": nn.Linear(2 * dim, dim)}))
+        self.head = nn.Linear(dim, 5)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)  # (B, tokens, dim)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
+        for b in self.blocks:
+            x = x + b["attn"](b["norm1"](x))
+            x = x + b["fc2"](F.gelu(b["fc1"](b["norm2"](x))))
+        return self.head(x[:, 0])
+
+
 def example_input(model: nn.Module):
     """An input for each zoo model."""
     g = torch.Generator().manual_seed(0)
@@ -178,8 +237,10 @@ def example_input(model: nn.Module):
         return {"image": torch.randn(2, 3, 12, 12, generator=g), "table": torch.randn(2, 7, generator=g)}
     if isinstance(model, TransformerMLP):
         return torch.randint(0, 50, (2, 9), generator=g)
+    if isinstance(model, (HeadAttention, SeparateProjectionAttention)):
+        return torch.randn(2, 7, 24, generator=g)
     return torch.randn(*shapes.get(type(model), (2, 3, 16, 16)), generator=g)
 
 
 EQUIVALENCE_ZOO = [ResidualCNN, DenseConcat, MobileNetLike, GroupedConv, SqueezeExcite, MLP, TimeSeriesCNN,
-                   TwoInputs, ChunkedGate, TransformerMLP]
+                   TwoInputs, ChunkedGate, TransformerMLP, HeadAttention, SeparateProjectionAttention, TinyViT]

@@ -17,6 +17,13 @@ Unit ``c`` of a group covers, in each slot's tensor dimension, the indices
 channel was flattened into features, ``offset`` where it arrived through a concatenation.
 A slot with ``row_groups`` > 1 is the input dimension of a grouped convolution: the index is local
 to each group of rows (see ``edgeprune.surgery``).
+
+An attention-head group also lists the module attributes that count its units (``attrs``): a
+forward that reshapes by ``self.num_heads`` or ``self.attn_dim`` runs only if they follow the cut::
+
+    GroupPlan(name="blocks.0.attn.qkv", size=3, unit=64, remove=[1], slots=[...],
+              attrs=[Attr("blocks.0.attn", "num_heads", per_unit=1),
+                     Attr("blocks.0.attn", "attn_dim", per_unit=64)])
 """
 from __future__ import annotations
 
@@ -58,6 +65,15 @@ class Slot:
         return out
 
 
+@dataclass(frozen=True)
+class Attr:
+    """An integer module attribute that counts a group's units: ``value == units * per_unit``."""
+
+    module: str
+    name: str
+    per_unit: int = 1
+
+
 @dataclass
 class GroupPlan:
     """The units removed from one group of coupled slots."""
@@ -68,6 +84,7 @@ class GroupPlan:
     slots: list[Slot]
     unit: int = 1
     partitions: int = 1
+    attrs: list[Attr] = field(default_factory=list)
 
     def kept(self) -> list[int]:
         removed = set(self.remove)
@@ -113,7 +130,8 @@ class Plan:
             raise PlanError(f"plan version {data.get('version')!r} is not supported (expected {PLAN_VERSION})")
         try:
             groups = [
-                GroupPlan(**{**g, "slots": [Slot(**s) for s in g["slots"]], "remove": list(g["remove"])})
+                GroupPlan(**{**g, "slots": [Slot(**s) for s in g["slots"]], "remove": list(g["remove"]),
+                             "attrs": [Attr(**a) for a in g.get("attrs", [])]})
                 for g in data.get("groups", [])
             ]
             masks = [MaskEntry(**m) for m in data.get("masks", [])]

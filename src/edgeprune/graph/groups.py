@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from edgeprune.graph.spaces import Unresolvable
 from edgeprune.graph.trace import TraceResult
-from edgeprune.plan import Slot
+from edgeprune.plan import Attr, Slot
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Group:
     partitions: int = 1
     unit: int = 1
     modules: list[str] = field(default_factory=list)
+    attrs: list[Attr] = field(default_factory=list)  # module attributes that count the units (num_heads)
 
     @property
     def block_size(self) -> int:
@@ -69,6 +70,10 @@ def build_groups(tr: TraceResult) -> tuple[list[Group], dict[str, str]]:
             continue
         slots[segs[0].space].append(Slot(g.tensor, 1, "in", row_groups=g.groups))
 
+    counters: dict[int, list[Attr]] = defaultdict(list)
+    for space, attr in tr.counters:
+        if attr not in counters[spaces.find(space)]:
+            counters[spaces.find(space)].append(attr)
     produced = set()
     for dm in tr.produced:
         produced |= spaces.atoms(dm)
@@ -89,8 +94,9 @@ def build_groups(tr: TraceResult) -> tuple[list[Group], dict[str, str]]:
         elif spaces.size[root] // parts < 2:
             skipped[name] = "too few units to prune"
         else:
-            groups.append(Group(name, root, spaces.size[root], _dedup(group_slots), parts,
-                                modules=sorted({module_of(s.tensor) for s in group_slots})))
+            groups.append(Group(name, root, spaces.size[root], _dedup(group_slots), parts, unit=producers[0].inner,
+                                modules=sorted({module_of(s.tensor) for s in group_slots}),
+                                attrs=counters.get(root, [])))
     return groups, skipped
 
 

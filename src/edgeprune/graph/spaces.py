@@ -188,6 +188,17 @@ class SpaceTable:
         self._derive(seg.space, pieces, reason)
         return list(pieces)
 
+    def coarsen(self, space: int, size: int, inner: int, outer: int, reason: str) -> int:
+        """Regroup an atomic root space into ``size`` coarser units; return the new space.
+
+        Unit ``c`` of the new space covers old units ``o * size * inner + c * inner + r`` (an attention
+        head: ``inner`` = head_dim, ``outer`` = 3 for a fused q/k/v projection). Pruning then removes
+        whole new units only.
+        """
+        new = self.new(size, f"{self.label[space]}/{size}")
+        self._derive(space, (Seg(new, size, inner, outer),), reason)
+        return new
+
     def slice(self, dm: DimMap, start: int, stop: int, reason: str) -> DimMap:
         """The label of indices ``start:stop`` of a dimension labelled ``dm``."""
         try:

@@ -21,7 +21,8 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from edgeprune.graph.spaces import DimMap, SpaceTable, fixed
+from edgeprune.graph.spaces import DimMap, Seg, SpaceTable, fixed
+from edgeprune.plan import Attr
 
 if TYPE_CHECKING:  # the rules import this module
     from edgeprune.graph.rules import RuleRegistry
@@ -61,6 +62,7 @@ class TraceResult:
     aliases: dict[str, list[str]]
     unknown_ops: dict[str, str] = field(default_factory=dict)
     produced: list[DimMap] = field(default_factory=list)
+    counters: list[tuple[int, Attr]] = field(default_factory=list)  # (space, attribute counting its units)
 
 
 def op_name(func: Callable) -> str:
@@ -128,6 +130,8 @@ class Tracer(TorchFunctionMode):
                 self._names[id(tensor)] = name
                 self.aliases[name] = [name]
         self.module_stack: list[str] = [""]
+        self.counters: list[tuple[int, Attr]] = []
+        self._modules = dict(model.named_modules())
 
     # -- the context API that rules use --------------------------------------------------------
     def dims(self, t: torch.Tensor) -> Dims:
@@ -163,6 +167,25 @@ class Tracer(TorchFunctionMode):
             self.roles[(name, dim % t.dim())] = role
         elif role == "out":
             self.produced.append(self.dims(t)[dim % t.dim()])
+
+    def split_units(self, seg: Seg, size: int, inner: int, outer: int) -> DimMap:
+        """Regroup a plain space into ``size`` coarser units (attention heads) and label the new dim.
+
+        The running module's integer attributes that count the new units (``num_heads``) or their
+        span (``attn_dim`` = heads x head_dim) are noted, so that surgery keeps them in step.
+        """
+        space = self.spaces.coarsen(seg.space, size, inner, outer, f"channels split into {size} units in {self.where}")
+        module_name = self.module_stack[-1]
+        for name, value in vars(self._modules.get(module_name, object())).items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            for per_unit in sorted({1, inner, inner * outer}):
+                # with as many heads as channels per head, a "head_dim" would read as a head count
+                ambiguous = per_unit == 1 and size == inner and "dim" in name.lower()
+                if value == size * per_unit and not ambiguous:
+                    self.counters.append((space, Attr(module_name, name, per_unit)))
+                    break
+        return (Seg(space, size),)
 
     def unify(self, a: DimMap, b: DimMap, why: str) -> None:
         self.spaces.unify(a, b, f"{why} in {self.where}")
@@ -224,7 +247,7 @@ class Tracer(TorchFunctionMode):
 
     def result(self) -> TraceResult:
         return TraceResult(self.spaces, self.records, self.param_dims, self.roles, self.grouped,
-                           self.aliases, self.unknown_ops, self.produced)
+                           self.aliases, self.unknown_ops, self.produced, self.counters)
 
 
 def _named_tensors(model: nn.Module):

@@ -45,7 +45,8 @@ def make_plan(groups: list[Group], removals: dict[str, list[int]], tensors: dict
     chosen = [g for g in groups if removals.get(g.name)]
     shapes = {s.tensor: list(tensors[s.tensor].shape) for g in chosen for s in g.slots}
     return Plan(kind=kind, shapes=shapes, meta=dict(meta or {}), groups=[
-        GroupPlan(g.name, g.size, sorted(removals[g.name]), list(g.slots), g.unit, g.partitions) for g in chosen])
+        GroupPlan(g.name, g.size, sorted(removals[g.name]), list(g.slots), g.unit, g.partitions, list(g.attrs))
+        for g in chosen])
 
 
 def _gcd(a: int, b: int) -> int:

@@ -64,7 +64,10 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
             keep = torch.tensor([i for i in range(t.shape[dim]) if i not in idx], dtype=torch.long)
             t = t.index_select(dim, keep)
         new[name] = t.contiguous()
+    counts = _counting_attributes(model, plan)
     _swap_tensors(model, tensors, new)
+    for (module, name), value in counts.items():
+        setattr(module, name, value)
     if plan.groups:
         attach_plan(model, plan)
     return model
@@ -78,6 +81,24 @@ def _check_shapes(plan: Plan, tensors: dict[str, torch.Tensor]) -> None:
         if list(tensors[name].shape) != list(shape):
             raise PlanError(f"tensor {name!r} has shape {list(tensors[name].shape)}, the plan expects {list(shape)} "
                             f"(a different architecture, or a model already pruned)")
+
+
+def _counting_attributes(model: nn.Module, plan: Plan) -> dict[tuple[nn.Module, str], int]:
+    """The new value of every attribute that counts a group's units (``num_heads``), checked first."""
+    out = {}
+    for group in plan.groups:
+        for attr in group.attrs:
+            try:
+                module = model.get_submodule(attr.module)
+            except AttributeError:
+                raise PlanError(f"plan group {group.name!r} updates {attr.module}.{attr.name}, "
+                                f"but this model has no module {attr.module!r}") from None
+            before = getattr(module, attr.name, None)
+            if before != group.size * attr.per_unit:
+                raise PlanError(f"plan group {group.name!r} expects {attr.module or 'the model'}.{attr.name} == "
+                                f"{group.size * attr.per_unit}, found {before!r}")
+            out[(module, attr.name)] = (group.size - len(group.remove)) * attr.per_unit
+    return out
 
 
 def _check_group(group: GroupPlan) -> None:
