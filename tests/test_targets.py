@@ -148,6 +148,27 @@ def test_depthwise_convs_follow_the_group_of_their_channels():
     assert all(layer.out_group in producer for layer in depthwise)
 
 
+def test_an_axis_is_a_group_only_where_one_unit_is_one_channel():
+    # a Linear after a flatten reads each conv channel 16 times, a conv after a concatenation reads two
+    # groups: counting their kept units as the layer's channels would predict a far smaller layer
+    class FlattenConcat(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.mix = torch.nn.Conv2d(16, 6, 1)
+            self.fc = torch.nn.Linear(6 * 16, 5)
+
+        def forward(self, x):
+            y = self.mix(torch.cat([self.a(x), self.b(x)], 1))
+            return self.fc(F.adaptive_avg_pool2d(y, 4).flatten(1))
+
+    model, x = FlattenConcat().eval(), torch.randn(1, 3, 8, 8)
+    layers = {layer.name: layer for layer in timed_layers(model, x, analyze(model, x).groups)}
+    assert layers["a"].out_group == "a" and layers["mix"].out_group == "mix"
+    assert layers["mix"].in_group is None and layers["mix"].c_in == 16  # two groups: timed at full width
+    assert layers["fc"].in_group is None and layers["fc"].c_in == 96  # 6 channels x 16 positions
+
+
 def test_predictor_reads_a_pruned_model_like_its_plan(mnist_setup):
     import copy
 

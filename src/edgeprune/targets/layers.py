@@ -102,7 +102,9 @@ def timed_layers(model: nn.Module, example_inputs: ExampleInputs, groups: list[G
 
     Returns:
         One :class:`LayerSpec` per timed layer. Layers of other kinds (transposed or 1-D convs, a
-        Linear on a sequence) are not timed: their time goes to the calibrated constant.
+        Linear on a sequence) are not timed: their time goes to the calibrated constant. An axis
+        whose channels are not one group's units one for one (a Linear after a flatten, a conv
+        reading a concatenation) is timed at its full count: the prediction then overstates its time.
     """
     shapes: dict[str, tuple[int, ...]] = {}
     order: list[str] = []
@@ -122,9 +124,15 @@ def timed_layers(model: nn.Module, example_inputs: ExampleInputs, groups: list[G
         for h in hooks:
             h.remove()
 
+    extents = {name: tuple(p.shape) for name, p in model.named_parameters()}
     owner: dict[tuple[str, int], str] = {}
     for g in groups:
         for s in g.slots:
+            # a table axis is a count of channels: it follows a group only where one unit is one
+            # channel of the whole dim (not a flattened feature map, a concatenation or a head)
+            if (s.offset, s.inner, s.outer, s.row_groups) != (0, 1, 1, 1) or \
+                    extents.get(s.tensor, ())[s.dim:s.dim + 1] != (g.size,):
+                continue
             if s.role in ("out", "channel") and s.dim == 0:  # "channel": a depthwise conv's weight
                 owner[(s.tensor, 0)] = g.name
             elif s.role == "in" and s.dim == 1:
