@@ -57,6 +57,7 @@ MAX_MAC_RATIO = 0.85
 ONNX_RTOL = 1e-3
 SIZE_CANDIDATES = (128, 112)
 RESULT_MARKER = "COVERAGE-RESULT "
+SIDES = ("ours", "tp")
 
 
 class SideTimeout(Exception):
@@ -266,8 +267,9 @@ def _side(which: str, original: Any, x: Any, ratio: float, macs: float, params: 
         signal.alarm(0)
 
 
-def run_model(family: str, name: str, ratio: float, timeouts: dict[str, int], threads: int) -> ModelResult:
-    """Build one model and run both pruners on it (called inside the per-model subprocess)."""
+def run_model(family: str, name: str, ratio: float, timeouts: dict[str, int], threads: int,
+              sides: tuple[str, ...] = SIDES) -> ModelResult:
+    """Build one model and run the pruners on it (called inside the per-model subprocess)."""
     import warnings
 
     import torch
@@ -287,12 +289,12 @@ def run_model(family: str, name: str, ratio: float, timeouts: dict[str, int], th
         return row
     row.params_m, row.gmacs = params / 1e6, macs / 1e9
     with tempfile.TemporaryDirectory(prefix="coverage-") as workdir:
-        for which in ("ours", "tp"):
+        for which in sides:
             side_started = time.perf_counter()
             result = _side(which, original, x, ratio, macs, params, out_shape, timeouts[which], workdir)
             result.seconds = round(time.perf_counter() - side_started, 2)
             setattr(row, which, result)
-        if any(r.status in ("onnx-fail", "onnx-mismatch") for r in (row.ours, row.tp)):
+        if any(r is not None and r.status in ("onnx-fail", "onnx-mismatch") for r in (row.ours, row.tp)):
             # Is ONNX the pruner's fault? Check the unpruned model once.
             try:
                 err = _onnx_rel_err(original, x, workdir)
@@ -316,7 +318,8 @@ def _from_dict(data: dict) -> ModelResult:
 def _run_subprocess(family: str, name: str, args: argparse.Namespace, threads: int) -> ModelResult:
     """Run one model in a fresh interpreter; a hard timeout or a crash becomes a result row."""
     command = [sys.executable, __file__, "--worker", family, name, "--ratio", str(args.ratio),
-               "--side-timeout", str(args.side_timeout), "--tp-timeout", str(args.tp_timeout), "--threads", str(threads)]
+               "--side-timeout", str(args.side_timeout), "--tp-timeout", str(args.tp_timeout), "--threads", str(threads),
+               "--sides", args.sides]
     hard_timeout = 2 * args.side_timeout + (args.tp_timeout or args.side_timeout) + 120  # build, sides, ONNX check
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     try:
@@ -391,6 +394,13 @@ def _print_row(r: ModelResult, done: int, total: int) -> None:
           f"{_ratio(r.ours):>5}  tp {_status(r.tp):<22}{_ratio(r.tp):>5}  {r.seconds:>6.1f}s", flush=True)
 
 
+def _sides(text: str, parser: argparse.ArgumentParser) -> tuple[str, ...]:
+    sides = tuple(s for s in text.split(",") if s)
+    if not sides or set(sides) - set(SIDES):
+        parser.error(f"--sides takes a comma-separated subset of {','.join(SIDES)}, got {text!r}")
+    return sides
+
+
 def _save(rows: list[ModelResult], args: argparse.Namespace) -> None:
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -417,12 +427,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families-file", default=str(FAMILIES_FILE))
     parser.add_argument("--render", default="", metavar="JSON",
                         help="only render an earlier --json run as Markdown (to --markdown or stdout)")
+    parser.add_argument("--sides", default=",".join(SIDES),
+                        help="which pruners to run: ours,tp (ours alone after an engine change: Torch-Pruning's "
+                             "column does not change with our code)")
     parser.add_argument("--worker", nargs=2, metavar=("FAMILY", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
         row = run_model(*args.worker, ratio=args.ratio, timeouts={"ours": args.side_timeout,
-                        "tp": args.tp_timeout or args.side_timeout}, threads=args.threads or 1)
+                        "tp": args.tp_timeout or args.side_timeout}, threads=args.threads or 1,
+                        sides=_sides(args.sides, parser))
         print(RESULT_MARKER + json.dumps(asdict(row)), flush=True)
         return
 
@@ -435,6 +449,7 @@ def main(argv: list[str] | None = None) -> None:
             print(text)
         return
 
+    _sides(args.sides, parser)
     models: dict[str, str] = json.loads(Path(args.families_file).read_text())["models"]
     if args.families:
         wanted = args.families.split(",")
