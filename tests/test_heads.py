@@ -100,3 +100,15 @@ def test_a_plan_whose_head_count_does_not_match_is_refused_and_the_model_untouch
         ep.apply_plan(other, plan)
     assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())
     assert other.attn_dim == 32
+
+
+def test_a_vit_with_pruned_heads_saves_and_loads_without_pickle(tmp_path):
+    torch.manual_seed(0)
+    model = zoo.TinyViT().eval()
+    x = zoo.example_input(model)
+    result = ep.prune(model, x, ratio=0.5)
+    path = ep.save(result, tmp_path / "vit.edgeprune")
+    loaded = ep.load(path, model=zoo.TinyViT())
+    assert loaded.blocks[0]["attn"].num_heads == 2 and loaded.blocks[0]["attn"].attn_dim == 16
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), result.model(x))

@@ -91,7 +91,8 @@ def _show(result: dict[str, Any]) -> None:
                           ("coupled layers", "left")):
         table.add_column(name, justify=justify)
     for g in result["groups"]:
-        mods = ", ".join(g["modules"][:4]) + (f" (+{len(g['modules']) - 4})" if len(g["modules"]) > 4 else "")
+        names = [m or "(top level)" for m in g["modules"]]  # top-level tensors: cls_token, pos_embed
+        mods = ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
         table.add_row(g["name"], str(g["size"]), str(g["unit"]), str(g["partitions"]), mods)
     console.print(table)
     if result["skipped"]:
