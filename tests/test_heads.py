@@ -112,3 +112,28 @@ def test_a_vit_with_pruned_heads_saves_and_loads_without_pickle(tmp_path):
     assert loaded.blocks[0]["attn"].num_heads == 2 and loaded.blocks[0]["attn"].attn_dim == 16
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), result.model(x))
+
+
+class _StridedAttention(zoo.HeadAttention):
+    """HeadAttention that also pools its tokens by a stride equal to its head count."""
+
+    def __init__(self) -> None:
+        super().__init__(num_heads=4)
+        self.q_stride = 4
+
+    def forward(self, x):
+        x = super().forward(x)
+        B, N, C = x.shape
+        return x.view(B, N // self.q_stride, self.q_stride, C).amax(dim=2)
+
+
+def test_an_attribute_that_only_equals_the_head_count_is_left_alone():
+    # hiera's q_stride == heads: read by value alone it would be "updated" and break the pooling
+    model = _StridedAttention().eval()
+    x = torch.randn(2, 8, 24)
+    analysis = ep.analyze(model, x)
+    (group,) = _head_groups(analysis)
+    assert {a.name for a in group.attrs} == {"num_heads", "attn_dim"}
+    pruned = ep.apply_plan(copy.deepcopy(model), make_plan(analysis.groups, {group.name: [3]}, named_tensors(model)))
+    assert (pruned.num_heads, pruned.q_stride) == (3, 4)
+    assert pruned(x).shape == model(x).shape

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 import torch.nn as nn
 
 from edgeprune.graph.groups import Group, build_groups
-from edgeprune.graph.probe import ProbeError, freeze_at, meta_agrees, run_probe
+from edgeprune.graph.probe import ProbeError, freeze_at, freeze_heads_at, meta_agrees, run_probe
 from edgeprune.graph.rules import RuleRegistry, default_rules
 from edgeprune.graph.trace import TraceResult, trace
 
@@ -26,7 +26,7 @@ class Analysis:
 
 
 def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules: RuleRegistry | None = None,
-            probe: bool = True, max_probe_rounds: int = 24) -> Analysis:
+            probe: bool = True, max_probe_rounds: int | None = None) -> Analysis:
     """Trace ``model`` once and return the groups that can be pruned without changing its outputs' shapes.
 
     Args:
@@ -36,6 +36,10 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
             module objects or module types.
         rules: op rules; ``default_rules()`` unless a copy extended with custom ops is given.
         probe: verify on a copy that every group can shrink (see ``edgeprune.graph.probe``).
+        max_probe_rounds: give up (``ProbeError``) after this many probe rounds. A round freezes
+            what the first disagreeing op touches, so the default allows one round per group first
+            found (at least 24): a model with many attention blocks whose code fixes the head count
+            needs a round per block.
 
     Returns:
         An ``Analysis`` whose ``skipped`` maps each group left alone to the reason.
@@ -54,6 +58,8 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
         groups, skipped = build_groups(tr)
         if not probe or not groups:
             break
+        if max_probe_rounds is None:
+            max_probe_rounds = max(24, len(groups) + 1)
         outcome = run_probe(model, example_inputs, tr, groups, meta=meta)
         if outcome.mismatch is not None and meta:
             outcome = run_probe(model, example_inputs, tr, groups, meta=False)
@@ -64,6 +70,8 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
         if rounds >= max_probe_rounds:
             raise ProbeError(f"after {rounds} probe rounds the pruned copy still disagrees at op "
                              f"'{tr.records[outcome.mismatch].name}': {outcome.detail}")
+        if not outcome.outside_op and freeze_heads_at(tr, outcome.mismatch, outcome.detail, groups):
+            continue  # heads first: the other groups at this op get frozen only if it still disagrees
         if not outcome.outside_op and freeze_at(tr, outcome.mismatch, outcome.detail, include_previous=False):
             continue
         # The failure touches no prunable group (a size reached it through Python: ``x.shape`` read

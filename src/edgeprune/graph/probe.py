@@ -133,6 +133,26 @@ def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: li
     return ProbeOutcome(None)
 
 
+def freeze_heads_at(tr: TraceResult, index: int, detail: str, groups: list[Group]) -> int:
+    """Freeze only the head groups (groups with counting ``attrs``) that the op at ``index`` touches.
+
+    Heads are the speculative units: a split of channels was read as heads, and the forward may
+    size it some other way. Freezing them first keeps the ordinary groups that the same op touches
+    (the residual width, a projection) prunable when the heads were the cause. Returns how many
+    groups were frozen (0: none of the op's spaces is a head group).
+    """
+    record = tr.records[index]
+    touched = set()
+    for dims in record.inputs + record.outputs:
+        for dm in dims:
+            touched |= tr.spaces.atoms(dm)
+    heads = [g for g in groups if g.attrs and tr.spaces.find(g.root) in touched]
+    for g in heads:
+        tr.spaces.block_space(g.root, f"the forward code does not follow a cut of its heads at op '{record.name}' in "
+                                      f"{record.module or 'the top-level forward'} ({detail})")
+    return len(heads)
+
+
 def freeze_at(tr: TraceResult, index: int, detail: str, include_previous: bool) -> int:
     """Block every space the op at ``index`` touches; return how many roots were newly blocked."""
     records: list[OpRecord] = [tr.records[index]]

@@ -171,20 +171,20 @@ class Tracer(TorchFunctionMode):
     def split_units(self, seg: Seg, size: int, inner: int, outer: int) -> DimMap:
         """Regroup a plain space into ``size`` coarser units (attention heads) and label the new dim.
 
-        The running module's integer attributes that count the new units (``num_heads``) or their
-        span (``attn_dim`` = heads x head_dim) are noted, so that surgery keeps them in step.
+        The running module's integer attributes that count the new units or their span are noted,
+        so that surgery keeps them in step: by value *and* name, because a stride or a window size
+        may equal the head count (hiera's ``q_stride``): a count of heads is named for heads
+        (``num_heads``, ``heads``, ``n_head``), a span for a width (``attn_dim``, ``dim_out``,
+        ``all_head_size``); ``head_dim`` never changes.
         """
         space = self.spaces.coarsen(seg.space, size, inner, outer, f"channels split into {size} units in {self.where}")
         module_name = self.module_stack[-1]
         for name, value in vars(self._modules.get(module_name, object())).items():
             if isinstance(value, bool) or not isinstance(value, int):
                 continue
-            for per_unit in sorted({1, inner, inner * outer}):
-                # with as many heads as channels per head, a "head_dim" would read as a head count
-                ambiguous = per_unit == 1 and size == inner and "dim" in name.lower()
-                if value == size * per_unit and not ambiguous:
-                    self.counters.append((space, Attr(module_name, name, per_unit)))
-                    break
+            per_unit = _counting_attribute(name.lower(), value, size, inner, outer)
+            if per_unit:
+                self.counters.append((space, Attr(module_name, name, per_unit)))
         return (Seg(space, size),)
 
     def unify(self, a: DimMap, b: DimMap, why: str) -> None:
@@ -248,6 +248,19 @@ class Tracer(TorchFunctionMode):
     def result(self) -> TraceResult:
         return TraceResult(self.spaces, self.records, self.param_dims, self.roles, self.grouped,
                            self.aliases, self.unknown_ops, self.produced, self.counters)
+
+
+def _counting_attribute(name: str, value: int, size: int, inner: int, outer: int) -> int:
+    """How many channels one head adds to attribute ``name`` (0: it does not count heads)."""
+    if "head_dim" in name or "dim_head" in name or "head_size" == name:
+        return 0
+    if value == size and "head" in name and "dim" not in name:
+        return 1
+    if any(word in name for word in ("dim", "size", "width", "channels")):
+        for per_unit in (inner, inner * outer):
+            if value == size * per_unit:
+                return per_unit
+    return 0
 
 
 def _named_tensors(model: nn.Module):

@@ -10,6 +10,7 @@ _MODULES: dict[str, str] = {
     "mnist": "edgeprune.tasks.mnist",
     "mnist1d": "edgeprune.tasks.mnist1d",
     "digits": "edgeprune.tasks.digits",
+    "mnist-vit": "edgeprune.tasks.mnist_vit",
 }
 _EXTRA: dict[str, Task] = {}
 

@@ -78,10 +78,14 @@ def _regroup(ctx, xd, in_shape, out_shape, ci, cj, labels) -> None:
                 if n == s.size and math.prod(sizes[:pos]) == s.outer and math.prod(sizes[pos + 1:]) == s.inner:
                     labels[cj[pos]] = (Seg(s.space, s.size),)
                     return
-            if s.plain and not ctx.spaces.is_blocked(s.space):
-                # Splitting plain channels, as attention splits (3 x) heads x head_dim: the dim before
-                # the last becomes the unit (a head), what follows it is inside a unit, what precedes
-                # it repeats. The probe checks that the forward agrees (num_heads updated, and so on).
+            last = ci[0] == len(in_shape) - 1
+            if s.plain and last and not ctx.spaces.is_blocked(s.space):
+                # Splitting the channels of a channels-last tensor, as attention splits (3 x) heads x
+                # head_dim: the dim before the last becomes the unit (a head), what follows it is inside
+                # a unit, what precedes it repeats. The probe checks that the forward agrees
+                # (num_heads updated, and so on). Splits of NCHW channels (channel groups of split or
+                # bottleneck attention, a (B, C, 1, 1) gate viewed as blocks) stay blocked: there the
+                # "unit" is not a head, and bat_resnext26ts lost every group to the layouts that followed.
                 pos = len(sizes) - 2
                 labels[cj[pos]] = ctx.split_units(s, sizes[pos], math.prod(sizes[pos + 1:]), math.prod(sizes[:pos]))
                 return
