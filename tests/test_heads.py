@@ -137,3 +137,26 @@ def test_an_attribute_that_only_equals_the_head_count_is_left_alone():
     pruned = ep.apply_plan(copy.deepcopy(model), make_plan(analysis.groups, {group.name: [3]}, named_tensors(model)))
     assert (pruned.num_heads, pruned.q_stride) == (3, 4)
     assert pruned(x).shape == model(x).shape
+
+
+def test_dead_heads_of_a_swin_pruned_with_their_relative_position_bias_columns():
+    # the bias table is read by an index buffer (table[index]): its heads dim follows the heads
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=56, depths=(2, 2),
+                              num_heads=(2, 4), embed_dim=32).eval()
+    x = torch.randn(2, 3, 56, 56)
+    analysis = ep.analyze(model, x)
+    heads = _head_groups(analysis)
+    assert len(heads) == 4
+    for g in heads:
+        table = next(s for s in g.slots if s.tensor.endswith("relative_position_bias_table"))
+        assert (table.dim, table.role) == (1, "channel")
+        make_dead(model, g, [0])
+    with torch.no_grad():
+        reference = model(x)
+        pruned = ep.apply_plan(copy.deepcopy(model), make_plan(analysis.groups, {g.name: [0] for g in heads},
+                                                               named_tensors(model)))
+        torch.testing.assert_close(pruned(x), reference, rtol=1e-5, atol=1e-6)
+    assert [b.attn.num_heads for layer in pruned.layers for b in layer.blocks] == [1, 1, 3, 3]
+    assert ep.verify_pruned(model, pruned, x).ok

@@ -12,6 +12,12 @@ def getitem(ctx, args, kwargs, out) -> None:
     x, index = args[0], args[1]
     xd = ctx.dims(x)
     index = index if isinstance(index, tuple) else (index,)
+    if _gathers_rows(index):
+        # x[idx] with an integer tensor: rows are gathered (a relative-position bias table read by
+        # its index buffer); the gathered dim is blocked, the dims after it keep their units
+        ctx.block(xd[0], "indexed along this dim")
+        ctx.set_dims(out, tuple(fixed(n) for n in index[0].shape) + tuple(xd[1:]))
+        return
     if any(isinstance(e, (torch.Tensor, list)) or isinstance(e, bool) for e in index):
         raise NotImplementedError("advanced indexing")
     consuming = sum(1 for e in index if e is not None and e is not Ellipsis)
@@ -39,6 +45,13 @@ def getitem(ctx, args, kwargs, out) -> None:
             raise NotImplementedError(f"index of type {type(e).__name__}")
     labels.extend(xd[i:])
     ctx.set_dims(out, tuple(labels))
+
+
+def _gathers_rows(index: tuple) -> bool:
+    """``x[idx]`` or ``x[idx, :, ...]``: one integer index tensor on the first dim, nothing else indexed."""
+    first, rest = index[0], index[1:]
+    return (isinstance(first, torch.Tensor) and not first.dtype.is_floating_point and first.dtype != torch.bool
+            and all(e is Ellipsis or e == slice(None) for e in rest))
 
 
 def cat(ctx, args, kwargs, out) -> None:
