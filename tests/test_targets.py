@@ -38,6 +38,7 @@ def _run(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     (CONV, 5, 6),
     ({**CONV, "depthwise": True, "act": "relu6", "pads": [1, 1, 1, 1]}, 1, 8),
     ({"kind": "gemm", "act": None}, 12, 7),
+    ({"kind": "gemm", "act": None, "hw": [5, 1]}, 12, 7),  # a Linear on 5 tokens
 ])
 def test_single_op_graph_matches_onnx_package_and_torch(op, c_in, c_out):
     data = lut_builder.conv_model_bytes(op, c_in, c_out, seed=3)
@@ -167,6 +168,22 @@ def test_an_axis_is_a_group_only_where_one_unit_is_one_channel():
     assert layers["a"].out_group == "a" and layers["mix"].out_group == "mix"
     assert layers["mix"].in_group is None and layers["mix"].c_in == 16  # two groups: timed at full width
     assert layers["fc"].in_group is None and layers["fc"].c_in == 96  # 6 channels x 16 positions
+
+
+def test_linear_layers_on_token_sequences_are_timed_as_gemms_over_their_tokens():
+    from edgeprune.tasks import get_task
+
+    task = get_task("mnist-vit")
+    model, x = task.build(seed=0), task.example_input()
+    groups = analyze(model, x).groups
+    layers = {layer.name: layer for layer in timed_layers(model, x, groups)}
+    fc1 = layers["blocks.0.mlp.0"]
+    assert (fc1.kind, fc1.hw, fc1.signature) == ("gemm", (17, 1), "gemm m17")  # 16 patches + [cls]
+    assert fc1.macs(64, 128) == 17 * 64 * 128
+    assert fc1.out_group == "blocks.0.mlp.0" and fc1.in_group == "patch_embed"  # the residual width
+    qkv = layers["blocks.0.attn.qkv"]
+    assert qkv.out_group is None and qkv.c_out == 192  # heads: units of 16 channels x q/k/v, timed whole
+    assert layers["head"].hw == (1, 1) and layers["head"].signature == "gemm"
 
 
 def test_predictor_reads_a_pruned_model_like_its_plan(mnist_setup):

@@ -37,7 +37,8 @@ class LayerSpec:
         c_in: input channels of the unpruned layer (a depthwise conv: its channels).
         c_out: output channels of the unpruned layer.
         kernel, stride, pads, dilation: convolution geometry (pads in ONNX order top, left, bottom, right).
-        hw: input height and width (``(1, 1)`` for gemm).
+        hw: input height and width (a gemm: ``(rows, 1)``, rows = the tokens of a Linear on a
+            sequence at batch 1, 1 for a classifier).
         depthwise: a grouped conv with one input channel per group and as many groups as channels.
         in_group: the group that sets ``c_in`` (``None``: fixed).
         out_group: the group that sets ``c_out`` (``None``: fixed); for a depthwise conv both are the same.
@@ -60,7 +61,7 @@ class LayerSpec:
     def signature(self) -> str:
         """What the latency of this layer depends on besides its channel counts (the table key)."""
         if self.kind == "gemm":
-            return "gemm"
+            return "gemm" if self.hw[0] == 1 else f"gemm m{self.hw[0]}"
         kind = "dwconv" if self.depthwise else "conv"
         return (f"{kind} k{self.kernel[0]}x{self.kernel[1]} s{self.stride[0]}x{self.stride[1]} "
                 f"p{'-'.join(map(str, self.pads))} d{self.dilation[0]}x{self.dilation[1]} "
@@ -77,7 +78,7 @@ class LayerSpec:
         """Multiply-accumulates of this layer at ``c_in`` input and ``c_out`` output channels
         (a depthwise conv: ``c_out`` channels, one input each)."""
         if self.kind == "gemm":
-            return c_in * c_out
+            return self.hw[0] * c_in * c_out
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
         oh = (self.hw[0] + self.pads[0] + self.pads[2] - dh * (kh - 1) - 1) // sh + 1
         ow = (self.hw[1] + self.pads[1] + self.pads[3] - dw * (kw - 1) - 1) // sw + 1
@@ -93,7 +94,7 @@ class LayerSpec:
 
 
 def timed_layers(model: nn.Module, example_inputs: ExampleInputs, groups: list[Group]) -> list[LayerSpec]:
-    """Every Conv2d (2-D, zero padding) and 2-D-input Linear of ``model``, in execution order.
+    """Every Conv2d (2-D, zero padding) and Linear of ``model`` (on a sequence: its tokens are the rows), in execution order.
 
     Args:
         model: the unpruned model (run once in eval mode, unchanged).
@@ -101,8 +102,9 @@ def timed_layers(model: nn.Module, example_inputs: ExampleInputs, groups: list[G
         groups: the model's prunable groups (``edgeprune.analyze(model, x).groups``).
 
     Returns:
-        One :class:`LayerSpec` per timed layer. Layers of other kinds (transposed or 1-D convs, a
-        Linear on a sequence) are not timed: their time goes to the calibrated constant. An axis
+        One :class:`LayerSpec` per timed layer. Layers of other kinds (transposed or 1-D convs) are
+        not timed: their time goes to the calibrated constant, as does attention itself (its matmuls
+        and softmax). A Linear on a sequence is timed as a gemm over its tokens. An axis
         whose channels are not one group's units one for one (a Linear after a flatten, a conv
         reading a concatenation) is timed at its full count: the prediction then overstates its time.
     """
@@ -150,9 +152,10 @@ def _spec(name: str, m: nn.Module, shape: tuple[int, ...], owner: dict[tuple[str
     weight = f"{name}.weight"
     out_group = owner.get((weight, 0))
     if isinstance(m, nn.Linear):
-        if len(shape) != 2:
-            return None
-        return LayerSpec(name, "gemm", m.in_features, m.out_features, in_group=owner.get((weight, 1)),
+        rows = 1
+        for n in shape[:-1]:
+            rows *= int(n)  # batch 1: every leading dim is tokens (rows of one matrix product)
+        return LayerSpec(name, "gemm", m.in_features, m.out_features, hw=(rows, 1), in_group=owner.get((weight, 1)),
                          out_group=out_group)
     if len(shape) != 4 or m.padding_mode != "zeros" or isinstance(m.padding, str):
         return None

@@ -121,7 +121,8 @@ def conv_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -
 
     Args:
         op: an entry of ``ops.json``: ``kind`` ("conv" or "gemm"), ``kernel``, ``stride``, ``pads``
-            (top, left, bottom, right), ``dilation``, ``depthwise``, ``hw`` (input height, width),
+            (top, left, bottom, right), ``dilation``, ``depthwise``, ``hw`` (input height, width;
+            for a gemm ``[rows, 1]``, rows = the tokens a Linear on a sequence reads, 1 when absent),
             ``act`` ("relu", "relu6" or null).
         c_in: input channels (for a depthwise conv: ignored, it has ``c_out`` groups of one).
         c_out: output channels.
@@ -133,7 +134,8 @@ def conv_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -
     rng = np.random.default_rng(seed)
     act = op.get("act")
     if op["kind"] == "gemm":
-        x_shape, y_shape = (1, c_in), (1, c_out)
+        rows = _gemm_rows(op)  # tokens of a Linear on a sequence (1 for a classifier)
+        x_shape, y_shape = (rows, c_in), (rows, c_out)
         inits = [_tensor("W", rng.standard_normal((c_out, c_in), dtype=np.float32) * 0.05),
                  _tensor("B", rng.standard_normal(c_out, dtype=np.float32) * 0.05)]
         main = _node("Gemm", ["X", "W", "B"], ["Z" if act else "Y"], [_attr_int("transB", 1)], "gemm")
@@ -257,9 +259,13 @@ def _timed(call, *, runs: int, warmup: int, stat: str) -> float:
     return float(STATISTICS[stat](np.asarray(samples)))
 
 
+def _gemm_rows(op: dict[str, Any]) -> int:
+    return int(op.get("hw", [1, 1])[0])
+
+
 def _input_shape(op: dict[str, Any], c_in: int, c_out: int) -> tuple[int, ...]:
     if op["kind"] == "gemm":
-        return (1, c_in)
+        return (_gemm_rows(op), c_in)
     return (1, c_out if op.get("depthwise") else c_in, *op["hw"])
 
 
