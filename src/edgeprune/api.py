@@ -49,8 +49,11 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
             With ``max_drop`` and ``evaluate``, a result that loses more accuracy raises ``BudgetError``
             (the result is on the error as ``.result``); the ``guarded`` strategy searches for the
             largest cut within it.
-        kind: ``"channels"`` (structured: conv channels, linear neurons, and everything coupled
-            to them), or ``"weights"``, ``"2:4"``, ``"4:8"`` (sparsity; see ``edgeprune.weights``).
+        kind: ``"channels"`` (structured: conv channels, linear neurons, attention heads, and
+            everything coupled to them), ``"blocks"`` (depth: whole residual blocks ``y = x + f(x)``
+            replaced by the identity, the least Block Influence first: ``ratio`` of them, 0.25 by
+            default, or the fewest that meet a MAC/parameter/byte ``budget``; see ``edgeprune.depth``), or ``"weights"``, ``"2:4"``, ``"4:8"`` (sparsity; see
+            ``edgeprune.weights``).
         criterion: ``"l1"``, ``"l2"``, ``"l1-out"``, ``"l2-out"``, ``"random"``, ``"bn"`` (BatchNorm
             scale), ``"taylor"``, ``"fisher"``, ``"activation"``, ``"apoz"`` (the last four need
             ``data``), or a callable ``(group, ScoreContext) -> scores``. Weight kinds take
@@ -101,8 +104,15 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
         return prune_weights(model, amount, pattern=pattern, ignore=ignore, inplace=inplace, seed=seed,
                              criterion=weight_criterion(criterion), data=data, loss_fn=loss_fn,
                              batches=calibration_batches)
+    if kind == "blocks":
+        from edgeprune.depth import prune_blocks
+
+        if ratio is None and budget is None:
+            ratio = 0.25
+        return prune_blocks(model, example_inputs, ratio, budget=budget, data=data, batches=calibration_batches,
+                            inplace=inplace)
     if kind != "channels":
-        raise ValueError(f"unknown kind {kind!r}: use 'channels', 'weights', '2:4' or '4:8'")
+        raise ValueError(f"unknown kind {kind!r}: use 'channels', 'blocks', 'weights', '2:4' or '4:8'")
     if ratio is not None and budget is not None and budget.has_cost:
         raise ValueError("give either ratio= or a cost budget=, not both")
     if ratio is None and (budget is None or not budget.has_cost) and _needs_no_target(strategy):

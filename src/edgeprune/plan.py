@@ -111,6 +111,7 @@ class Plan:
     masks: list[MaskEntry] = field(default_factory=list)
     shapes: dict[str, list[int]] = field(default_factory=dict)  # tensor -> shape before pruning
     meta: dict[str, Any] = field(default_factory=dict)  # criterion, strategy, ratio, notes
+    blocks: list[str] = field(default_factory=list)  # residual blocks (module paths) replaced by identity
 
     @property
     def removed_units(self) -> int:
@@ -137,7 +138,7 @@ class Plan:
             masks = [MaskEntry(**m) for m in data.get("masks", [])]
             return cls(kind=data["kind"], groups=groups, masks=masks,
                        shapes={k: list(v) for k, v in data.get("shapes", {}).items()},
-                       meta=dict(data.get("meta", {})))
+                       meta=dict(data.get("meta", {})), blocks=[str(b) for b in data.get("blocks", [])])
         except (KeyError, TypeError) as exc:
             raise PlanError(f"malformed plan: {exc}") from exc
 

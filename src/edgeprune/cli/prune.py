@@ -31,7 +31,7 @@ def prune_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="the run directory to write"),
     strategy: Optional[str] = typer.Option(None, "--strategy", help="uniform, global, sensitivity, sensitivity-loss "
                                            "(scans the loss on --data), iterative or guarded (default uniform)"),
-    kind: Optional[str] = typer.Option(None, "--kind", help="channels, weights or 2:4 (default channels)"),
+    kind: Optional[str] = typer.Option(None, "--kind", help="channels, blocks (whole residual blocks), weights or 2:4 (default channels)"),
     criterion: Optional[str] = typer.Option(None, "--criterion", help="l2, l1, taylor, fisher, bn, ... (default l2)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="fine-tuning epochs (default 1; 0: none)"),
     lr: Optional[float] = typer.Option(None, "--lr", help="fine-tuning learning rate (default 1e-3)"),

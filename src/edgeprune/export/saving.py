@@ -269,7 +269,7 @@ def _replay(model: nn.Module, plan: Plan) -> None:
     from edgeprune.surgery import apply_plan
 
     before = len(plans_of(model))
-    if plan.groups:
+    if plan.groups or plan.blocks:
         apply_plan(model, plan)
     if plan.masks:
         try:

@@ -26,7 +26,7 @@ from typing import Any, Union
 from edgeprune.run.errors import BadInputError
 from edgeprune.run.targets import LATENCY_METRICS, Target, parse_targets
 
-KINDS = ("channels", "weights")  # and any N:M pattern such as "2:4"
+KINDS = ("channels", "blocks", "weights")  # and any N:M pattern such as "2:4"
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -92,8 +92,8 @@ class RunRecipe:
 
     @property
     def is_sparse(self) -> bool:
-        """Whether the run masks weights (unstructured or N:M) instead of removing channels."""
-        return self.kind != "channels"
+        """Whether the run masks weights (unstructured or N:M) instead of removing channels or blocks."""
+        return self.kind not in ("channels", "blocks")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict that :func:`recipe_from_mapping` turns back into this recipe."""
@@ -183,7 +183,7 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         return RecipeError(f"{source}: field {name!r} {why}")
 
     if recipe.kind not in KINDS and not _valid_nm(recipe.kind):
-        raise bad("kind", f"is {recipe.kind!r}; use channels, weights, or an N:M pattern such as 2:4")
+        raise bad("kind", f"is {recipe.kind!r}; use channels, blocks, weights, or an N:M pattern such as 2:4")
     if recipe.strategy not in STRATEGIES:
         raise bad("strategy", f"is {recipe.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
     if recipe.criterion not in CRITERIA:
@@ -206,7 +206,7 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
     except BadInputError as exc:
         raise RecipeError(f"{source}: field 'target': {exc}") from None
     _check_targets(recipe, targets, bad)
-    if recipe.kind != "channels":
+    if recipe.is_sparse:
         _check_weight_criterion(recipe, bad)
 
 
@@ -228,6 +228,10 @@ def _check_targets(recipe: RunRecipe, targets: list[Target], bad) -> None:
                                 "channels: use macs=, params=, size= or speedup=")
         if not targets:
             raise bad("target", "is missing: give at least one, e.g. macs=0.5, params=0.5, size=4MB or speedup=2x")
+    elif recipe.kind == "blocks":
+        if not targets or metrics - {"macs", "params", "size"}:
+            raise bad("target", "with --kind blocks takes macs=, params= or size= (the fewest residual blocks "
+                                "that meet it are dropped, least Block Influence first)")
     elif recipe.kind == "weights":
         if metrics != {"sparsity"}:
             raise bad("target", "with --kind weights takes exactly sparsity=FRACTION (masked weights make the "

@@ -143,6 +143,14 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed,
                                criterion=weight_criterion(recipe.criterion), data=train)
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
+    if recipe.kind == "blocks":
+        budget = budget_for(recipe, targets, model, example)
+        try:
+            result = prune(model, example, kind="blocks", budget=budget, data=train)
+        except BudgetError as exc:
+            raise BudgetNotMetError(f"{exc} (targets {', '.join(recipe.target)})") from None
+        return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
+                                                   f"residual blocks dropped, budget {budget.describe()}")
     latency = [t for t in targets if t.metric in LATENCY_METRICS]
     if latency:
         return _prune_to_latency(model, example, recipe, latency)

@@ -36,6 +36,14 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
         PlanError: a tensor is missing, has another shape than the plan recorded, or the plan's
             indices are out of range or unbalanced across groups of a grouped layer.
     """
+    if plan.blocks:
+        from edgeprune.surgery.blocks import drop_blocks
+
+        if plan.groups:
+            raise PlanError("a plan either drops blocks or removes units, not both (apply them as two plans)")
+        drop_blocks(model, plan)  # checks every name before it replaces any
+        attach_plan(model, plan)
+        return model
     tensors = named_tensors(model)
     _check_shapes(plan, tensors)
     removal: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))

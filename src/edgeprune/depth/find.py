@@ -1,0 +1,111 @@
+"""Finding residual blocks: modules whose output is their input plus what their branches add.
+
+A module ``M`` is a residual block when one call maps ``x`` to ``y`` of the same shape and ``y``
+comes out of an ``add`` whose operands lead back to ``x`` through adds only (``y = x + f(x)``, or
+a pre-norm transformer block's ``x1 = x + attn(x); y = x1 + mlp(x1)``). Replacing such a module
+by the identity keeps every shape and removes exactly what its branches add. A block whose
+output passes through anything after the add (ResNet's ``relu(x + f(x))``) is not one: dropping
+it would also drop that op.
+
+Only the innermost candidates are kept: a stack of residual blocks is itself "x plus what it adds",
+but the unit is each block. Each one is proved droppable by running a meta-device copy of the
+model without it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+from edgeprune.graph.probe import meta_copy
+from edgeprune.graph.trace import call_model, op_name, tensors_in
+
+_ADDS = {"add"}
+
+
+class _AddRecorder(TorchFunctionMode):
+    """Remembers, for each tensor an ``add`` produced, the ids of its tensor operands."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.operands: dict[int, tuple[int, ...]] = {}
+        self.alive: list[torch.Tensor] = []  # keeps ids unique during the run
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if isinstance(out, torch.Tensor):
+            if op_name(func) in _ADDS:
+                ins = tensors_in((args, kwargs))
+                self.operands[id(out)] = tuple(id(t) for t in ins)
+                self.alive.extend([out, *ins])
+            else:  # an in-place op after the add (ResNet's relu_) makes the tensor something else
+                self.operands.pop(id(out), None)
+        return out
+
+
+def _leads_back(y: int, x: int, operands: dict[int, tuple[int, ...]], depth: int = 0) -> bool:
+    if depth > 8 or y not in operands:
+        return False
+    return any(t == x or _leads_back(t, x, operands, depth + 1) for t in operands[y])
+
+
+def residual_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
+    """Names of the model's (innermost) residual blocks, in execution order.
+
+    Args:
+        model: the model (run once in eval mode without gradients; unchanged).
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+
+    Example:
+        >>> from edgeprune.tasks import get_task
+        >>> task = get_task("mnist-vit")
+        >>> residual_blocks(task.build(seed=0), task.example_input())
+        ['blocks.0', 'blocks.1', 'blocks.2', 'blocks.3']
+    """
+    calls: dict[str, list[tuple[int, int, bool]]] = {}
+    order: list[str] = []
+    hooks = []
+    recorder = _AddRecorder()
+    for name, module in model.named_modules():
+        if not name or not any(True for _ in module.parameters()):
+            continue
+
+        def hook(m, args, out, name=name):
+            if len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
+                x = args[0]
+                recorder.alive.extend([x, out])
+                same = out.shape == x.shape and out is not x
+                calls.setdefault(name, []).append((id(x), id(out), same))
+                if name not in order:
+                    order.append(name)
+            else:
+                calls.setdefault(name, []).append((0, 0, False))
+        hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), recorder:
+            call_model(model, example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    found = [name for name in order if len(calls[name]) == 1 and calls[name][0][2]
+             and _leads_back(calls[name][0][1], calls[name][0][0], recorder.operands)]
+    innermost = [n for n in found if not any(other.startswith(n + ".") for other in found)]
+    return [n for n in innermost if _runs_without(model, example_inputs, n)]
+
+
+def _runs_without(model: nn.Module, example_inputs: Any, name: str) -> bool:
+    """Whether a meta-device copy of the model runs, with its output shapes, when ``name`` is the identity."""
+    try:
+        copy_, inputs = meta_copy(model, example_inputs)
+        reference = [t.shape for t in tensors_in(call_model(copy_.eval(), inputs))]
+        parent_name, _, child = name.rpartition(".")
+        setattr(copy_.get_submodule(parent_name), child, nn.Identity())
+        with torch.no_grad():
+            return [t.shape for t in tensors_in(call_model(copy_, inputs))] == reference
+    except Exception:  # the forward reads something of the block (an attribute, a submodule)
+        return False
