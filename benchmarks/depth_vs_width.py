@@ -17,19 +17,14 @@ Runtime latency (1 thread, batch 1, median), and each width row's paired differe
 from __future__ import annotations
 
 import argparse
-import statistics
-import tempfile
 import warnings
-from pathlib import Path
+
+from _vit_compare import compare
 
 import edgeprune as ep
 from edgeprune.budget import Budget
-from edgeprune.measure.latency import ort_latency
 from edgeprune.measure.macs import count_macs
-from edgeprune.tasks import get_task, pretrained
-
-METHODS = ("depth", "width, heads whole", "width")
-
+from edgeprune.tasks import get_task
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,44 +35,17 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     task = get_task("mnist-vit")
-    x = task.example_input()
-    rows: dict[str, list[dict]] = {m: [] for m in METHODS}
-    dense_rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            model = pretrained("mnist-vit", seed=seed)
-            train, _ = task.loaders(seed=seed)
-            dense = {"acc": task.evaluate(model), "macs": count_macs(model, x).total,
-                     "ms": ort_latency(ep.export_onnx(model, x, Path(tmp) / "dense.onnx"), (x,), {}, threads=1,
-                                       runs=args.runs).median_ms}
-            dense_rows.append(dense)
-            pruned = {"depth": ep.prune(model, x, kind="blocks", budget=Budget(macs=args.macs), data=train).model}
-            reached = count_macs(pruned["depth"], x).total / dense["macs"] + 1e-6
-            pruned["width, heads whole"] = ep.prune(model, x, budget=Budget(macs=reached), ignore=["*.attn.qkv"]).model
-            pruned["width"] = ep.prune(model, x, budget=Budget(macs=reached)).model
-            for label, m in pruned.items():
-                task.train(m, epochs=args.epochs, lr=task.recipe.lr / 10, seed=seed)
-                m.eval()
-                path = ep.export_onnx(m, x, Path(tmp) / f"{label.replace(' ', '_').replace(',', '')}.onnx")
-                rows[label].append({"acc": task.evaluate(m), "macs": count_macs(m, x).total,
-                                    "ms": ort_latency(path, (x,), {}, threads=1, runs=args.runs).median_ms})
-                r = rows[label][-1]
-                print(f"seed {seed} {label:<19} acc {r['acc']:.2f} (dense {dense['acc']:.2f})  "
-                      f"MACs {r['macs'] / dense['macs']:.3f}x  {dense['ms'] / r['ms']:.2f}x faster", flush=True)
 
-    def spread(values):
-        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+    def prune_all(model, x, seed):
+        train, _ = task.loaders(seed=seed)
+        pruned = {"depth": ep.prune(model, x, kind="blocks", budget=Budget(macs=args.macs), data=train).model}
+        reached = count_macs(pruned["depth"], x).total / count_macs(model, x).total + 1e-6  # equal MACs
+        pruned["width, heads whole"] = ep.prune(model, x, budget=Budget(macs=reached), ignore=["*.attn.qkv"]).model
+        pruned["width"] = ep.prune(model, x, budget=Budget(macs=reached)).model
+        return pruned
 
-    print(f"\n{len(args.seeds)} seeds, MACs <= {args.macs}, {args.epochs} epochs of fine-tuning, ONNX Runtime 1 thread")
-    print(f"{'method':<19} {'accuracy %':>14} {'drop':>6} {'MACs x':>7} {'speed-up':>9} {'vs depth (paired)':>18}")
-    print(f"{'dense':<19} {spread([d['acc'] for d in dense_rows]):>14}")
-    for label in METHODS:
-        acc = [r["acc"] for r in rows[label]]
-        drop = statistics.mean(d["acc"] - a for d, a in zip(dense_rows, acc))
-        macs = statistics.mean(r["macs"] / d["macs"] for r, d in zip(rows[label], dense_rows))
-        speed = statistics.mean(d["ms"] / r["ms"] for r, d in zip(rows[label], dense_rows))
-        paired = [a - b["acc"] for a, b in zip(acc, rows["depth"])]
-        print(f"{label:<19} {spread(acc):>14} {drop:>6.2f} {macs:>7.3f} {speed:>8.2f}x {spread(paired):>18}")
+    compare(prune_all, seeds=args.seeds, epochs=args.epochs, runs=args.runs, reference="depth",
+            title=f"MACs <= {args.macs}")
 
 
 if __name__ == "__main__":
