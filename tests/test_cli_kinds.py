@@ -61,6 +61,18 @@ def test_analyze_lists_groups_and_what_was_left_whole(tmp_path):
     assert table.exit_code == 0 and "fc1" in table.stdout and "left whole" in table.stdout
 
 
+def test_analyze_lists_the_heads_and_the_droppable_blocks_of_a_transformer():
+    result = invoke(["analyze", "mnist-vit", "--json"])
+    assert result.exit_code == 0, result.output
+    analysis = json.loads(result.stdout)
+    heads = {g["name"]: (g["size"], g["unit"]) for g in analysis["groups"] if g["name"].endswith("attn.qkv")}
+    assert heads == {f"blocks.{i}.attn.qkv": (4, 16) for i in range(4)}
+    assert analysis["blocks"] == [f"blocks.{i}" for i in range(4)]
+    assert invoke(["analyze", "digits", "--json"]).exit_code == 0
+    table = invoke(["analyze", "mnist-vit"])
+    assert "residual blocks that --kind blocks can drop: 4" in table.stdout
+
+
 def test_analyze_with_data_scans_sensitivity(tmp_path):
     result = invoke(["analyze", "digits", "--data", "digits", "--json"])
     assert result.exit_code == 0, result.output

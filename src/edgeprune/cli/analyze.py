@@ -53,9 +53,11 @@ def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape:
 
     Returns:
         ``{"model", "input_shape", "groups": [{"name", "size", "unit", "partitions", "modules"}],
-        "skipped": {name: reason}, "prunable_units", "sensitivity"}``; ``sensitivity`` is
+        "skipped": {name: reason}, "prunable_units", "blocks", "sensitivity"}``; ``blocks`` names the
+        residual blocks ``--kind blocks`` can drop; ``sensitivity`` is
         ``{"metric", "base", "curves": {group: [[ratio, score], ...]}}`` or ``None``.
     """
+    from edgeprune.depth import residual_blocks
     from edgeprune.graph import analyze
     from edgeprune.run.inputs import resolve_inputs
 
@@ -66,6 +68,7 @@ def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape:
     return {"model": model_spec, "input_shape": list(inputs.example.shape), "groups": groups,
             "skipped": {str(k): str(v) for k, v in analysis.skipped.items()},
             "prunable_units": sum(g["size"] for g in groups), "probe_rounds": analysis.probe_rounds,
+            "blocks": residual_blocks(inputs.model, inputs.example),
             "sensitivity": _scan(inputs, criterion, seed) if sensitivity and inputs.evaluate is not None else None}
 
 
@@ -95,6 +98,10 @@ def _show(result: dict[str, Any]) -> None:
         mods = ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
         table.add_row(g["name"], str(g["size"]), str(g["unit"]), str(g["partitions"]), mods)
     console.print(table)
+    blocks = result.get("blocks") or []
+    console.print(f"residual blocks that --kind blocks can drop: {len(blocks)}"
+                  + (f" ({', '.join(blocks[:6])}{', ...' if len(blocks) > 6 else ''})" if blocks else
+                     " (none: a block must return x + f(x) with nothing after the add)"))
     if result["skipped"]:
         skipped = Table(title="left whole")
         skipped.add_column("group")
