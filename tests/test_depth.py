@@ -91,3 +91,15 @@ def test_a_mac_budget_drops_the_fewest_blocks_that_meet_it():
         result = ep.prune(model, x, kind="blocks", budget=ep.Budget(macs=limit))
         fewest = min(k for k, f in fraction.items() if f <= limit)
         assert len(result.plan.blocks) == fewest and fraction[fewest] <= limit
+
+
+def test_a_latency_target_is_measured_on_onnx_runtime_and_refused_when_out_of_reach():
+    # the logic, not the machine: speed-up 1 is met by the dense model itself, 100x by nothing
+    model, x = _vit()
+    x = x[:1]
+    kept = prune_blocks(model, x, speedup=1.0, threads=1)
+    assert kept.plan.blocks == [] and set(kept.stats["latency_ms"]) == {f"{k} dropped" for k in range(4)}
+    with pytest.raises(ep.BudgetError, match="cannot be met by dropping residual blocks"):
+        prune_blocks(model, x, speedup=100.0, threads=1)
+    with pytest.raises(ValueError, match="exactly one"):
+        prune_blocks(model, x, n=1, speedup=2.0)

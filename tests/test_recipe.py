@@ -61,6 +61,7 @@ def test_flags_override_the_file_and_a_recipe_round_trips(tmp_path):
     ({"target": "macs=0.5"}, "field 'model' is required"),
     ({"model": "mnist", "target": "macs=0.5", "kind": "filters"}, "field 'kind' is 'filters'"),
     ({"model": "mnist", "target": "sparsity=0.5", "kind": "blocks"}, "with --kind blocks takes macs="),
+    ({"model": "mnist", "target": ["speedup=2x", "macs=0.5"], "kind": "blocks"}, "a latency target stands alone"),
     ({"model": "mnist", "target": "macs=0.5", "strategy": "magic"}, "field 'strategy' is 'magic'"),
     ({"model": "mnist", "target": "macs=0.5", "criterion": "vibes"}, "field 'criterion' is 'vibes'"),
     ({"model": "mnist", "target": "macs=0.5", "epochs": -1}, "field 'epochs' must be >= 0"),

@@ -18,7 +18,8 @@ from edgeprune.surgery import apply_plan
 
 
 def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, n: int | None = None,
-                 budget: Budget | None = None, data: Iterable | None = None, batches: int | None = 8,
+                 budget: Budget | None = None, speedup: float | None = None, latency_ms: float | None = None,
+                 threads: int = 2, data: Iterable | None = None, batches: int | None = 8,
                  inplace: bool = False) -> PruneResult:
     """Replace the residual blocks with the least Block Influence by the identity.
 
@@ -29,6 +30,9 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
         n: how many blocks to drop.
         budget: ``Budget(macs=..., params=..., bytes=...)``: drop the fewest blocks, least influence
             first, that meet every target.
+        speedup, latency_ms: a latency target *measured* on ONNX Runtime (CPU, ``threads``): the
+            dense model and every candidate depth are exported and timed in interleaved rounds
+            (``edgeprune.targets.measured``), and the fewest blocks that meet it are dropped.
         data: batches of ``(inputs, targets)`` to score the blocks on (``batches`` of them);
             without it, the example input.
         inplace: prune ``model`` itself instead of a copy.
@@ -39,8 +43,9 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
 
     Raises:
         UnsupportedModelError: the model has no residual block that can be dropped.
-        ValueError: not exactly one of ``ratio``, ``n`` and ``budget``, or a count out of range.
-        BudgetError: the budget is not met with all but one block dropped, or names latency.
+        ValueError: not exactly one of ``ratio``, ``n``, ``budget`` and a latency target, or a
+            count out of range.
+        BudgetError: the budget or latency target is not met with all but one block dropped.
 
     Example:
         >>> from edgeprune.tasks import get_task
@@ -51,8 +56,10 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
     """
     from edgeprune.measure.macs import count_macs
 
-    if sum(v is not None for v in (ratio, n, budget)) != 1:
-        raise ValueError("give exactly one of ratio= (a fraction of the residual blocks), n= (a count) or budget=")
+    latency = speedup is not None or latency_ms is not None
+    if sum(v is not None for v in (ratio, n, budget)) + latency != 1 or (speedup is not None and latency_ms is not None):
+        raise ValueError("give exactly one of ratio= (a fraction of the residual blocks), n= (a count), budget= "
+                         "or one latency target (speedup= or latency_ms=)")
     blocks = residual_blocks(model, example_inputs)
     if not blocks:
         raise UnsupportedModelError("no residual block to drop: a block must return its input plus its branches "
@@ -68,8 +75,11 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
                     meta={"criterion": "block-influence", "influence": {b: round(v, 6) for b, v in influence.items()}})
 
     count = int(ratio * len(blocks)) if ratio is not None else n
+    measured: dict[int, float] = {}
     if budget is not None:
         count = _fewest_meeting(model, example_inputs, budget, plan_of, len(blocks))
+    elif latency:
+        count, measured = _fewest_measured(model, example_inputs, plan_of, len(blocks), speedup, latency_ms, threads)
     if not 0 <= count < len(blocks):
         raise ValueError(f"n must be in [0, {len(blocks) - 1}] for this model's {len(blocks)} residual blocks, got {count}")
     plan = plan_of(count)
@@ -80,7 +90,31 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
     stats = {"strategy": "blocks", "criterion": "block-influence", "blocks": len(blocks), "dropped": len(plan.blocks),
              "influence": influence, "macs_before": before[0], "macs_after": after[0],
              "params_before": before[1], "params_after": after[1]}
+    if measured:
+        stats["latency_ms"] = {f"{k} dropped": round(ms, 4) for k, ms in measured.items()}
     return PruneResult(target, plan, {}, stats)
+
+
+def _fewest_measured(model: nn.Module, example_inputs: Any, plan_of, total: int, speedup: float | None,
+                     latency_ms: float | None, threads: int) -> tuple[int, dict[int, float]]:
+    """The fewest blocks whose removal meets a latency target measured on ONNX Runtime, and every
+    candidate's measured latency (``{blocks dropped: ms}``, 0 = the dense model)."""
+    from edgeprune.targets.measured import measure_models
+
+    if speedup is not None and speedup < 1:
+        raise BudgetError(f"speedup must be >= 1 (2 means twice as fast), got {speedup}")
+    models = {"0": model}
+    for count in range(1, total):
+        models[str(count)] = apply_plan(copy.deepcopy(model), plan_of(count))
+    timed = measure_models(models, example_inputs, threads=threads, rounds=8, runs=5, exporter="torchscript")
+    measured = {int(k): m.ms for k, m in timed.items()}
+    limit = measured[0] / speedup if speedup is not None else latency_ms
+    meeting = [k for k in range(total) if measured[k] <= limit]
+    if not meeting:
+        raise BudgetError(f"the latency target ({limit:.4g} ms) cannot be met by dropping residual blocks: "
+                          f"with {total - 1} of {total} dropped the model measures {measured[total - 1]:.4g} ms "
+                          f"(dense {measured[0]:.4g} ms, ONNX Runtime, {threads} threads)")
+    return min(meeting), measured
 
 
 def _fewest_meeting(model: nn.Module, example_inputs: Any, budget: Budget, plan_of, total: int) -> int:

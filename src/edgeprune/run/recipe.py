@@ -229,9 +229,11 @@ def _check_targets(recipe: RunRecipe, targets: list[Target], bad) -> None:
         if not targets:
             raise bad("target", "is missing: give at least one, e.g. macs=0.5, params=0.5, size=4MB or speedup=2x")
     elif recipe.kind == "blocks":
-        if not targets or metrics - {"macs", "params", "size"}:
-            raise bad("target", "with --kind blocks takes macs=, params= or size= (the fewest residual blocks "
-                                "that meet it are dropped, least Block Influence first)")
+        if not targets or metrics - {"macs", "params", "size", *LATENCY_METRICS}:
+            raise bad("target", "with --kind blocks takes macs=, params=, size=, latency= or speedup= (the fewest "
+                                "residual blocks that meet it are dropped, least Block Influence first)")
+        if metrics & set(LATENCY_METRICS) and len(targets) > 1:
+            raise bad("target", "with --kind blocks, a latency target stands alone (one target)")
     elif recipe.kind == "weights":
         if metrics != {"sparsity"}:
             raise bad("target", "with --kind weights takes exactly sparsity=FRACTION (masked weights make the "
@@ -240,8 +242,8 @@ def _check_targets(recipe: RunRecipe, targets: list[Target], bad) -> None:
         n, m = map(int, recipe.kind.split(":"))
         if metrics - {"sparsity"} or any(abs(t.value - (1 - n / m)) > 1e-9 for t in targets):
             raise bad("target", f"with --kind {recipe.kind} is fixed at sparsity={1 - n / m:g}; omit it")
-    if metrics & set(LATENCY_METRICS) and recipe.kind != "channels":
-        raise bad("target", "latency targets need --kind channels (sparse weights do not run faster)")
+    if metrics & set(LATENCY_METRICS) and recipe.is_sparse:
+        raise bad("target", "latency targets need --kind channels or blocks (sparse weights do not run faster)")
 
 
 def _valid_nm(kind: str) -> bool:

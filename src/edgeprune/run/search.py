@@ -144,13 +144,7 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
                                criterion=weight_criterion(recipe.criterion), data=train)
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
     if recipe.kind == "blocks":
-        budget = budget_for(recipe, targets, model, example)
-        try:
-            result = prune(model, example, kind="blocks", budget=budget, data=train)
-        except BudgetError as exc:
-            raise BudgetNotMetError(f"{exc} (targets {', '.join(recipe.target)})") from None
-        return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
-                                                   f"residual blocks dropped, budget {budget.describe()}")
+        return _prune_blocks(model, example, recipe, targets, train)
     latency = [t for t in targets if t.metric in LATENCY_METRICS]
     if latency:
         return _prune_to_latency(model, example, recipe, latency)
@@ -171,6 +165,33 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
     outcome.finetuned = iterative
     outcome.sensitivity = sensitivity_for_report(details.get("curves"))
     return outcome
+
+
+def _prune_blocks(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, targets: list[Target],
+                  train: Any) -> SearchOutcome:
+    """``--kind blocks``: the fewest residual blocks, least Block Influence first, that meet the targets
+    (a latency target measured on ONNX Runtime at ``recipe.threads``)."""
+    from edgeprune.budget import BudgetError
+    from edgeprune.depth import prune_blocks
+
+    latency = [t for t in targets if t.metric in LATENCY_METRICS]
+    try:
+        if latency:
+            t = latency[0]
+            if t.metric == "speedup" or t.relative:  # latency=0.5: half the original's
+                how = {"speedup": t.value if t.metric == "speedup" else 1 / t.value}
+            else:
+                how = {"latency_ms": t.value}
+            result = prune_blocks(model, example, **how, threads=recipe.threads, data=train)
+            described = f"{t.metric} {t.value:g} measured on ONNX Runtime"
+        else:
+            budget = budget_for(recipe, targets, model, example)
+            result = prune_blocks(model, example, budget=budget, data=train)
+            described = f"budget {budget.describe()}"
+    except BudgetError as exc:
+        raise BudgetNotMetError(f"{exc} (targets {', '.join(recipe.target)})") from None
+    return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
+                                               f"residual blocks dropped, {described}")
 
 
 def _prune_to_latency(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, targets: list[Target]
