@@ -1,4 +1,4 @@
-"""``edgeprune prune --kind weights`` and ``--kind 2:4`` end to end, and ``edgeprune analyze``."""
+"""``edgeprune prune --kind weights``, ``--kind 2:4`` and ``--kind blocks`` end to end, and ``edgeprune analyze``."""
 from __future__ import annotations
 
 import json
@@ -59,6 +59,22 @@ def test_analyze_lists_groups_and_what_was_left_whole(tmp_path):
     assert json.loads((tmp_path / "a.json").read_text()) == analysis
     table = invoke(["analyze", "digits"])
     assert table.exit_code == 0 and "fc1" in table.stdout and "left whole" in table.stdout
+
+
+def test_kind_blocks_drops_whole_blocks_reports_them_and_the_run_reloads(tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["prune", "mnist-vit", "--data", "mnist-vit", "--kind", "blocks", "--target", "macs=0.8",
+                     "--epochs", "0", "--latency-runs", "3", "--threads", "1", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["after"]["macs"] <= 0.8 * summary["before"]["macs"]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["kind"] == "blocks" and len(plan["blocks"]) == 1
+    assert f"{plan['blocks'][0]} (Block Influence" in (out / "report.html").read_text()
+    from edgeprune.run.reload import load_run_model
+
+    model, _ = load_run_model(out)
+    assert isinstance(model.get_submodule(plan["blocks"][0]), torch.nn.Identity)
 
 
 def test_analyze_lists_the_heads_and_the_droppable_blocks_of_a_transformer():

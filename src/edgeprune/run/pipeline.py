@@ -152,6 +152,12 @@ class _Pipeline:
                                   finetune=ft_config,
                                   on_trial=lambda t: self.progress.advance(1, f"curve: ratio {t.ratio:.2f}"))
             s["note"] = outcome.method
+        dropped = outcome.result.plan.blocks
+        if dropped:
+            influence = outcome.result.stats.get("influence", {})
+            self.notes.append(f"{outcome.method}: " + ", ".join(
+                f"{b} (Block Influence {influence[b]:.3f})" if b in influence else b for b in dropped)
+                + " replaced by the identity")
         pruned = outcome.result.model
         acc_pruned = None
         if inputs.evaluate is not None and not outcome.finetuned:
