@@ -52,8 +52,8 @@ def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, 
         kind: ``"channels"`` (structured: conv channels, linear neurons, attention heads, and
             everything coupled to them), ``"blocks"`` (depth: whole residual blocks ``y = x + f(x)``
             replaced by the identity, the least Block Influence first: ``ratio`` of them, 0.25 by
-            default, or the fewest that meet a MAC/parameter/byte ``budget``; see ``edgeprune.depth``), or ``"weights"``, ``"2:4"``, ``"4:8"`` (sparsity; see
-            ``edgeprune.weights``).
+            default, or the fewest that meet a MAC/parameter/byte ``budget``; see ``edgeprune.depth``),
+            or ``"weights"``, ``"2:4"``, ``"4:8"`` (sparsity; see ``edgeprune.weights``).
         criterion: ``"l1"``, ``"l2"``, ``"l1-out"``, ``"l2-out"``, ``"random"``, ``"bn"`` (BatchNorm
             scale), ``"taylor"``, ``"fisher"``, ``"activation"``, ``"apoz"`` (the last four need
             ``data``), or a callable ``(group, ScoreContext) -> scores``. Weight kinds take

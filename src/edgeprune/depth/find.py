@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from edgeprune.graph.probe import meta_copy
 from edgeprune.graph.trace import call_model, op_name, tensors_in
+from edgeprune.specs import eval_mode
 
 _ADDS = {"add"}
 
@@ -83,15 +84,12 @@ def residual_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
             else:
                 calls.setdefault(name, []).append((0, 0, False))
         hooks.append(module.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), recorder:
+        with eval_mode(model), torch.no_grad(), recorder:
             call_model(model, example_inputs)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     found = [name for name in order if len(calls[name]) == 1 and calls[name][0][2]
              and _leads_back(calls[name][0][1], calls[name][0][0], recorder.operands)]
     innermost = [n for n in found if not any(other.startswith(n + ".") for other in found)]

@@ -16,12 +16,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeprune.graph.trace import call_model
+from edgeprune.specs import eval_mode
 
 
 def block_influence(model: nn.Module, blocks: Sequence[str], batches: Iterable[Any]) -> dict[str, float]:
     """``{block: 1 - mean cosine(input, output)}`` over every sample of ``batches`` (model inputs).
 
-    The model runs in eval mode without gradients; its training flag is restored afterwards.
+    The model runs in eval mode without gradients; its modules' training flags are restored afterwards.
     """
     sums = {name: 0.0 for name in blocks}
     counts = {name: 0 for name in blocks}
@@ -33,14 +34,11 @@ def block_influence(model: nn.Module, blocks: Sequence[str], batches: Iterable[A
             sums[name] += float((1 - cos).sum())
             counts[name] += x.shape[0]
         hooks.append(model.get_submodule(name).register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for inputs in batches:
                 call_model(model, inputs)
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     return {name: sums[name] / max(counts[name], 1) for name in blocks}

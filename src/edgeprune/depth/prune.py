@@ -8,7 +8,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from edgeprune.budget import Budget, BudgetError, price
+from edgeprune.budget import Budget, BudgetError, MacsCost, ParamsCost, price
 from edgeprune.depth.find import residual_blocks
 from edgeprune.depth.influence import block_influence
 from edgeprune.errors import UnsupportedModelError
@@ -54,8 +54,6 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
         >>> len(r.plan.blocks), len(r.stats["influence"])
         (1, 4)
     """
-    from edgeprune.measure.macs import count_macs
-
     latency = speedup is not None or latency_ms is not None
     if sum(v is not None for v in (ratio, n, budget)) + latency != 1 or (speedup is not None and latency_ms is not None):
         raise ValueError("give exactly one of ratio= (a fraction of the residual blocks), n= (a count), budget= "
@@ -84,12 +82,13 @@ def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = No
         raise ValueError(f"n must be in [0, {len(blocks) - 1}] for this model's {len(blocks)} residual blocks, got {count}")
     plan = plan_of(count)
     target = model if inplace else copy.deepcopy(model)
-    before = (count_macs(target, example_inputs).total, sum(p.numel() for p in target.parameters()))
+    size = (MacsCost(), ParamsCost())
+    before = {c.name: int(price(c, target, example_inputs, [])) for c in size}
     apply_plan(target, plan)
-    after = (count_macs(target, example_inputs).total, sum(p.numel() for p in target.parameters()))
+    after = {c.name: int(price(c, target, example_inputs, [])) for c in size}
     stats = {"strategy": "blocks", "criterion": "block-influence", "blocks": len(blocks), "dropped": len(plan.blocks),
-             "influence": influence, "macs_before": before[0], "macs_after": after[0],
-             "params_before": before[1], "params_after": after[1]}
+             "influence": influence, "macs_before": before["macs"], "macs_after": after["macs"],
+             "params_before": before["params"], "params_after": after["params"]}
     if measured:
         stats["latency_ms"] = {f"{k} dropped": round(ms, 4) for k, ms in measured.items()}
     return PruneResult(target, plan, {}, stats)

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -152,9 +153,7 @@ def _spec(name: str, m: nn.Module, shape: tuple[int, ...], owner: dict[tuple[str
     weight = f"{name}.weight"
     out_group = owner.get((weight, 0))
     if isinstance(m, nn.Linear):
-        rows = 1
-        for n in shape[:-1]:
-            rows *= int(n)  # batch 1: every leading dim is tokens (rows of one matrix product)
+        rows = math.prod(shape[:-1])  # batch 1: every leading dim is tokens (rows of one matrix product)
         return LayerSpec(name, "gemm", m.in_features, m.out_features, hw=(rows, 1), in_group=owner.get((weight, 1)),
                          out_group=out_group)
     if len(shape) != 4 or m.padding_mode != "zeros" or isinstance(m.padding, str):
