@@ -4,7 +4,7 @@ For torchvision resnet18 and mobilenet_v2 (random init, seed 0; the weights' val
 latency) at 1x3x224x224, ONNX Runtime CPU, 2 intra-op threads:
 
 * ours: ``edgeprune.targets.build_table`` on this machine, then
-  ``edgeprune.latency_aware.prune_to_latency(speedup=2.0)`` (allocate on fast steps, export, measure,
+  ``edgeprune.strategies.latency_search.prune_to_latency(Budget(speedup=2.0))`` (allocate on fast steps, export, measure,
   tighten, repeat);
 * plain magnitude: ``edgeprune.prune(strategy="uniform", criterion="l2")`` with the ratio found by
   bisection so its MACs match ours (within one channel per layer);
@@ -43,7 +43,9 @@ import torch.nn as nn
 import torchvision
 
 import edgeprune
-from edgeprune.latency_aware import LatencyBudget, MeasureConfig, check_plan, prune_to_latency
+from edgeprune.budget import Budget
+from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
+from edgeprune.targets import check_plan
 from edgeprune.measure import count_macs
 from edgeprune.targets import LatencyPredictor, TableConfig, build_table
 from edgeprune.targets.measured import measure_models
@@ -112,7 +114,7 @@ def run_one(arch: str, args, log) -> list[Row]:
     log(f"[{arch}] table ceiling: the most MACs a fast-step plan keeps at a predicted {args.speedup}x is "
         f"{ceiling['mac_reduction']:.2f}x fewer (predicted speed-up / MAC reduction {ceiling['ratio']:.2f})")
     measure = MeasureConfig(threads=args.threads, rounds=args.rounds, runs=5, exporter="torchscript")
-    ours = prune_to_latency(model, x, predictor, LatencyBudget(speedup=args.speedup, max_attempts=4),
+    ours = prune_to_latency(model, x, predictor, Budget(speedup=args.speedup), LatencySearch(max_attempts=4),
                             measure=measure, log=lambda m: log(f"  [{arch}] {m}"))
     dense_macs = macs_of(model, x)
     ours_macs = macs_of(ours.model, x)
@@ -155,7 +157,7 @@ def run_one(arch: str, args, log) -> list[Row]:
 def table_ceiling(model: nn.Module, x: torch.Tensor, predictor: LatencyPredictor, speedup: float) -> dict:
     """The plan on fast steps that keeps the most MACs at a predicted ``speedup`` (every unit scored alike):
     how far above the MAC ratio this target's kernels let any channel plan go, by the table."""
-    from edgeprune.latency_aware import allocate
+    from edgeprune.targets import allocate
 
     groups = edgeprune.analyze(model, x).groups
     flat = {g.name: torch.ones(g.size) for g in groups}
@@ -209,7 +211,7 @@ def run_mnist(args, log) -> list[dict]:
         speedup = first["unpruned"].ms / first["macs"].ms
         log(f"[mnist seed {seed}] MAC-budget plan: ratio {fit.ratio:.3f}, measured speed-up {speedup:.2f}x; "
             f"check: {check_plan(fit.plan, predictor).summary()}")
-        ours = prune_to_latency(model, x, predictor, LatencyBudget(speedup=max(1.0, speedup), max_attempts=4),
+        ours = prune_to_latency(model, x, predictor, Budget(speedup=max(1.0, speedup)), LatencySearch(max_attempts=4),
                                 measure=MeasureConfig(threads=args.mnist_threads, rounds=args.rounds, runs=5,
                                                       exporter="torchscript"),
                                 log=lambda m: log(f"  [mnist seed {seed}] {m}"))

@@ -81,7 +81,7 @@ def test_impossible_or_malformed_budgets_fail_clearly():
         ep.prune(model, x, budget=Budget(macs=10))  # 10 MACs: nothing that small still runs
     assert all(torch.equal(untouched[k], v) for k, v in model.state_dict().items())
     with pytest.raises(BudgetError, match="latency_model"):
-        Budget(latency_ms=5)
+        Budget(latency_ms=5).targets(model, x)  # edgeprune.prune builds the model; bare targets() cannot
     with pytest.raises(BudgetError, match="positive"):
         Budget(macs=-1)
     with pytest.raises(ValueError, match="not both"):

@@ -44,16 +44,6 @@ def test_bad_input_exits_2_naming_the_cause(tmp_path, args, fragment):
     assert not (tmp_path / "run").exists()
 
 
-def test_latency_targets_without_hardware_aware_pruning_exit_2(tmp_path, monkeypatch):
-    import sys
-
-    monkeypatch.setitem(sys.modules, "edgeprune.targets", None)  # as on an install without it: import fails
-    result = invoke(["prune", "digits", "--target", "speedup=2x", *QUICK, "--out", str(tmp_path / "run")])
-    assert result.exit_code == ExitCode.BAD_INPUT
-    assert "need hardware-aware pruning" in " ".join(result.output.split())
-    assert not list(tmp_path.iterdir())
-
-
 def test_bad_recipe_file_exits_2_naming_the_field(tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('model = "digits"\ntarget = "params=0.5"\nepohcs = 3\n')

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torchvision
 
 import edgeprune as ep
-from edgeprune.depth import prune_blocks, residual_blocks
+from edgeprune import prune_blocks
+from edgeprune.graph.blocks import residual_blocks
 from edgeprune.plan import Plan
 from edgeprune.tasks import get_task
 
@@ -97,9 +98,9 @@ def test_a_latency_target_is_measured_on_onnx_runtime_and_refused_when_out_of_re
     # the logic, not the machine: speed-up 1 is met by the dense model itself, 100x by nothing
     model, x = _vit()
     x = x[:1]
-    kept = prune_blocks(model, x, speedup=1.0, threads=1)
+    kept = prune_blocks(model, x, budget=ep.Budget(speedup=1.0, threads=1))
     assert kept.plan.blocks == [] and set(kept.stats["latency_ms"]) == {f"{k} dropped" for k in range(4)}
     with pytest.raises(ep.BudgetError, match="cannot be met by dropping residual blocks"):
-        prune_blocks(model, x, speedup=100.0, threads=1)
+        prune_blocks(model, x, budget=ep.Budget(speedup=100.0, threads=1))
     with pytest.raises(ValueError, match="exactly one"):
-        prune_blocks(model, x, n=1, speedup=2.0)
+        prune_blocks(model, x, n=1, budget=ep.Budget(speedup=2.0))

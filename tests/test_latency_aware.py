@@ -15,11 +15,13 @@ import torch.nn as nn
 
 from edgeprune.budget import BudgetError, CostModel
 from edgeprune.graph import analyze
-from edgeprune.latency_aware import LatencyBudget, MeasureConfig, allocate, check_plan, prune_to_latency
+from edgeprune.budget import Budget
+from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
+from edgeprune.targets import allocate, check_plan
 from edgeprune.surgery import named_tensors
 from edgeprune.targets import LatencyPredictor, LatencyTable, TableConfig, build_table, counts_plan, group_scores
 from edgeprune.tasks import get_task
-from edgeprune.weights import prune_weights
+from edgeprune import prune_weights
 
 
 @pytest.fixture(scope="module")
@@ -153,19 +155,21 @@ def test_check_plan_warns_when_a_plan_will_not_pay(mnist):
     assert report.predicted_ms == pytest.approx(a.predicted_ms)
 
 
-def test_latency_budget_rejects_bad_input():
+def test_latency_budget_rejects_bad_input(mnist):
+    model, x, table, _, _ = mnist
+    predictor = LatencyPredictor(table)
     with pytest.raises(BudgetError):
-        LatencyBudget()
+        prune_to_latency(model, x, predictor, Budget())  # no latency target
     with pytest.raises(BudgetError):
-        LatencyBudget(latency_ms=3, speedup=2)
+        prune_to_latency(model, x, predictor, Budget(latency_ms=3, speedup=2))
     with pytest.raises(BudgetError):
-        LatencyBudget(speedup=0.5)
+        Budget(speedup=0.5)
 
 
 def test_prune_to_latency_meets_a_speedup_measured_on_onnx_runtime(mnist):
     model, x, table, _, _ = mnist
     predictor = LatencyPredictor(table)
-    result = prune_to_latency(model, x, predictor, LatencyBudget(speedup=1.5, max_attempts=4),
+    result = prune_to_latency(model, x, predictor, Budget(speedup=1.5), LatencySearch(max_attempts=4),
                               measure=MeasureConfig(threads=1, rounds=8, runs=5))
     lines = [f"predicted {a.allocation.predicted_ms:.3f} measured {a.measured_ms:.3f} dense {a.dense_ms:.3f}"
              for a in result.attempts]

@@ -22,7 +22,7 @@ import torch
 import torchvision
 
 from edgeprune.graph import analyze
-from edgeprune.latency_aware import allocate
+from edgeprune.targets import allocate
 from edgeprune.surgery import apply_plan, named_tensors
 from edgeprune.targets import LatencyPredictor, TableConfig, build_table, counts_plan, group_scores
 from edgeprune.targets.build import calibration_models

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 from edgeprune.surgery.masks import finalize, masks_of
-from edgeprune.weights import WeightPruneConfig, check_nm, nm_report, prune_weights
+from edgeprune import prune_weights
+from edgeprune.weights import WeightPruneConfig, check_nm, nm_report
 from edgeprune.weights.nm import nm_keep_mask, parse_nm
 
 

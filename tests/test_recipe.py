@@ -111,7 +111,7 @@ def test_bad_files_are_refused_with_the_file_name(tmp_path):
 def test_targets_parse_to_limits(text, metric, value, relative, limit_of_100):
     t = parse_target(text)
     assert (t.metric, t.relative) == (metric, relative)
-    assert t.value == pytest.approx(value) and t.limit(100.0) == pytest.approx(limit_of_100)
+    assert t.value == pytest.approx(value) and t.limit_for(100.0) == pytest.approx(limit_of_100)
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -14,7 +14,7 @@ from edgeprune.budget import Budget
 from edgeprune.measure import count_macs
 from edgeprune.plan import plans_of
 from edgeprune.recover import Distill, Finetune, GradualPruner, distill_loss, finetune, kd_loss, recalibrate_bn
-from edgeprune.strategies.schedule import scheduled_amount
+from edgeprune.schedule import scheduled_amount
 
 
 def test_kd_loss_on_hand_computed_cases():

@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgeprune.export.sparse_onnx import export_sparse_onnx, onnx_size_report, to_sparse_onnx
 from edgeprune.surgery.masks import finalize, is_masked
-from edgeprune.weights import WeightPruneConfig, prune_weights
+from edgeprune import prune_weights
+from edgeprune.weights import WeightPruneConfig
 
 RTOL = 1e-4
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeprune.strategies.schedule import scheduled_amount, step_amounts
+from edgeprune.schedule import scheduled_amount, step_amounts
 
 
 @pytest.mark.parametrize("s_i,s_f,t0,dt,n", [(0.0, 0.9, 0, 1, 10), (0.1, 0.75, 20, 7, 5), (0.0, 0.5, 3, 100, 3)])

@@ -11,8 +11,9 @@ from torch.nn.utils import prune as torch_prune
 
 from edgeprune.plan import Plan, plans_of
 from edgeprune.surgery.masks import apply_masks, finalize, is_masked, masks_of
-from edgeprune.weights import (GradualWeightPruner, WeightPruneConfig, cubic_sparsity, prune_weights,
-                               render_sparsity_table, sparsity_table)
+from edgeprune import prune_weights
+from edgeprune.weights import (GradualWeightPruner, WeightPruneConfig, cubic_sparsity, render_sparsity_table,
+                               sparsity_table)
 from edgeprune.weights.scores import lamp_scores
 
 ALL = dict(protect_first=False, protect_last=False)

@@ -7,7 +7,8 @@ import torch.nn as nn
 
 import edgeprune
 from edgeprune.surgery.masks import masks_of
-from edgeprune.weights import GradualWeightPruner, WeightPruneConfig, check_nm, prune_weights
+from edgeprune import prune_weights
+from edgeprune.weights import GradualWeightPruner, WeightPruneConfig, check_nm
 from edgeprune.weights.config import weight_criterion
 
 

@@ -14,12 +14,12 @@ Example:
 from importlib import import_module
 from typing import Any
 
-from edgeprune.api import apply_plan, prune
-from edgeprune.budget import Budget, BudgetError
-from edgeprune.errors import EdgepruneError, UnsupportedModelError
+from edgeprune.api import apply_plan, prune, prune_blocks, prune_weights
+from edgeprune.budget import Budget
+from edgeprune.errors import BudgetError, EdgepruneError, PlanError, ProbeError, UnsupportedModelError
 from edgeprune.graph import analyze
-from edgeprune.graph.probe import ProbeError
-from edgeprune.plan import Plan, PlanError
+from edgeprune.plan import Plan
+from edgeprune.pruner import Pruner
 from edgeprune.recover import Distill, Finetune, GradualPruner
 from edgeprune.result import PruneResult
 
@@ -29,7 +29,7 @@ _LAZY = {
     "profile": "edgeprune.measure", "Profile": "edgeprune.measure", "compare": "edgeprune.measure",
     "export_onnx": "edgeprune.export.onnx", "export_sparse_onnx": "edgeprune.export.sparse_onnx",
     "save": "edgeprune.export.saving", "load": "edgeprune.export.saving", "load_model": "edgeprune.specs",
-    "prune_weights": "edgeprune.weights", "finalize": "edgeprune.surgery.masks",
+    "finalize": "edgeprune.surgery.masks",
     "verify_pruned": "edgeprune.verify",
 }
 
@@ -41,4 +41,5 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["Budget", "BudgetError", "Distill", "EdgepruneError", "Finetune", "Plan", "PlanError", "ProbeError",
-           "GradualPruner", "PruneResult", "UnsupportedModelError", "analyze", "apply_plan", "prune", *_LAZY]
+           "GradualPruner", "PruneResult", "Pruner", "UnsupportedModelError", "analyze", "apply_plan", "prune",
+           "prune_blocks", "prune_weights", *_LAZY]

@@ -1,197 +1,241 @@
-"""The public entry points: ``prune`` and ``apply_plan``."""
+"""The public entry points: ``prune`` (the one router every kind and the CLI go through) and its
+conveniences ``prune_weights`` and ``prune_blocks``.
+
+    model + example input
+      -> kind.propose        trace, groups, criterion, strategy -> plans + the pruned copy (never the caller's model)
+      -> recover             fine-tune (and keep going until the accuracy guard is met, up to a cap)
+      -> verify              MACs/parameters before and after, accuracy, the guard
+
+Every kind (``edgeprune.kinds``: channels, blocks, weights) plugs into the same path; what differs
+is only how it scores and chooses units.
+"""
 from __future__ import annotations
 
 import copy
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 import torch.nn as nn
 
-from edgeprune.budget import Budget, BudgetError, MacsCost, ParamsCost, Target, price
-from edgeprune.criteria import Criterion, get_criterion
-from edgeprune.criteria.data import LossFn
-from edgeprune.graph.analysis import Ignore
-from edgeprune.graph.rules import RuleRegistry
-from edgeprune.plan import Plan, plans_of
+from edgeprune.budget import Budget, BudgetError, MacsCost, ParamsCost, price
+from edgeprune.kinds import Kind, Resources, make_kind
 from edgeprune.recover import Finetune
-from edgeprune.result import PruneResult
-from edgeprune.strategies import PRESETS, make_plan
-from edgeprune.strategies.session import Session
-from edgeprune.surgery import apply_plan as _apply_in_place
+from edgeprune.recover.goal import recover_to_guard
+from edgeprune.result import Proposal, PruneResult
+from edgeprune.surgery import apply_plan
+
+__all__ = ["apply_plan", "prune", "prune_blocks", "prune_weights"]
 
 
-class Strategy(Protocol):
-    """A strategy config: ``run(session, model, targets, ratio) -> details`` prunes ``model`` in place."""
-
-    name: str
-
-    def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict: ...
-
-WEIGHT_KINDS = ("weights", "unstructured")
-
-
-def prune(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, budget: Budget | None = None,
-          kind: str = "channels", criterion: str | Criterion = "l2", strategy: str | Strategy = "uniform",
-          ignore: Ignore = (), round_to: int = 1, sparsity: float | None = None, inplace: bool = False,
-          rules: RuleRegistry | None = None, seed: int = 0, data: Iterable | None = None,
+def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = None, *, budget: Budget | None = None,
+          kind: str | Kind = "channels", data: Iterable | None = None,
           evaluate: Callable[[nn.Module], float] | None = None, finetune: Finetune | None = None,
-          loss_fn: LossFn | None = None, calibration_batches: int | None = 8) -> PruneResult:
-    """Prune a model and return the smaller model with the plan that made it.
+          max_epochs: int | None = None, seed: int = 0, inplace: bool = False, **options: Any) -> PruneResult:
+    """Prune a model and return the smaller model with the plans that made it.
 
     Args:
         model: a trained model. It is not changed unless ``inplace=True``.
-        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
-        ratio: fraction of units to remove (per group for ``uniform``, overall for ``global``);
-            0.3 when neither ``ratio`` nor ``budget`` is given.
-        budget: what to reach instead of a ratio: ``Budget(macs=0.5)`` (half the MACs),
-            ``Budget(params=..., bytes=..., latency_ms=..., max_drop=1.0)``; see ``edgeprune.budget``.
-            With ``max_drop`` and ``evaluate``, a result that loses more accuracy raises ``BudgetError``
-            (the result is on the error as ``.result``); the ``guarded`` strategy searches for the
-            largest cut within it.
-        kind: ``"channels"`` (structured: conv channels, linear neurons, attention heads, and
-            everything coupled to them), ``"blocks"`` (depth: whole residual blocks ``y = x + f(x)``
-            replaced by the identity, the least Block Influence first: ``ratio`` of them, 0.25 by
-            default, or the fewest that meet a MAC/parameter/byte ``budget``; see ``edgeprune.depth``),
-            or ``"weights"``, ``"2:4"``, ``"4:8"`` (sparsity; see ``edgeprune.weights``).
-        criterion: ``"l1"``, ``"l2"``, ``"l1-out"``, ``"l2-out"``, ``"random"``, ``"bn"`` (BatchNorm
-            scale), ``"taylor"``, ``"fisher"``, ``"activation"``, ``"apoz"`` (the last four need
-            ``data``), or a callable ``(group, ScoreContext) -> scores``. Weight kinds take
-            ``"taylor"`` or ``"fisher"`` (per weight, with ``data``) and read the norms as magnitude.
-        strategy: ``"uniform"``, ``"global"``, ``"sensitivity"``, ``"iterative"``, ``"guarded"``, or a
-            config (``OneShot``, ``Sensitivity``, ``Iterative``, ``Guarded`` from ``edgeprune.strategies``).
-            ``docs/strategies.md`` says when to use which.
-        ignore: modules whose outputs must keep every unit (names with globs, objects or types).
-        round_to: keep channel counts at multiples of this where a group is large enough.
-        sparsity: for weight kinds, the fraction of weights to zero (defaults to ``ratio``).
-        inplace: prune ``model`` itself instead of a copy.
-        rules: op rules extended for custom ops (``edgeprune.graph.default_rules().copy()``).
-        seed: for random choices.
-        data: batches of ``(inputs, targets)`` for gradient and activation criteria.
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs (weight
+            kinds may leave it out).
+        ratio: fraction of units to remove (per group for ``uniform``, overall for ``global``; of the
+            blocks for ``blocks``; the sparsity for weight kinds); 0.3 (0.25 for blocks) when neither
+            ``ratio`` nor ``budget`` is given.
+        budget: what to reach instead of a ratio: ``Budget(macs=0.5)``, ``Budget.parse("latency=8ms")``,
+            ``Budget(sparsity=0.9)`` for weights; see ``edgeprune.budget``. With ``max_drop`` and
+            ``evaluate`` the guard is a goal: with ``finetune``, recovery goes on (up to
+            ``max_epochs``) until the drop is within it; a result still outside raises ``BudgetError``
+            (the result is on the error as ``.result``).
+        kind: ``"channels"`` (conv channels, Linear neurons, attention heads and everything coupled to
+            them), ``"blocks"`` (whole residual blocks), ``"weights"`` / ``"2:4"`` / ``"4:8"``
+            (sparsity), or a kind config (``edgeprune.kinds.Channels(...)``, ``Blocks(...)``, ``Weights(...)``).
+        data: batches of ``(inputs, targets)`` for data-driven criteria, BatchNorm recalibration and
+            block scoring.
         evaluate: ``evaluate(model) -> accuracy`` in points (higher is better) on validation data;
-            needed by ``sensitivity`` and ``guarded``, and reported when given.
+            needed by ``sensitivity`` and ``guarded``, and by the guard.
         finetune: ``Finetune(train_loader, epochs, lr, distill=Distill(T, alpha))`` to recover after
             the cut (the iterative strategy spreads it over its steps).
-        loss_fn: ``loss_fn(model, inputs, targets) -> loss`` for the gradient criteria (cross-entropy by default).
-        calibration_batches: batches of ``data`` that gradient/activation criteria read.
+        max_epochs: the cap on fine-tuning epochs spent to meet the guard (default ``max(10, epochs)``).
+        seed: for random choices.
+        inplace: prune ``model`` itself instead of a copy.
+        **options: the kind's options, by name. ``channels``: ``criterion`` (``"l2"``, ``"l1"``, ``"bn"``,
+            ``"taylor"``, ``"fisher"``, ...; see ``edgeprune.criteria``), ``strategy`` (``"uniform"``,
+            ``"global"``, ``"sensitivity"``, ``"iterative"``, ``"guarded"``, ``"latency"`` or a config;
+            docs/strategies.md), ``ignore``, ``round_to``, ``rules``, ``loss_fn``,
+            ``calibration_batches``. ``blocks``: ``n``, ``calibration_batches``. Weight kinds:
+            ``pattern``, ``allocation``, ``criterion`` (``"magnitude"``, ``"taylor"``, ``"fisher"``),
+            ``ignore``, ``config`` (a ``WeightPruneConfig``), ``sparsity`` (same as ``ratio``).
 
     Returns:
-        A ``PruneResult`` with ``.model``, ``.plan`` (the last plan; an iterative prune leaves each
-        step's plan on the model, ``edgeprune.plan.plans_of(result.model)``), ``.skipped`` (group ->
-        why it was kept) and ``.stats`` (MACs and params before/after, accuracy, the strategy's
-        details, and ``cost``: forward/backward passes, evaluations and seconds spent).
+        A ``PruneResult`` with ``.model``, ``.plans`` (every plan, oldest first: one per step of an
+        iterative prune; ``.plan`` is the last), ``.skipped`` (group -> why it was kept) and ``.stats``
+        (MACs and params before/after, accuracy, the recovery curve, the strategy's details, and
+        ``cost``: forward/backward passes, evaluations and seconds spent).
+
+    Raises:
+        TypeError: an option the kind does not take (the message lists those it takes).
+        BudgetError: the budget cannot be met, or the guard failed after recovery.
 
     Example:
         >>> import torch, torchvision, edgeprune
         >>> r = edgeprune.prune(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64), ratio=0.5)
         >>> r.model.conv1.out_channels
         32
-        >>> from edgeprune.budget import Budget
         >>> r = edgeprune.prune(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64),
-        ...                     budget=Budget(macs=0.5), strategy="global")
+        ...                     budget=edgeprune.Budget.parse("macs=0.5"), strategy="global")
         >>> r.stats["macs_after"] <= 0.5 * r.stats["macs_before"]
         True
     """
-    if kind in WEIGHT_KINDS or ":" in kind:
-        from edgeprune.weights import prune_weights
-        from edgeprune.weights.config import weight_criterion
-
-        if budget is not None:
-            raise ValueError("budget= is for structured pruning (kind='channels'); give weight kinds a sparsity")
-        pattern = "unstructured" if kind in WEIGHT_KINDS else kind
-        default = None if pattern != "unstructured" else 0.3  # N:M fixes its own sparsity (1 - N/M)
-        amount = sparsity if sparsity is not None else (default if ratio is None else ratio)
-        return prune_weights(model, amount, pattern=pattern, ignore=ignore, inplace=inplace, seed=seed,
-                             criterion=weight_criterion(criterion), data=data, loss_fn=loss_fn,
-                             batches=calibration_batches)
-    if kind == "blocks":
-        from edgeprune.depth import prune_blocks
-
-        if ratio is None and budget is None:
-            ratio = 0.25
-        return prune_blocks(model, example_inputs, ratio, budget=budget, data=data, batches=calibration_batches,
-                            inplace=inplace)
-    if kind != "channels":
-        raise ValueError(f"unknown kind {kind!r}: use 'channels', 'blocks', 'weights', '2:4' or '4:8'")
-    if ratio is not None and budget is not None and budget.has_cost:
-        raise ValueError("give either ratio= or a cost budget=, not both")
-    if ratio is None and (budget is None or not budget.has_cost) and _needs_no_target(strategy):
-        ratio = 0.3
-    if ratio is not None and not 0.0 <= ratio < 1.0:
-        raise ValueError(f"ratio must be in [0, 1), got {ratio}")
-    config = _strategy(strategy)
-    score = get_criterion(criterion)
     started = time.perf_counter()
-    teacher = copy.deepcopy(model).eval() if finetune is not None and finetune.distill is not None else None
-    target = model if inplace else copy.deepcopy(model)
-    session = Session(example_inputs, score, criterion if isinstance(criterion, str) else repr(criterion),
-                      ignore=ignore, rules=rules, round_to=round_to, seed=seed, data=data, loss_fn=loss_fn,
-                      calibration_batches=calibration_batches, evaluate=evaluate, finetune=finetune, teacher=teacher,
-                      max_drop=budget.max_drop if budget is not None else None)
-    targets = budget.targets(target, example_inputs) if budget is not None and budget.has_cost else []
-    size = [MacsCost(), ParamsCost()]
-    before = {c.name: price(c, target, example_inputs, []) for c in size}
-    accuracy_before = session.accuracy(target) if evaluate is not None else None
-    plans_before = len(plans_of(target))
-    info = config.run(session, target, targets, ratio)
-    plans = plans_of(target)[plans_before:]
-    plan = plans[-1] if plans else make_plan([], {}, {}, meta={"strategy": config.name, "note": "nothing removed"})
-    after = {c.name: price(c, target, example_inputs, []) for c in size}
-    stats: dict[str, Any] = {
-        "seconds": time.perf_counter() - started, "strategy": config.name, "criterion": session.criterion_name,
-        "budget": budget.describe() if budget is not None else None, "plans": len(plans),
-        "macs_before": before["macs"], "macs_after": after["macs"],
-        "params_before": before["params"], "params_after": after["params"],
-        "groups": info.get("groups", len(plan.groups)), "skipped_groups": len(session.skipped),
-        "probe_rounds": info.get("probe_rounds", 0), "unknown_ops": info.get("unknown_ops", {}),
-        "details": {k: v for k, v in info.items() if k not in ("skipped", "unknown_ops")}}
-    for t in targets:
-        stats[f"budget_{t.name}"] = {"limit": t.limit, "original": t.original}
-    if evaluate is not None:
-        stats["accuracy_before"] = accuracy_before
-        stats["accuracy_after"] = session.accuracy(target)
-        stats["accuracy_drop"] = accuracy_before - stats["accuracy_after"]
-    stats["cost"] = session.meter.as_dict()
-    result = PruneResult(target, plan, skipped=dict(session.skipped), stats=stats)
+    if "sparsity" in options:  # the weight kinds' name for the ratio
+        sparsity = options.pop("sparsity")
+        ratio = sparsity if sparsity is not None else ratio
+    config = make_kind(kind, options)
+    resources = Resources(data=data, evaluate=evaluate, finetune=finetune, seed=seed)
+    sized = example_inputs is not None
+    size = (MacsCost(), ParamsCost())
+    before = {c.name: price(c, model, example_inputs, []) for c in size} if sized else {}
+    accuracy_before = evaluate(model) if evaluate is not None else None
+    proposal = config.propose(model, example_inputs, ratio, budget, resources)
     max_drop = budget.max_drop if budget is not None else None
-    if max_drop is not None and evaluate is not None and stats["accuracy_drop"] > max_drop:
-        error = BudgetError(f"strategy {config.name!r} lost {stats['accuracy_drop']:.2f} accuracy points, more than "
-                            f"max_drop={max_drop}; try strategy='guarded' or a milder budget")
-        error.result = result
-        raise error
+    recovery = _recover(model, proposal, resources, accuracy_before, max_drop, max_epochs)
+    stats = _stats(config, proposal, budget, before, started)
+    if sized:
+        stats.update({f"{c.name}_after": price(c, proposal.model, example_inputs, []) for c in size})
+        stats.update({f"{c.name}_before": before[c.name] for c in size})
+    if recovery is not None:
+        stats["recovery"] = recovery.to_dict()
+    pruned = _into_caller(model, proposal) if inplace else proposal.model
+    result = PruneResult(pruned, list(proposal.plans), skipped=dict(proposal.skipped), stats=stats)
+    if evaluate is not None:
+        after = recovery.accuracy if recovery is not None else evaluate(pruned)
+        stats.update({"accuracy_before": accuracy_before, "accuracy_after": after,
+                      "accuracy_drop": accuracy_before - after})
+        if max_drop is not None and stats["accuracy_drop"] > max_drop:
+            tried = (f" after {recovery.epochs:g} epochs of fine-tuning" if recovery is not None and recovery.epochs
+                     else " (no finetune= was given to recover it)")
+            error = BudgetError(f"{config.name} pruning ({stats.get('strategy', config.name)}) lost "
+                                f"{stats['accuracy_drop']:.2f} accuracy points{tried}, more than max_drop={max_drop}; "
+                                f"try strategy='guarded', more fine-tuning or a milder budget")
+            error.result = result
+            raise error
     return result
 
 
-def _strategy(strategy: str | Strategy) -> Strategy:
-    if isinstance(strategy, str):
-        if strategy not in PRESETS:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {sorted(PRESETS)}")
-        return PRESETS[strategy]
-    if not hasattr(strategy, "run"):
-        raise TypeError(f"strategy must be a name or a strategy config with .run(), got {type(strategy).__name__}")
-    return strategy
+def _recover(model: nn.Module, proposal: Proposal, resources: Resources, accuracy_before: float | None,
+             max_drop: float | None, max_epochs: int | None):
+    """Fine-tune the proposal's model if the strategy did not, and go on while the guard is missed."""
+    ft = resources.finetune
+    if ft is None:
+        return None
+    teacher = copy.deepcopy(model).eval() if ft.distill is not None else None
+    if resources.evaluate is None or accuracy_before is None:
+        if not proposal.recovered:
+            from edgeprune.recover.finetune import finetune
+
+            finetune(proposal.model, ft, teacher)
+        return None
+    return recover_to_guard(proposal.model, ft, resources.evaluate, accuracy_before, max_drop, teacher=teacher,
+                            max_epochs=max_epochs, skip_configured=proposal.recovered)
 
 
-def _needs_no_target(strategy: str | Strategy) -> bool:
-    """Whether a strategy without ratio or cost budget should fall back to the default ratio."""
-    name = strategy if isinstance(strategy, str) else getattr(strategy, "name", "")
-    return name in ("uniform", "global", "iterative")
+def _stats(config: Kind, proposal: Proposal, budget: Budget | None, before: dict, started: float) -> dict[str, Any]:
+    stats: dict[str, Any] = {"kind": config.name, "strategy": config.name, **proposal.stats,
+                             "budget": budget.describe() if budget is not None else None,
+                             "plans": len(proposal.plans)}
+    if proposal.details:
+        stats["details"] = {k: v for k, v in proposal.details.items() if k != "unknown_ops"}
+    stats["seconds"] = time.perf_counter() - started
+    return stats
 
 
-def apply_plan(model: nn.Module, plan: Plan | str | dict, *, inplace: bool = False) -> nn.Module:
-    """Apply a plan (a ``Plan``, its JSON text, or its dict) to a fresh copy of the model it was made for.
+def _into_caller(model: nn.Module, proposal: Proposal) -> nn.Module:
+    """``inplace=True``: the plans replayed on the caller's model, then the weights recovery left."""
+    apply_plan(model, proposal.plans, inplace=True)
+    model.load_state_dict(proposal.model.state_dict())
+    model.train(proposal.model.training)
+    return model
 
-    Returns the pruned model (``model`` itself when ``inplace=True``); raises ``PlanError`` when the
-    plan does not fit, leaving ``model`` untouched.
+
+def prune_weights(model: nn.Module, sparsity: float | None = None, *, pattern: str = "unstructured",
+                  allocation: str = "global", criterion: str = "magnitude", ignore: tuple = (),
+                  config: Any = None, data: Iterable | None = None, loss_fn: Any = None,
+                  batches: int | None = 8, seed: int = 0, inplace: bool = False) -> PruneResult:
+    """Mask the smallest weights of a model: ``prune(model, kind=Weights(...), ratio=sparsity)``.
+
+    The returned model carries masks (reversible with ``edgeprune.surgery.masks.remove_masks``;
+    bake them in with ``finalize``), so it can be fine-tuned with the zeros held. It is not faster:
+    nothing here reports a speedup.
+
+    Args:
+        model: a trained model. It is copied unless ``inplace``.
+        sparsity: fraction of the pruned tensors' values to zero; ``None`` for N:M (1 - N/M).
+        pattern: ``"unstructured"``, ``"2:4"``, ``"4:8"`` or any ``"N:M"``.
+        allocation: ``"global"``, ``"uniform"``, ``"lamp"`` or ``"random"`` (see ``WeightPruneConfig``).
+        criterion: ``"magnitude"``, ``"taylor"`` (``|g w|``) or ``"fisher"`` (OBD, ``E[g^2] w^2 / 2``);
+            the last two need ``data``.
+        ignore: module/tensor name globs or module types to leave dense.
+        config: a full ``edgeprune.weights.WeightPruneConfig``; when given, ``sparsity``, ``pattern``,
+            ``allocation``, ``criterion`` and ``ignore`` must be left at their defaults.
+        data: batches of ``(inputs, targets)`` for the gradient criteria (training data).
+        loss_fn: ``loss_fn(model, inputs, targets) -> loss`` for the gradients (cross-entropy by default).
+        batches: how many batches of ``data`` to read (``None``: all).
+        seed: the random source for ``"random"``.
+        inplace: mask ``model`` itself instead of a copy.
+
+    Returns:
+        A ``PruneResult``: the masked model, its plan (kind ``"weights"`` or the N:M pattern, one
+        ``MaskEntry`` per masked tensor), ``skipped`` (tensor -> why it stayed dense) and ``stats``
+        (sparsity and nonzero counts).
+
+    Example:
+        >>> import torch.nn as nn
+        >>> from edgeprune import prune_weights
+        >>> from edgeprune.weights import WeightPruneConfig
+        >>> mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+        >>> r = prune_weights(mlp, config=WeightPruneConfig(0.75, protect_first=False))
+        >>> round(r.stats["sparsity_pruned"], 2), r.plan.kind
+        (0.75, 'weights')
     """
-    if isinstance(plan, str):
-        plan = Plan.from_json(plan)
-    elif isinstance(plan, dict):
-        plan = Plan.from_dict(plan)
-    target = model if inplace else copy.deepcopy(model)
-    _apply_in_place(target, plan)
-    if plan.masks:
-        from edgeprune.surgery.masks import apply_masks
+    from edgeprune.kinds import Weights
 
-        apply_masks(target, plan)
-    return target
+    if config is not None and (sparsity, pattern, allocation, criterion, tuple(ignore)) != (
+            None, "unstructured", "global", "magnitude", ()):
+        raise ValueError("pass either config= or the separate options, not both")
+    kind = Weights(pattern=pattern, allocation=allocation, criterion=criterion, ignore=tuple(ignore), config=config,
+                   loss_fn=loss_fn, calibration_batches=batches)
+    return prune(model, None, sparsity, kind=kind, data=data, seed=seed, inplace=inplace)
+
+
+def prune_blocks(model: nn.Module, example_inputs: Any, ratio: float | None = None, *, n: int | None = None,
+                 budget: Budget | None = None, data: Iterable | None = None, batches: int | None = 8,
+                 inplace: bool = False) -> PruneResult:
+    """Replace the residual blocks with the least Block Influence by the identity:
+    ``prune(model, x, ratio, kind=Blocks(n=n), budget=budget)``.
+
+    Args:
+        model: a trained model with residual blocks (``y = x + f(x)``; see ``edgeprune.graph.blocks``).
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+        ratio: fraction of the residual blocks to drop (rounded down); or give ``n`` or ``budget``.
+        n: how many blocks to drop.
+        budget: ``Budget(macs=..., params=..., bytes=...)`` (the fewest blocks that meet it), or one latency
+            target ``Budget(speedup=..., threads=...)`` measured on the budget's runtime (every
+            candidate depth timed in interleaved rounds beside the dense model).
+        data: batches of ``(inputs, targets)`` to score the blocks on (``batches`` of them).
+        inplace: prune ``model`` itself instead of a copy.
+
+    Returns:
+        A ``PruneResult`` whose plan (kind ``"blocks"``) lists the dropped blocks and whose ``stats``
+        hold every block's influence and the MACs and parameters before and after.
+
+    Example:
+        >>> from edgeprune.tasks import get_task
+        >>> task = get_task("mnist-vit")
+        >>> r = prune_blocks(task.build(seed=0), task.example_input(), n=1)
+        >>> len(r.plan.blocks), len(r.stats["influence"])
+        (1, 4)
+    """
+    from edgeprune.kinds import Blocks
+
+    return prune(model, example_inputs, ratio, kind=Blocks(n=n, calibration_batches=batches), budget=budget,
+                 data=data, inplace=inplace)

@@ -13,12 +13,13 @@ class UnsupportedModelError(EdgepruneError, ValueError):
     """Nothing in the model can be pruned the way it was asked; the message says why."""
 
 
-def __getattr__(name: str):
-    # PlanError and ProbeError live beside the code that raises them; they are reachable here too.
-    if name == "PlanError":
-        from edgeprune.plan import PlanError
-        return PlanError
-    if name == "ProbeError":
-        from edgeprune.graph.probe import ProbeError
-        return ProbeError
-    raise AttributeError(f"module 'edgeprune.errors' has no attribute {name!r}")
+class PlanError(EdgepruneError, ValueError):
+    """A plan is malformed, or does not fit the model it is applied to."""
+
+
+class ProbeError(EdgepruneError, RuntimeError):
+    """The probe could not make the pruned copy agree with the predicted shapes."""
+
+
+class BudgetError(EdgepruneError):
+    """A budget cannot be met (or is malformed); the message names the target and what was reached."""

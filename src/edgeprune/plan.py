@@ -31,14 +31,11 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from edgeprune.errors import EdgepruneError
+
+from edgeprune.errors import PlanError
 
 PLAN_FORMAT = "edgeprune.plan"
 PLAN_VERSION = 1
-
-
-class PlanError(EdgepruneError, ValueError):
-    """A plan is malformed, or does not fit the model it is applied to."""
 
 
 @dataclass(frozen=True)

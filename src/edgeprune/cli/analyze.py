@@ -57,7 +57,7 @@ def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape:
         residual blocks ``--kind blocks`` can drop; ``sensitivity`` is
         ``{"metric", "base", "curves": {group: [[ratio, score], ...]}}`` or ``None``.
     """
-    from edgeprune.depth import residual_blocks
+    from edgeprune.graph.blocks import residual_blocks
     from edgeprune.graph import analyze
     from edgeprune.run.inputs import resolve_inputs
 

@@ -16,7 +16,7 @@ from edgeprune.cli._common import EXIT_CODES_HELP, exit_on_errors, print_json
 # ONNX Runtime's convolution kernels run fastest; the rounding lands at 0.27x), global allocation
 # and 5 epochs of fine-tuning. On 2 quiet x86 cores (2026-11-25) that measured 2.5-2.8x lower ONNX
 # Runtime latency at -0.7 to -0.9 points; macs=0.5 measured only 1.5x there. speedup=2x
-# (edgeprune.latency_aware) reached 2.4x but lost 1.4 points on this small CNN, so the demo keeps
+# (the latency strategy) reached 2.4x but lost 1.4 points on this small CNN, so the demo keeps
 # the MAC target and reports the speed-up it measures.
 DEMO_TARGET = "macs=0.35"
 DEMO_NOTE = ("demo: the target is macs=0.35 (global strategy, --round-to 16), not speedup=2x: on this small CNN the "

@@ -8,8 +8,7 @@ A save is a directory::
       model.safetensors    the state dict (tensors that share memory stored once)
 
 Loading rebuilds the architecture (from the recorded spec, or from the unpruned model the caller
-passes), replays the plans on it (``edgeprune.surgery.apply_plan``, then the plan's masks with
-``edgeprune.surgery.masks.apply_masks``) and loads the weights with strict checks of names, shapes
+passes), replays the plans on it (``edgeprune.surgery.apply_plan``: units, blocks and masks alike) and loads the weights with strict checks of names, shapes
 and dtypes. It works on a copy and returns only on success: a corrupt, truncated or tampered save,
 or a plan that does not fit, raises :class:`LoadError` and leaves the caller's model as it was.
 A save is written to a temporary directory and renamed into place, so an interrupted save never
@@ -29,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from edgeprune.plan import Plan, PlanError, attach_plan, plans_of
+from edgeprune.plan import Plan, PlanError, plans_of
 from edgeprune.result import PruneResult
 from edgeprune.specs import SpecError, load_model, spec_of
 from edgeprune._fs import replace_dir
@@ -73,8 +72,8 @@ def save(obj: PruneResult | nn.Module, path: str | os.PathLike) -> Path:
     _check_target(path)
     tensors, aliases = _unique_tensors(model.state_dict())
     plans = plans_of(model)
-    if isinstance(obj, PruneResult) and obj.plan not in plans:
-        plans.append(obj.plan)  # a result whose model was not tagged still carries its plan
+    if isinstance(obj, PruneResult):  # a result whose model was not tagged still carries its plans
+        plans.extend(p for p in obj.plans if p not in plans)
 
     from safetensors.torch import save_file
 
@@ -268,17 +267,7 @@ def _base_model(meta: dict[str, Any], model: nn.Module | None) -> nn.Module:
 def _replay(model: nn.Module, plan: Plan) -> None:
     from edgeprune.surgery import apply_plan
 
-    before = len(plans_of(model))
-    if plan.groups or plan.blocks:
-        apply_plan(model, plan)
-    if plan.masks:
-        try:
-            from edgeprune.surgery.masks import apply_masks
-        except ImportError as exc:  # pragma: no cover - masks ship with edgeprune
-            raise LoadError("this save has sparsity masks but edgeprune.surgery.masks is not available") from exc
-        apply_masks(model, plan)
-    if len(plans_of(model)) == before:
-        attach_plan(model, plan)  # the loaded model remembers every plan, as the saved one did
+    apply_plan(model, plan, inplace=True)  # the loaded model remembers every plan, as the saved one did
 
 
 def _load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

@@ -8,7 +8,8 @@ from typing import Any, Iterable
 import torch.nn as nn
 
 from edgeprune.graph.groups import Group, build_groups
-from edgeprune.graph.probe import ProbeError, freeze_at, freeze_heads_at, meta_agrees, run_probe
+from edgeprune.errors import ProbeError
+from edgeprune.graph.probe import freeze_at, freeze_heads_at, meta_agrees, run_probe
 from edgeprune.graph.rules import RuleRegistry, default_rules
 from edgeprune.graph.trace import TraceResult, trace
 

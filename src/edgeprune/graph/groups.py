@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from edgeprune.graph.spaces import Unresolvable
 from edgeprune.graph.trace import TraceResult
-from edgeprune.plan import Attr, Slot
+import torch
+
+from edgeprune.plan import Attr, GroupPlan, Plan, Slot
 
 
 @dataclass
@@ -107,3 +109,13 @@ def _dedup(slots: list[Slot]) -> list[Slot]:
             seen.add(s)
             out.append(s)
     return out
+
+
+def make_plan(groups: list[Group], removals: dict[str, list[int]], tensors: dict[str, torch.Tensor],
+              kind: str = "channels", meta: dict | None = None) -> Plan:
+    """A plan holding only the groups that lose units, with the shapes their tensors had."""
+    chosen = [g for g in groups if removals.get(g.name)]
+    shapes = {s.tensor: list(tensors[s.tensor].shape) for g in chosen for s in g.slots}
+    return Plan(kind=kind, shapes=shapes, meta=dict(meta or {}), groups=[
+        GroupPlan(g.name, g.size, sorted(removals[g.name]), list(g.slots), g.unit, g.partitions, list(g.attrs))
+        for g in chosen])

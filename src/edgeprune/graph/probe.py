@@ -18,14 +18,10 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
-from edgeprune.graph.groups import Group
+from edgeprune.graph.groups import Group, make_plan
 from edgeprune.graph.spaces import DimMap, Unresolvable
 from edgeprune.graph.trace import OpRecord, TraceResult, call_model, op_name, tensors_in
-from edgeprune.errors import EdgepruneError
-
-
-class ProbeError(EdgepruneError, RuntimeError):
-    """The probe could not make the pruned copy agree with the predicted shapes."""
+from edgeprune.surgery.structured import named_tensors, remove_units
 
 
 class _ShapeRecorder(TorchFunctionMode):
@@ -106,13 +102,10 @@ def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: li
     Comparison stops at the first op whose output sizes depend on values (``nms``, ``nonzero``,
     boolean masks); after it, the copy must still run to the end.
     """
-    from edgeprune.strategies.base import make_plan
-    from edgeprune.surgery.structured import apply_plan, named_tensors
-
     removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in groups}
     removed = {g.root: g.partitions for g in groups}
     probe_model, inputs = _copy(model, example_inputs, meta)
-    apply_plan(probe_model, make_plan(groups, removals, named_tensors(probe_model)))
+    remove_units(probe_model, make_plan(groups, removals, named_tensors(probe_model)))
     recorder, error = _record(probe_model, inputs)
     for i, (name, shapes) in enumerate(recorder.shapes):
         if i >= len(tr.records) or tr.records[i].name != name:

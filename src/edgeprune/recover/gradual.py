@@ -22,7 +22,7 @@ import torch.nn as nn
 from edgeprune.budget import Budget, meta_copy
 from edgeprune.criteria import Criterion, ScoreContext, get_criterion, needs_of
 from edgeprune.plan import Plan
-from edgeprune.strategies.schedule import scheduled_amount
+from edgeprune.schedule import scheduled_amount
 from edgeprune.strategies.session import ALLOCATIONS, Scored, Session
 from edgeprune.surgery import apply_plan, named_tensors
 
@@ -119,7 +119,7 @@ class GradualPruner:
             return
         states = _sliced_optimizer_state(self.model, self.optimizer, plan) if self.optimizer else None
         old = dict(self.model.named_parameters(remove_duplicate=False))
-        apply_plan(self.model, plan)
+        apply_plan(self.model, plan, inplace=True)
         if self.optimizer is not None:
             _rebind_optimizer(self.optimizer, old, dict(self.model.named_parameters(remove_duplicate=False)), states)
         self.plans_.append(plan)
@@ -158,7 +158,7 @@ def _sliced_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, 
                     module, _, attr = n.rpartition(".")
                     setattr(shadow.get_submodule(module) if module else shadow, attr,
                             nn.Parameter(value.detach().clone(), requires_grad=False))
-        apply_plan(shadow, plan)
+        apply_plan(shadow, plan, inplace=True)
         cut = dict(shadow.named_parameters(remove_duplicate=False))
         for n in out:
             if key in out[n] and isinstance(out[n][key], torch.Tensor) and out[n][key].shape == named[n].shape:

@@ -148,3 +148,30 @@ def sensitivity(metrics: dict[str, Any]) -> str:
         ax.set_title("sensitivity per group", loc="left")
         ax.legend(fontsize=7, ncol=2, loc="lower left")
         return _svg(fig)
+
+
+def recovery(metrics: dict[str, Any]) -> str:
+    """Accuracy after each epoch of fine-tuning, against the original's and the guard's line.
+
+    Reads ``metrics["finetune"]["curve"]`` (``[[epochs, accuracy], ...]``), ``metrics["before"]["accuracy"]``
+    and ``metrics["guard"]["max_drop"]``; empty when the run did not work to a guard.
+    """
+    import matplotlib
+
+    curve = (metrics.get("finetune") or {}).get("curve") or []
+    base = (metrics.get("before") or {}).get("accuracy")
+    if not curve or base is None:
+        return ""
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _figure(6.4, 2.8)
+        xs, ys = zip(*curve)
+        ax.plot(xs, ys, marker="o", markersize=4, lw=1.4, label="pruned, after fine-tuning")
+        ax.axhline(base, color="#555", lw=1, ls="--", label="original")
+        max_drop = (metrics.get("guard") or {}).get("max_drop")
+        if max_drop is not None:
+            ax.axhline(base - max_drop, color="#c0392b", lw=1, ls=":", label=f"guard (-{max_drop:g} points)")
+        ax.set_xlabel("epochs of fine-tuning")
+        ax.set_ylabel(f"{metrics.get('metric') or 'accuracy'} (%)")
+        ax.set_title("recovery", loc="left")
+        ax.legend(fontsize=7, loc="lower right")
+        return _svg(fig)

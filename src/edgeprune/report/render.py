@@ -60,6 +60,10 @@ def render_report(metrics: dict[str, Any]) -> str:
         skipped=_skipped(metrics.get("skipped") or {}),
         sensitivity=_section("Sensitivity", plots.sensitivity(metrics),
                              "The score with only one group pruned, for each group: flat curves are safe to prune."),
+        recovery=_section("Recovery", plots.recovery(metrics),
+                          "Accuracy after each epoch of fine-tuning. With --max-drop the run keeps fine-tuning, one "
+                          "epoch at a time, until the guard is met or --max-epochs is reached, and keeps the best "
+                          "weights."),
         recipe=_kv_table("Recipe", {k: v for k, v in recipe.items() if v not in (None, (), [])}),
         timings=_kv_table("Time per step (s)", metrics.get("timings") or {}),
         environment=_environment(metrics),

@@ -10,10 +10,9 @@ Example:
 """
 from edgeprune.run.errors import BadInputError, BudgetNotMetError, ExitCode, RunError
 from edgeprune.run.pipeline import RunOutcome, run_pipeline
-from edgeprune.run.recipe import RecipeError, RunRecipe, load_recipe, recipe_from_mapping
+from edgeprune.run.recipe import RecipeError, RunRecipe, load_recipe, parse_target, recipe_from_mapping
 from edgeprune.run.rundir import COMPLETE, is_complete, require_complete
-from edgeprune.run.targets import Target, parse_target
 
 __all__ = ["BadInputError", "BudgetNotMetError", "COMPLETE", "ExitCode", "RecipeError", "RunError", "RunOutcome",
-           "RunRecipe", "Target", "is_complete", "load_recipe", "parse_target", "recipe_from_mapping",
+           "RunRecipe", "is_complete", "load_recipe", "parse_target", "recipe_from_mapping",
            "require_complete", "run_pipeline"]

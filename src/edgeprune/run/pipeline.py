@@ -116,7 +116,7 @@ class _Pipeline:
     def run(self) -> dict[str, Any]:
         from edgeprune.export.saving import save
         from edgeprune.measure.profile import profile
-        from edgeprune.run.finetune import FinetuneReport, fine_tune
+        from edgeprune.run.finetune import fine_tune
         from edgeprune.run.inputs import resolve_inputs
         from edgeprune.run.search import CURVE_RATIOS, choose_plan
 
@@ -165,12 +165,17 @@ class _Pipeline:
 
         ft = None
         with self.step("fine-tune") as s:
-            if outcome.finetuned:
-                s["note"] = "done by the iterative strategy between its steps"
-                ft = FinetuneReport(float(r.epochs), 0, 0.0, r.distill)
-            elif ft_config is not None:
-                ft = fine_tune(pruned, ft_config, teacher=inputs.model)
-                s["note"] = f"{ft.epochs:g} epochs, {ft.steps} steps" + (", distilled" if ft.distill else "")
+            if ft_config is not None:
+                ft = fine_tune(pruned, ft_config, teacher=inputs.model, evaluate=inputs.evaluate, baseline=acc_before,
+                               max_drop=r.max_drop, max_epochs=r.max_epochs, already=outcome.finetuned)
+                s["note"] = ("done by the iterative strategy between its steps" if outcome.finetuned else
+                             f"{ft.epochs:g} epochs, {ft.steps} steps" + (", distilled" if ft.distill else ""))
+                if ft.extra_epochs:
+                    s["note"] += f"; {ft.extra_epochs} more epoch(s) to meet the accuracy guard"
+                if ft.extra_epochs:
+                    self.notes.append(f"the accuracy guard was not met after {r.epochs} epoch(s): fine-tuned "
+                                      f"{ft.extra_epochs} more (up to --max-epochs {r.max_epochs}), "
+                                      + ("and it is met" if ft.guard_met else "and it is still missed"))
             elif r.epochs > 0 and inputs.evaluate is not None:
                 self.notes.append("not fine-tuned: the data gives no training loader")
         acc_after = None
@@ -217,10 +222,10 @@ class _Pipeline:
                 limit, met = t.value, reached >= t.value - 0.01
             elif t.metric in ("latency", "speedup"):
                 lat_b, lat_a = b["latency_ms"], a["latency_ms"]
-                limit = t.limit(lat_b) if t.metric == "speedup" or t.relative else t.value
+                limit = t.limit_for(lat_b) if t.metric == "speedup" or t.relative else t.value
                 reached, met = lat_a, lat_a is not None and lat_a <= limit
             else:
-                limit, reached = t.limit(original.get(t.metric)), final.get(t.metric)
+                limit, reached = t.limit_for(original.get(t.metric)), final.get(t.metric)
                 met = reached <= limit * (1 + 1e-9)
             checks.append({"target": t.text, "metric": t.metric, "describe": t.describe(), "limit": limit,
                            "reached": reached, "met": bool(met)})
@@ -252,7 +257,8 @@ class _Pipeline:
             "targets": checks, "guard": guard,
             "search": outcome.to_dict(),
             "finetune": None if ft is None else {"epochs": ft.epochs, "steps": ft.steps, "seconds": ft.seconds,
-                                                 "lr": r.lr, "distill": ft.distill},
+                                                 "lr": r.lr, "distill": ft.distill, "curve": ft.curve,
+                                                 "extra_epochs": ft.extra_epochs, "max_epochs": r.max_epochs},
             "layers": layer_table(inputs.model, outcome.result.model),
             "skipped": dict(outcome.result.skipped),
             "sensitivity": outcome.sensitivity,

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
+from edgeprune.budget.terms import LATENCY_METRICS, BudgetSyntaxError, Term, parse_term, parse_terms
 from edgeprune.run.errors import BadInputError
-from edgeprune.run.targets import LATENCY_METRICS, Target, parse_targets
 
 KINDS = ("channels", "blocks", "weights")  # and any N:M pattern such as "2:4"
 _NM = re.compile(r"^(\d+):(\d+)$")
@@ -51,6 +51,8 @@ class RunRecipe:
         round_to: keep channel counts at multiples of this.
         ignore: module name globs whose outputs keep every unit.
         epochs: fine-tuning epochs after pruning (0: none).
+        max_epochs: with ``max_drop``, fine-tuning goes on one epoch at a time until the guard is met,
+            up to this many epochs in all (``edgeprune.recover.goal``).
         lr: fine-tuning peak learning rate.
         distill: fine-tune against the unpruned model's outputs too (knowledge distillation).
         batch_size: batch size of data loaders a data spec builds (``None``: its default).
@@ -74,6 +76,7 @@ class RunRecipe:
     round_to: int = 1
     ignore: tuple[str, ...] = ()
     epochs: int = 1
+    max_epochs: int = 10
     lr: float = 1e-3
     distill: bool = False
     batch_size: int | None = None
@@ -86,9 +89,12 @@ class RunRecipe:
     out: str | None = None
 
     @property
-    def targets(self) -> list[Target]:
-        """The parsed targets."""
-        return parse_targets(self.target)
+    def targets(self) -> list[Term]:
+        """The parsed targets (the budget vocabulary's terms, ``edgeprune.budget.terms``)."""
+        try:
+            return parse_terms(self.target)
+        except BudgetSyntaxError as exc:
+            raise BadInputError(str(exc)) from None
 
     @property
     def is_sparse(self) -> bool:
@@ -188,7 +194,7 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         raise bad("strategy", f"is {recipe.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
     if recipe.criterion not in CRITERIA:
         raise bad("criterion", f"is {recipe.criterion!r}; choose one of {', '.join(sorted(CRITERIA))}")
-    for name, low in (("epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1), ("seed", 0)):
+    for name, low in (("epochs", 0), ("max_epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1), ("seed", 0)):
         if getattr(recipe, name) < low:
             raise bad(name, f"must be >= {low}, got {getattr(recipe, name)}")
     if recipe.lr <= 0:
@@ -220,7 +226,7 @@ def _check_weight_criterion(recipe: RunRecipe, bad) -> None:
                                "ranks single weights by magnitude (l1, l2), taylor or fisher") from None
 
 
-def _check_targets(recipe: RunRecipe, targets: list[Target], bad) -> None:
+def _check_targets(recipe: RunRecipe, targets: list[Term], bad) -> None:
     metrics = {t.metric for t in targets}
     if recipe.kind == "channels":
         if "sparsity" in metrics:
@@ -320,3 +326,15 @@ def _parse(text: str, path: Path) -> Any:
 
 
 RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(RunRecipe))
+
+
+def parse_target(text: str) -> Term:
+    """One ``METRIC=VALUE`` target of a recipe (``edgeprune.budget.parse_term``), refused as bad input.
+
+    Raises:
+        BadInputError: unknown metric, a value that does not parse, or one out of range.
+    """
+    try:
+        return parse_term(text)
+    except BudgetSyntaxError as exc:
+        raise BadInputError(str(exc)) from None

@@ -3,10 +3,9 @@
 pruning that meets every target; ``sensitivity`` scans each group; ``guarded`` also keeps the
 accuracy drop within ``max_drop``; ``iterative`` prunes in steps and fine-tunes between them).
 
-Weight pruning (unstructured or N:M) has nothing to search: the sparsity is the target.
-
-Latency targets (``latency=8ms``, ``speedup=2x``) need a latency model from
-``edgeprune.targets``; :func:`latency_model` is the one place that wires it in.
+Weight pruning (unstructured or N:M) has nothing to search: the sparsity is the target. Latency
+targets (``latency=8ms``, ``speedup=2x``) take the latency-aware strategy
+(``edgeprune.strategies.LatencyAware``), whose table is measured on the run's runtime.
 """
 from __future__ import annotations
 
@@ -17,12 +16,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from edgeprune.budget import LATENCY_METRICS
 from edgeprune.result import PruneResult
-from edgeprune.run.errors import BadInputError, BudgetNotMetError
+from edgeprune.run.errors import BudgetNotMetError
 from edgeprune.run.recipe import RunRecipe
-from edgeprune.run.targets import LATENCY_METRICS, Target
 
-BUDGET_NAMES = {"macs": "macs", "params": "params", "size": "bytes", "latency": "latency_ms", "speedup": "speedup"}
 CURVE_RATIOS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)
 STRATEGIES_THAT_EVALUATE = ("sensitivity", "guarded", "iterative")
 
@@ -78,39 +76,22 @@ def figures(model: nn.Module, example: torch.Tensor) -> Figures:
                    float(state_dict_bytes(model)))
 
 
-def latency_model(model: nn.Module, example: torch.Tensor, threads: int) -> Any:
-    """The latency predictor for ``latency=``/``speedup=`` targets: a lookup table of this model's
-    layers measured on ONNX Runtime at ``threads`` (``edgeprune.targets``), summed by a predictor.
-
-    Raises:
-        BadInputError: hardware-aware pruning (``edgeprune.targets``) is not installed.
-    """
-    try:
-        from edgeprune.targets import LatencyPredictor, TableConfig, build_table
-    except ImportError:
-        raise BadInputError("latency=/speedup= targets need hardware-aware pruning (edgeprune.targets), "
-                            "which is not in this version yet; use macs=, params= or size= for now") from None
-    return LatencyPredictor(build_table(model, example, TableConfig(threads=threads)))
-
-
-def budget_for(recipe: RunRecipe, targets: list[Target], model: nn.Module, example: torch.Tensor) -> Any:
-    """The ``edgeprune.budget.Budget`` of a channel-pruning run.
+def budget_for(recipe: RunRecipe) -> Any:
+    """The ``edgeprune.budget.Budget`` of a run: its terms, on the run's runtime and thread count.
 
     ``max_drop`` goes into the budget only for the ``guarded`` strategy, which searches with it;
-    otherwise the run checks the guard after fine-tuning (see the pipeline).
+    otherwise the run works to meet the guard while it fine-tunes (see the pipeline).
     """
     from edgeprune.budget import Budget
 
-    values = {BUDGET_NAMES[t.metric]: t.value for t in targets}
-    latency = latency_model(model, example, recipe.threads) if any(t.metric in LATENCY_METRICS for t in targets) else None
-    return Budget(**values, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
-                  latency_model=latency)
+    return Budget.from_terms(recipe.targets, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
+                             runtime="onnxruntime", threads=recipe.threads)
 
 
 def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
                 evaluate: Callable[[nn.Module], float] | None = None, train: Iterable | None = None,
                 finetune: Any = None, on_trial: Callable[[Trial], None] | None = None) -> SearchOutcome:
-    """Prune ``model`` (a copy) to the recipe's targets with its strategy.
+    """Prune ``model`` (a copy) to the recipe's targets with its kind and strategy, through ``edgeprune.prune``.
 
     Args:
         model: the original model (not changed).
@@ -118,7 +99,7 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         recipe: kind, strategy, criterion, round_to, ignore, seed and targets.
         evaluate: ``evaluate(model) -> percent``; strategies that measure accuracy use it, and with
             ``recipe.curve`` a few one-shot cuts are evaluated to draw accuracy against MACs.
-        train: batches for data-driven criteria (``taylor``, ``fisher``, ``activation``, ``apoz``).
+        train: batches for data-driven criteria (``taylor``, ``fisher``, ``activation``, ``apoz``) and block scoring.
         finetune: an ``edgeprune.recover.Finetune`` for the ``iterative`` strategy, which
             fine-tunes between its steps (the outcome then says ``finetuned``).
         on_trial: called after each curve point (progress).
@@ -128,36 +109,37 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
 
     Raises:
         BudgetNotMetError: the strategy cannot meet the targets (or the guard, for ``guarded``).
-        BadInputError: a latency target without hardware-aware pruning.
     """
     from edgeprune.api import prune
     from edgeprune.budget import BudgetError
 
-    targets = recipe.targets
+    budget = budget_for(recipe)
+    options: dict[str, Any]
     if recipe.is_sparse:
-        from edgeprune.weights import prune_weights
-        from edgeprune.weights.config import weight_criterion
-
-        sparsity = next((t.value for t in targets if t.metric == "sparsity"), None)
-        pattern = "unstructured" if recipe.kind == "weights" else recipe.kind
-        result = prune_weights(model, sparsity, pattern=pattern, ignore=recipe.ignore, seed=recipe.seed,
-                               criterion=weight_criterion(recipe.criterion), data=train)
-        return SearchOutcome(result, float(result.stats.get("sparsity_pruned", sparsity or 0.0)), "fixed sparsity")
-    if recipe.kind == "blocks":
-        return _prune_blocks(model, example, recipe, targets, train)
-    latency = [t for t in targets if t.metric in LATENCY_METRICS]
-    if latency:
-        return _prune_to_latency(model, example, recipe, latency)
-    budget = budget_for(recipe, targets, model, example)
-    iterative = recipe.strategy == "iterative" and finetune is not None
+        options = {"criterion": recipe.criterion, "ignore": recipe.ignore}
+    elif recipe.kind == "blocks":
+        options = {}
+    else:
+        latency = any(t.metric in LATENCY_METRICS for t in recipe.targets)
+        options = {"criterion": recipe.criterion, "strategy": "latency" if latency else recipe.strategy,
+                   "ignore": recipe.ignore, "round_to": recipe.round_to}
+    iterative = recipe.strategy == "iterative" and finetune is not None and recipe.kind == "channels"
     try:
-        result = prune(model, example, budget=budget, kind="channels", criterion=recipe.criterion,
-                       strategy=recipe.strategy, ignore=recipe.ignore, round_to=recipe.round_to, seed=recipe.seed,
-                       data=train, finetune=finetune if iterative else None,
-                       evaluate=evaluate if recipe.strategy in STRATEGIES_THAT_EVALUATE else None)
+        result = prune(model, example, kind=recipe.kind, budget=budget, data=train, seed=recipe.seed,
+                       finetune=finetune if iterative else None,
+                       evaluate=evaluate if recipe.strategy in STRATEGIES_THAT_EVALUATE else None, **options)
     except BudgetError as exc:
         raise BudgetNotMetError(f"{exc} (strategy {recipe.strategy!r}, targets {', '.join(recipe.target)})") from None
     details = result.stats.get("details", {})
+    if recipe.is_sparse:
+        return SearchOutcome(result, float(result.stats.get("sparsity_pruned", budget.sparsity or 0.0)), "fixed sparsity")
+    if recipe.kind == "blocks":
+        return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
+                                                   f"residual blocks dropped, budget {budget.describe()}")
+    if "latency_attempts" in details:
+        return SearchOutcome(result, float("nan"), f"latency-aware allocation on the {budget.runtime} table at "
+                                                   f"{budget.threads} threads, {details['latency_attempts']} measured "
+                                                   f"round(s)")
     ratio = details.get("ratio")
     trials = curve(model, example, recipe, evaluate, on_trial) if recipe.curve and evaluate is not None else []
     outcome = SearchOutcome(result, float(ratio) if ratio is not None else float("nan"),
@@ -165,64 +147,6 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
     outcome.finetuned = iterative
     outcome.sensitivity = sensitivity_for_report(details.get("curves"))
     return outcome
-
-
-def _prune_blocks(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, targets: list[Target],
-                  train: Any) -> SearchOutcome:
-    """``--kind blocks``: the fewest residual blocks, least Block Influence first, that meet the targets
-    (a latency target measured on ONNX Runtime at ``recipe.threads``)."""
-    from edgeprune.budget import BudgetError
-    from edgeprune.depth import prune_blocks
-
-    latency = [t for t in targets if t.metric in LATENCY_METRICS]
-    try:
-        if latency:
-            t = latency[0]
-            if t.metric == "speedup" or t.relative:  # latency=0.5: half the original's
-                how = {"speedup": t.value if t.metric == "speedup" else 1 / t.value}
-            else:
-                how = {"latency_ms": t.value}
-            result = prune_blocks(model, example, **how, threads=recipe.threads, data=train)
-            described = f"{t.metric} {t.value:g} measured on ONNX Runtime"
-        else:
-            budget = budget_for(recipe, targets, model, example)
-            result = prune_blocks(model, example, budget=budget, data=train)
-            described = f"budget {budget.describe()}"
-    except BudgetError as exc:
-        raise BudgetNotMetError(f"{exc} (targets {', '.join(recipe.target)})") from None
-    return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
-                                               f"residual blocks dropped, {described}")
-
-
-def _prune_to_latency(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, targets: list[Target]
-                      ) -> SearchOutcome:
-    """Latency targets: ``edgeprune.latency_aware`` allocates on the target's latency table, measures
-    the pruned model on ONNX Runtime and tightens until the measurement meets the target."""
-    from edgeprune.budget import BudgetError
-
-    if len(targets) > 1:
-        raise BadInputError("give one latency target (latency= or speedup=), not both")
-    try:
-        from edgeprune.latency_aware import LatencyBudget, MeasureConfig, prune_to_latency
-    except ImportError:
-        raise BadInputError("latency=/speedup= targets need hardware-aware pruning (edgeprune.latency_aware), "
-                            "which is not installed; use macs=, params= or size= instead") from None
-    t = targets[0]
-    if t.metric == "latency" and t.relative:
-        budget = LatencyBudget(speedup=1 / t.value)  # a fraction of the original latency
-    else:
-        budget = LatencyBudget(latency_ms=t.value) if t.metric == "latency" else LatencyBudget(speedup=t.value)
-    predictor = latency_model(model, example, recipe.threads)
-    try:
-        found = prune_to_latency(model, example, predictor, budget, criterion=recipe.criterion,
-                                 measure=MeasureConfig(threads=recipe.threads))
-    except BudgetError as exc:
-        raise BudgetNotMetError(f"{exc} (target {t.text})") from None
-    result = PruneResult(found.model, found.plan, stats={"latency_attempts": len(found.attempts),
-                                                          "measured_ms": found.measured_ms,
-                                                          "predicted_ms": found.predicted_ms, "met": found.met})
-    return SearchOutcome(result, float("nan"), f"latency-aware allocation on the ONNX Runtime table at "
-                                               f"{recipe.threads} threads, {len(found.attempts)} measured round(s)")
 
 
 def curve(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, evaluate: Callable[[nn.Module], float],

@@ -2,21 +2,22 @@
 
 Two layers:
 
-* allocations (``STRATEGIES``): ``uniform`` and ``global`` turn scores and a ratio into removals;
-* strategies (``PRESETS``, typed configs): ``OneShot``, ``Sensitivity``, ``Iterative`` and
-  ``Guarded`` drive allocations against a ``Budget``, with data, evaluation and fine-tuning.
+* allocations (``edgeprune.strategies.session.ALLOCATIONS``): ``uniform`` and ``global`` turn
+  scores and a ratio into removals;
+* strategies (``PRESETS``, typed configs implementing :class:`Strategy`): ``OneShot``,
+  ``Sensitivity``, ``Iterative``, ``Guarded`` and ``LatencyAware`` propose plans against a
+  ``Budget``, with data, evaluation and fine-tuning, and never change the model they are given.
   ``edgeprune.prune(strategy="sensitivity")`` takes a preset by name, or a config object.
 """
-from edgeprune.strategies.base import lowest, make_plan, removable
+from edgeprune.strategies.base import Strategy, lowest, make_plan, removable
 from edgeprune.strategies.global_ import global_ranking
 from edgeprune.strategies.guarded import Guarded
 from edgeprune.strategies.iterative import Iterative
+from edgeprune.strategies.latency import LatencyAware
 from edgeprune.strategies.oneshot import OneShot
-from edgeprune.strategies.schedule import scheduled_amount, step_amounts
+from edgeprune.schedule import scheduled_amount, step_amounts
 from edgeprune.strategies.sensitivity import Curves, Sensitivity, sensitivity_curves
 from edgeprune.strategies.uniform import uniform
-
-STRATEGIES = {"uniform": uniform, "global": global_ranking}
 
 PRESETS = {
     "uniform": OneShot("uniform"),
@@ -25,8 +26,9 @@ PRESETS = {
     "sensitivity-loss": Sensitivity(signal="loss", name="sensitivity-loss"),  # needs data=, not evaluate=
     "iterative": Iterative(),
     "guarded": Guarded(),
+    "latency": LatencyAware(),
 }
 
-__all__ = ["Curves", "Guarded", "Iterative", "OneShot", "PRESETS", "STRATEGIES", "Sensitivity", "global_ranking",
+__all__ = ["Curves", "Guarded", "Iterative", "LatencyAware", "OneShot", "PRESETS", "Sensitivity", "Strategy", "global_ranking",
            "lowest", "make_plan", "removable", "scheduled_amount", "sensitivity_curves", "step_amounts",
            "uniform"]

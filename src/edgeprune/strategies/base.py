@@ -1,10 +1,13 @@
 """Shared by every strategy: counting units to remove, picking the lowest scores, writing the plan."""
 from __future__ import annotations
 
-import torch
+from typing import Any, Protocol
 
-from edgeprune.graph.groups import Group
-from edgeprune.plan import GroupPlan, Plan
+import torch
+import torch.nn as nn
+
+from edgeprune.graph.groups import Group, make_plan  # noqa: F401  (strategies write plans with it)
+from edgeprune.result import Proposal
 
 
 def removable(group: Group, n_remove: int, round_to: int = 1) -> int:
@@ -39,17 +42,19 @@ def lowest(scores: torch.Tensor, n_remove: int, partitions: int = 1) -> list[int
     return sorted(picked)
 
 
-def make_plan(groups: list[Group], removals: dict[str, list[int]], tensors: dict[str, torch.Tensor],
-              kind: str = "channels", meta: dict | None = None) -> Plan:
-    """A plan holding only the groups that lose units, with the shapes their tensors had."""
-    chosen = [g for g in groups if removals.get(g.name)]
-    shapes = {s.tensor: list(tensors[s.tensor].shape) for g in chosen for s in g.slots}
-    return Plan(kind=kind, shapes=shapes, meta=dict(meta or {}), groups=[
-        GroupPlan(g.name, g.size, sorted(removals[g.name]), list(g.slots), g.unit, g.partitions, list(g.attrs))
-        for g in chosen])
-
-
 def _gcd(a: int, b: int) -> int:
     while b:
         a, b = b, a % b
     return a
+
+
+class Strategy(Protocol):
+    """A strategy config: ``propose(session, model, targets, ratio) -> Proposal``.
+
+    It scores ``model`` through the session, chooses removals under the targets (or the ratio),
+    and returns the plans with the pruned copy they make; ``model`` itself is never changed.
+    """
+
+    name: str
+
+    def propose(self, session: Any, model: nn.Module, targets: list, ratio: float | None) -> Proposal: ...

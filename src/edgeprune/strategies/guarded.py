@@ -15,6 +15,7 @@ import torch.nn as nn
 from edgeprune.budget import BudgetError, Target
 from edgeprune.plan import Plan
 from edgeprune.strategies.session import ALLOCATIONS, Session
+from edgeprune.result import Proposal
 from edgeprune.surgery import apply_plan
 
 
@@ -41,7 +42,7 @@ class Guarded:
     finetune_each: bool = False
     name: str = "guarded"
 
-    def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
+    def propose(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> Proposal:
         max_drop = session.max_drop
         if max_drop is None:
             raise ValueError("the guarded strategy needs budget=Budget(max_drop=...) (accuracy points)")
@@ -53,7 +54,7 @@ class Guarded:
         measured: dict[float, dict] = {}  # ratio -> the weights that were measured (BatchNorm recalibrated)
 
         def measure(r: float, plan: Plan) -> float:
-            trial = apply_plan(copy.deepcopy(model), plan)
+            trial = apply_plan(model, plan)  # a copy
             if self.finetune_each:
                 session.recover(trial)
             drop = base - session.measure(trial)
@@ -86,11 +87,13 @@ class Guarded:
                     hi = mid
         best.meta.update({"strategy": "guarded", "max_drop": max_drop, "ratio": lo,
                           "measured_drop": next((t["drop"] for t in trials if t["ratio"] == lo), 0.0)})
-        apply_plan(model, best)
+        pruned = apply_plan(model, best)
         if lo in measured:
-            model.load_state_dict(measured[lo])  # exactly the weights that passed the guard
-        kept_finetune = self._recover_within_guard(session, model, base, max_drop)
-        return {"ratio": lo, "trials": trials, "base_accuracy": base, "finetune_kept": kept_finetune}
+            pruned.load_state_dict(measured[lo])  # exactly the weights that passed the guard
+        kept_finetune = self._recover_within_guard(session, pruned, base, max_drop)
+        return Proposal(pruned, [best], {"ratio": lo, "trials": trials, "base_accuracy": base,
+                                         "finetune_kept": kept_finetune, **scored.summary()},
+                        recovered=True, skipped=scored.analysis.skipped)
 
     def _recover_within_guard(self, session: Session, model: nn.Module, base: float, max_drop: float) -> bool | None:
         if session.finetune is None or self.finetune_each:

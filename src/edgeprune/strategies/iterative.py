@@ -1,6 +1,6 @@
 """Iterative (gradual) structured pruning: prune a bit, fine-tune, re-analyze, repeat.
 
-The amount removed after step ``k`` of ``n`` follows a schedule (``edgeprune.strategies.schedule``:
+The amount removed after step ``k`` of ``n`` follows a schedule (``edgeprune.schedule``:
 Zhu & Gupta's cubic, or linear): with a cost budget, step ``k`` must bring each target's cost to
 ``original - s_k * (original - limit)``; with a ratio, to ``1 - s_k * ratio`` of each group's units.
 Each step analyzes the model as it is now (already smaller), scores it afresh, fits the
@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 import torch.nn as nn
 
 from edgeprune.budget import Target
-from edgeprune.strategies.schedule import SCHEDULES, step_amounts
+from edgeprune.schedule import SCHEDULES, step_amounts
 from edgeprune.strategies.session import ALLOCATIONS, Session
+from edgeprune.result import Proposal
 from edgeprune.surgery import apply_plan
 
 
@@ -44,16 +45,17 @@ class Iterative:
     one_cosine: bool = False
     name: str = "iterative"
 
-    def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
+    def propose(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> Proposal:
         if self.steps < 1 or self.schedule not in SCHEDULES or self.allocation not in ALLOCATIONS:
             raise ValueError(f"Iterative needs steps >= 1, schedule in {SCHEDULES}, allocation in {sorted(ALLOCATIONS)}")
         amounts = step_amounts(self.steps, 1.0, self.schedule)
         total_steps = 0
         if session.finetune is not None:
             total_steps = session.finetune.epochs * session.finetune.steps_per_epoch
-        history, kept_before = [], 1.0
+        history, plans, kept_before, first = [], [], 1.0, None
         for k, s in enumerate(amounts):
             scored = session.score(model)
+            first = first or scored
             if targets:
                 goal = [replace(t, limit=t.original - s * (t.original - t.limit)) for t in targets]
                 fit = session.fit(model, scored, goal, self.allocation)
@@ -64,9 +66,11 @@ class Iterative:
                 plan, kept_before = session.plan_at(scored, used, self.allocation), kept_after
             plan.meta.update({"strategy": "iterative", "step": k + 1, "of": self.steps, "schedule": self.schedule,
                               "scheduled": s})
-            apply_plan(model, plan)
+            model = apply_plan(model, plan)  # a new copy each step: the caller's model is never changed
+            plans.append(plan)
             share = total_steps // self.steps + (total_steps % self.steps if k == self.steps - 1 else 0)
             window = (k * (total_steps // self.steps), total_steps) if self.one_cosine else None
             session.recover(model, max_steps=share, lr_window=window)
             history.append({"step": k + 1, "scheduled": s, "ratio": used, "removed_units": plan.removed_units})
-        return {"steps": history}
+        return Proposal(model, plans, {"steps": history, **first.summary()}, recovered=True,
+                        skipped=first.analysis.skipped)

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 from edgeprune.budget import Target
 from edgeprune.strategies.session import ALLOCATIONS, Session
+from edgeprune.result import Proposal
 from edgeprune.surgery import apply_plan
 
 
@@ -26,7 +27,7 @@ class OneShot:
     def name(self) -> str:
         return self.allocation
 
-    def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
+    def propose(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> Proposal:
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}; choose one of {sorted(ALLOCATIONS)}")
         scored = session.score(model)
@@ -35,8 +36,7 @@ class OneShot:
             plan, used = fit.plan, fit.ratio
         else:
             plan, used = session.plan_at(scored, float(ratio or 0.0), self.allocation), ratio
-        apply_plan(model, plan)
-        session.recover(model)
-        return {"ratio": used, "groups": len(scored.groups), "skipped": scored.analysis.skipped,
-                "probe_rounds": scored.analysis.probe_rounds,
-                "unknown_ops": dict(scored.analysis.trace.unknown_ops)}
+        pruned = apply_plan(model, plan)
+        session.recover(pruned)
+        return Proposal(pruned, [plan], {"ratio": used, **scored.summary()}, recovered=True,
+                        skipped=scored.analysis.skipped)

@@ -16,7 +16,6 @@
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from edgeprune.budget import BudgetError, Target
 from edgeprune.plan import Plan
 from edgeprune.strategies.base import lowest, make_plan, removable
 from edgeprune.strategies.session import Scored, Session
+from edgeprune.result import Proposal
 from edgeprune.surgery import apply_plan
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -115,7 +115,7 @@ def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATI
             n = removable(g, int(round(g.size * r)), session.round_to)
             if n != last_n:
                 plan = make_plan([g], {g.name: lowest(scored.scores[g.name], n, g.partitions)}, scored.tensors)
-                trial = apply_plan(copy.deepcopy(model), plan)
+                trial = apply_plan(model, plan)
                 last_acc, last_n = measure_signal(session, trial, signal), n
             curve.ratios.append(float(r))
             curve.removed.append(n)
@@ -267,7 +267,7 @@ class Sensitivity:
     signal: str = "evaluate"
     name: str = "sensitivity"
 
-    def run(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> dict:
+    def propose(self, session: Session, model: nn.Module, targets: list[Target], ratio: float | None) -> Proposal:
         if not targets:
             raise ValueError("the sensitivity strategy needs a cost budget (budget=Budget(macs=..., ...))")
         scored = session.score(model)
@@ -283,13 +283,13 @@ class Sensitivity:
         measured = {}
         if len(candidates) > 1:
             with session.meter.phase("scan"):
-                measured = {k: measure_signal(session, apply_plan(copy.deepcopy(model), p), self.signal)
+                measured = {k: measure_signal(session, apply_plan(model, p), self.signal)
                             for k, p in candidates.items()}
         chosen = max(measured, key=lambda k: (measured[k], k == "sensitivity")) if measured else "sensitivity"
         plan = candidates[chosen]
         plan.meta.update({"strategy": "sensitivity", "chosen": chosen})
-        apply_plan(model, plan)
-        session.recover(model)
-        return {"curves": curves.to_dict(), "removed": removed, "predicted_drop": candidates["sensitivity"].meta["predicted_drop"],
-                "candidates": measured, "chosen": chosen, "groups": len(scored.groups),
-                "skipped": scored.analysis.skipped}
+        pruned = apply_plan(model, plan)
+        session.recover(pruned)
+        return Proposal(pruned, [plan], {
+            "curves": curves.to_dict(), "removed": removed, "predicted_drop": candidates["sensitivity"].meta["predicted_drop"],
+            "candidates": measured, "chosen": chosen, **scored.summary()}, recovered=True, skipped=scored.analysis.skipped)

@@ -38,6 +38,11 @@ class Scored:
     def groups(self):
         return self.analysis.groups
 
+    def summary(self) -> dict:
+        """What the analysis found, for a proposal's details."""
+        return {"groups": len(self.groups), "probe_rounds": self.analysis.probe_rounds,
+                "unknown_ops": dict(self.analysis.trace.unknown_ops)}
+
 
 @dataclass
 class Session:
@@ -56,6 +61,7 @@ class Session:
     evaluate: Callable[[nn.Module], float] | None = None
     finetune: Any = None  # edgeprune.recover.Finetune
     max_drop: float | None = None
+    budget: Any = None  # edgeprune.budget.Budget: the latency strategy reads its runtime and latency model
     recalibrate: bool = True  # re-estimate BatchNorm statistics on ``data`` after each cut
     teacher: nn.Module | None = None
     meter: Meter = field(default_factory=Meter)

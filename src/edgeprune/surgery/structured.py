@@ -10,7 +10,7 @@ from collections import defaultdict
 import torch
 import torch.nn as nn
 
-from edgeprune.plan import GroupPlan, Plan, PlanError, attach_plan
+from edgeprune.plan import GroupPlan, Plan, PlanError
 from edgeprune.surgery.modules import update_module_attributes
 
 
@@ -21,29 +21,16 @@ def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
-    """Remove the units a plan names from ``model``, in place, and return it.
+def remove_units(model: nn.Module, plan: Plan) -> nn.Module:
+    """Remove the units a structured plan names from ``model``, in place, and return it.
 
-    Args:
-        model: an unpruned model of the architecture the plan was made for (or one pruned by
-            exactly the plans before this one).
-        plan: a structured plan; ``plan.masks`` are applied by ``edgeprune.surgery.masks``.
-
-    Returns:
-        The same model object, with smaller tensors and updated module attributes.
+    Use :func:`edgeprune.surgery.apply_plan`, which also drops blocks, masks weights and records the
+    plan; this is its structured step.
 
     Raises:
         PlanError: a tensor is missing, has another shape than the plan recorded, or the plan's
             indices are out of range or unbalanced across groups of a grouped layer.
     """
-    if plan.blocks:
-        from edgeprune.surgery.blocks import drop_blocks
-
-        if plan.groups:
-            raise PlanError("a plan either drops blocks or removes units, not both (apply them as two plans)")
-        drop_blocks(model, plan)  # checks every name before it replaces any
-        attach_plan(model, plan)
-        return model
     tensors = named_tensors(model)
     _check_shapes(plan, tensors)
     removal: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
@@ -76,8 +63,6 @@ def apply_plan(model: nn.Module, plan: Plan) -> nn.Module:
     _swap_tensors(model, tensors, new)
     for (module, name), value in counts.items():
         setattr(module, name, value)
-    if plan.groups:
-        attach_plan(model, plan)
     return model
 
 

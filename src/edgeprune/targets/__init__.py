@@ -13,12 +13,16 @@ Example:
     >>> predictor.dense_ms()                                                      # doctest: +SKIP
     6.1
 """
+from edgeprune.targets.allocate import Allocation, allocate
 from edgeprune.targets.build import TableConfig, build_table, counts_plan, group_scores, write_ops
+from edgeprune.targets.check import OffStep, PlanCheck, check_plan
 from edgeprune.targets.layers import LayerSpec, model_key, timed_layers
 from edgeprune.targets.measured import Measured, measure_models, measure_onnx
+from edgeprune.targets.model import latency_model
 from edgeprune.targets.predictor import Calibration, LatencyPredictor, counts_of_plan
 from edgeprune.targets.table import GroupSteps, LatencyTable, TableError
 
-__all__ = ["Calibration", "GroupSteps", "LatencyPredictor", "LatencyTable", "LayerSpec", "Measured", "TableConfig",
-           "TableError", "build_table", "counts_of_plan", "counts_plan", "group_scores", "measure_models", "measure_onnx",
+__all__ = ["Allocation", "Calibration", "OffStep", "PlanCheck", "allocate", "check_plan", "GroupSteps", "LatencyPredictor", "LatencyTable", "LayerSpec", "Measured", "TableConfig",
+           "TableError", "build_table", "counts_of_plan", "counts_plan", "group_scores", "latency_model", "measure_models",
+           "measure_onnx",
            "model_key", "timed_layers", "write_ops"]

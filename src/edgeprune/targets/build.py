@@ -16,7 +16,6 @@ Example:
 """
 from __future__ import annotations
 
-import copy
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from edgeprune.plan import Plan
 from edgeprune.specs import ExampleInputs, split_inputs
 from edgeprune.strategies.base import lowest, make_plan
 from edgeprune.surgery import apply_plan, named_tensors
+from edgeprune.targets.allocate import allocate
 from edgeprune.targets import lut_builder
 from edgeprune.targets.layers import LayerSpec, model_key, timed_layers
 from edgeprune.targets.table import LatencyTable
@@ -161,7 +161,6 @@ def calibration_models(model: nn.Module, example_inputs: ExampleInputs, groups: 
     and, given the (uncalibrated) ``table``, the allocator's plans at ``config.calibrate_latency``
     of its predicted unpruned latency (those it cannot reach are left out)."""
     from edgeprune.budget import BudgetError
-    from edgeprune.latency_aware.allocate import allocate
     from edgeprune.targets.predictor import Calibration, LatencyPredictor
 
     yield "dense", {}, model
@@ -171,7 +170,7 @@ def calibration_models(model: nn.Module, example_inputs: ExampleInputs, groups: 
     for keep in config.calibrate:
         counts = {g.name: min(g.size, max(r, round(g.size * keep / r) * r)) for g in groups}
         plan = counts_plan(groups, scores, counts, tensors)
-        yield f"uniform-{keep:g}", counts, apply_plan(copy.deepcopy(model), plan)
+        yield f"uniform-{keep:g}", counts, apply_plan(model, plan)
     if table is None:
         return
     raw = LatencyPredictor(table)
@@ -182,7 +181,7 @@ def calibration_models(model: nn.Module, example_inputs: ExampleInputs, groups: 
         except BudgetError:
             continue
         plan = counts_plan(groups, scores, counts, tensors)
-        yield f"latency-{fraction:g}", counts, apply_plan(copy.deepcopy(model), plan)
+        yield f"latency-{fraction:g}", counts, apply_plan(model, plan)
 
 
 def group_scores(model: nn.Module, groups: Sequence[Group], criterion: str = "l2") -> dict[str, torch.Tensor]:

@@ -1,6 +1,6 @@
 """Weight pruning: unstructured and N:M sparsity as reversible masks.
 
-    from edgeprune.weights import prune_weights
+    from edgeprune import prune_weights
     result = prune_weights(model, 0.9, allocation="lamp")     # masked copy + plan
     ... fine-tune result.model; the zeros hold ...
     from edgeprune.surgery.masks import finalize
@@ -13,9 +13,8 @@ can use the pattern.
 from edgeprune.weights.config import WeightPruneConfig
 from edgeprune.weights.gradual import GradualWeightPruner
 from edgeprune.weights.nm import check_nm, nm_report
-from edgeprune.weights.prune import prune_weights
-from edgeprune.weights.schedule import cubic_sparsity
+from edgeprune.schedule import cubic_sparsity
 from edgeprune.weights.table import render_sparsity_table, sparsity_table
 
-__all__ = ["prune_weights", "WeightPruneConfig", "GradualWeightPruner", "cubic_sparsity",
+__all__ = ["WeightPruneConfig", "GradualWeightPruner", "cubic_sparsity",
            "check_nm", "nm_report", "sparsity_table", "render_sparsity_table"]

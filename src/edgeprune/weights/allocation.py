@@ -13,12 +13,10 @@ import torch
 import torch.nn as nn
 
 from edgeprune.criteria.base import ScoreContext
-from edgeprune.criteria.fisher import Fisher
-from edgeprune.criteria.taylor import Taylor
 from edgeprune.surgery.masks import masked_name, masks_of
 from edgeprune.weights.config import WeightPruneConfig
 from edgeprune.weights.nm import nm_keep_mask
-from edgeprune.weights.scores import SCORES
+from edgeprune.weights.scores import GRADIENT_SCORES, SCORES
 
 __all__ = ["select_targets", "global_keep", "uniform_keep", "nm_keep", "compute_masks"]
 
@@ -144,18 +142,15 @@ def nm_keep(scores: Mapping[str, torch.Tensor], n: int, m: int, dim: int = 1) ->
     return {name: nm_keep_mask(s, n, m, dim) for name, s in scores.items()}
 
 
-_GRADIENT_SCORES = {"taylor": Taylor.weights, "fisher": Fisher.weights}
-
-
 def _scorer(config: WeightPruneConfig, gradients: ScoreContext | None,
             generator: torch.Generator) -> Callable[[str, torch.Tensor], torch.Tensor]:
     """``score(tensor name, values) -> scores`` for ``config``. A masked tensor's gradients are those
     of its parametrization's original, which equal the masked weight's where the mask keeps."""
     name = config.scores
-    if name in _GRADIENT_SCORES:
+    if name in GRADIENT_SCORES:
         if gradients is None:
             raise ValueError(f"criterion {name!r} needs gradients: pass calibration data")
-        return lambda tensor, _: _GRADIENT_SCORES[name](
+        return lambda tensor, _: GRADIENT_SCORES[name](
             tensor if tensor in gradients.tensors else masked_name(tensor), gradients)
     fn = SCORES["random" if name == "random" else ("magnitude" if config.nm is not None else name)]
     return lambda _, values: fn(values, generator)

@@ -7,8 +7,9 @@ from typing import Any
 import torch.nn as nn
 
 from edgeprune.weights.nm import parse_nm
+from edgeprune.weights.scores import WEIGHT_CRITERIA
 
-__all__ = ["WeightPruneConfig", "ALLOCATIONS", "WEIGHT_CRITERIA", "DEFAULT_LAYER_TYPES", "weight_criterion"]
+__all__ = ["WeightPruneConfig", "ALLOCATIONS", "WEIGHT_CRITERIA", "DEFAULT_LAYER_TYPES", "plan_kind", "weight_criterion"]
 
 # allocation name -> (score function name, how the sparsity is spread)
 ALLOCATIONS: dict[str, tuple[str, str]] = {
@@ -18,10 +19,6 @@ ALLOCATIONS: dict[str, tuple[str, str]] = {
     "random": ("random", "uniform"),     # every tensor at the same sparsity, chosen at random
 }
 
-# criterion name -> what it reads besides the weights. "taylor" (|g w|, Molchanov et al. 2019) and
-# "fisher" (OBD saliency E[g^2] w^2 / 2, LeCun et al. 1989) are the per-weight forms of the channel
-# criteria of the same names (edgeprune.criteria); both estimate the loss change of zeroing a weight.
-WEIGHT_CRITERIA: dict[str, str | None] = {"magnitude": None, "taylor": "gradients", "fisher": "gradients"}
 
 
 def weight_criterion(name: str | None) -> str:
@@ -131,3 +128,8 @@ class WeightPruneConfig:
             "ignore": [i if isinstance(i, str) else i.__name__ for i in self.ignore],
             "include": list(self.include), "nm_dim": self.nm_dim, "seed": self.seed, "criterion": self.criterion,
         }
+
+
+def plan_kind(config: WeightPruneConfig) -> str:
+    """The ``Plan.kind`` for a configuration: ``"weights"``, or the N:M pattern (``"2:4"``)."""
+    return "weights" if config.nm is None else f"{config.nm[0]}:{config.nm[1]}"

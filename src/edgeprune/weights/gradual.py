@@ -9,8 +9,8 @@ from edgeprune.plan import Plan, attach_plan
 from edgeprune.surgery.masks import masks_of, masks_to_entries, set_masks
 from edgeprune.weights.allocation import compute_masks
 from edgeprune.weights.config import WeightPruneConfig
-from edgeprune.weights.prune import plan_kind
-from edgeprune.weights.schedule import cubic_sparsity
+from edgeprune.weights.config import plan_kind
+from edgeprune.schedule import cubic_sparsity
 
 __all__ = ["GradualWeightPruner"]
 
@@ -56,11 +56,12 @@ class GradualWeightPruner:
         """The scheduled sparsity at ``step``."""
         return cubic_sparsity(step, float(self.config.sparsity), start=self.start, end=self.end)
 
-    def step(self) -> float:
+    def step(self) -> bool:
         """Advance one step; mask more weights when the schedule says so.
 
         Returns:
-            The sparsity the masks now hold (over the pruned tensors).
+            Whether the masks changed on this step (the convention of ``edgeprune.GradualPruner.step``);
+            the sparsity they now hold is :attr:`sparsity_`.
         """
         t = self.step_
         self.step_ += 1
@@ -70,7 +71,8 @@ class GradualWeightPruner:
             masks, _ = compute_masks(self.model, dataclasses.replace(self.config, sparsity=goal))
             set_masks(self.model, masks)
             self.sparsity_ = goal
-        return self.sparsity_
+            return True
+        return False
 
     def plan(self, attach: bool = True) -> Plan:
         """The plan of the masks the model holds now.

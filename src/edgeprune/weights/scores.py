@@ -9,7 +9,10 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["magnitude_scores", "lamp_scores", "random_scores", "SCORES"]
+from edgeprune.criteria.fisher import Fisher
+from edgeprune.criteria.taylor import Taylor
+
+__all__ = ["GRADIENT_SCORES", "SCORES", "WEIGHT_CRITERIA", "lamp_scores", "magnitude_scores", "random_scores"]
 
 
 def magnitude_scores(weight: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -67,3 +70,12 @@ def random_scores(weight: torch.Tensor, generator: torch.Generator | None = None
 
 ScoreFn = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
 SCORES: dict[str, ScoreFn] = {"magnitude": magnitude_scores, "lamp": lamp_scores, "random": random_scores}
+
+# Scores from the loss's gradients: the per-weight forms of the channel criteria of the same names.
+# "taylor" (|g w|, Molchanov et al. 2019) and "fisher" (OBD saliency E[g^2] w^2 / 2, LeCun et al. 1989)
+# both estimate the loss change of zeroing a weight; they read a ScoreContext with gradients.
+GRADIENT_SCORES = {"taylor": Taylor.weights, "fisher": Fisher.weights}
+
+# What ranks the weights under a "global"/"uniform" allocation or an N:M pattern, and what it reads
+# besides the weights ("lamp" and "random" are allocations that bring their own scores).
+WEIGHT_CRITERIA: dict[str, str | None] = {"magnitude": None, **dict.fromkeys(GRADIENT_SCORES, "gradients")}

@@ -1,7 +1,7 @@
 """Prune to a latency budget on a target, and prove it there: allocate, measure, tighten, repeat.
 
 1. The budget (``latency_ms``, or ``speedup`` over the unpruned model) becomes a predicted-latency
-   target; :func:`~edgeprune.latency_aware.allocate.allocate` picks kept counts on fast steps.
+   target; :func:`~edgeprune.targets.allocate.allocate` picks kept counts on fast steps.
 2. The pruned model is exported to ONNX and measured on ONNX Runtime, interleaved with the unpruned
    one (``edgeprune.targets.measured``), so a speed-up is a ratio of two figures taken under the
    same load.
@@ -13,19 +13,18 @@
    (which comes from one session) for the same reason.
 
 Example:
-    >>> r = prune_to_latency(model, x, predictor, LatencyBudget(speedup=2.0))   # doctest: +SKIP
+    >>> r = prune_to_latency(model, x, predictor, Budget(speedup=2.0))   # doctest: +SKIP
     >>> r.met, r.measured_speedup                                              # doctest: +SKIP
     (True, 2.07)
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
-from edgeprune.budget import BudgetError
+from edgeprune.budget import Budget, BudgetError
 from edgeprune.graph import analyze
 from edgeprune.plan import Plan
 from edgeprune.specs import ExampleInputs
@@ -34,34 +33,22 @@ from edgeprune.targets.build import counts_plan, group_scores
 from edgeprune.targets.measured import measure_models
 from edgeprune.targets.predictor import LatencyPredictor
 
-from edgeprune.latency_aware.allocate import Allocation, allocate
+from edgeprune.targets.allocate import Allocation, allocate
 
 
 @dataclass(frozen=True)
-class LatencyBudget:
-    """A latency budget on the predictor's target. Give exactly one of ``latency_ms`` and ``speedup``.
+class LatencySearch:
+    """How the allocate-and-measure loop searches (the target itself is a ``Budget``'s latency term).
 
     Attributes:
-        latency_ms: measured latency to reach (ms).
-        speedup: measured latency of the unpruned model divided by that of the pruned one, at least this.
         max_attempts: allocate-and-measure rounds before giving up.
         margin: each tightening aims this fraction below the miss (measurement noise).
         min_keep: no group keeps fewer than this fraction of its units.
     """
 
-    latency_ms: float | None = None
-    speedup: float | None = None
     max_attempts: int = 4
     margin: float = 0.02
     min_keep: float = 0.1
-
-    def __post_init__(self) -> None:
-        if (self.latency_ms is None) == (self.speedup is None):
-            raise BudgetError("LatencyBudget needs exactly one of latency_ms= and speedup=")
-        if self.latency_ms is not None and self.latency_ms <= 0:
-            raise BudgetError(f"latency_ms must be positive, got {self.latency_ms}")
-        if self.speedup is not None and self.speedup < 1:
-            raise BudgetError(f"speedup must be >= 1, got {self.speedup}")
 
 
 @dataclass(frozen=True)
@@ -116,18 +103,21 @@ class LatencyResult:
 
 
 def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor: LatencyPredictor,
-                     budget: LatencyBudget, *, criterion: str = "l2", measure: MeasureConfig = MeasureConfig(),
-                     value: str = "compute", log: Callable[[str], None] | None = None) -> LatencyResult:
+                     budget: Budget, search: LatencySearch = LatencySearch(), *, criterion: str = "l2",
+                     scored: tuple | None = None, measure: MeasureConfig | None = None, value: str = "compute",
+                     log: Callable[[str], None] | None = None) -> LatencyResult:
     """Prune ``model`` (a copy) until its latency measured on ONNX Runtime meets ``budget``.
 
     Args:
         model: the unpruned model the predictor's table was built for.
         example_inputs: its input at the table's shape.
         predictor: the target's predictor.
-        budget: a :class:`LatencyBudget`.
-        criterion: unit scores (any weight-only criterion of ``edgeprune.criteria``).
-        value: what the allocator keeps per millisecond (``edgeprune.latency_aware.allocate``).
-        measure: measurement settings; ``threads`` should be the table's.
+        budget: a ``Budget`` with one latency term (``latency_ms`` or ``speedup``).
+        search: how many rounds, the margin of each tightening, the least a group keeps.
+        criterion: unit scores (any weight-only criterion of ``edgeprune.criteria``), unless ``scored``
+            (``(groups, {group name: unit scores})``, e.g. from a strategy session) is given.
+        value: what the allocator keeps per millisecond (``edgeprune.targets.allocate``).
+        measure: measurement settings (default: the budget's thread count, which should be the table's).
         log: progress lines go here.
 
     Returns:
@@ -137,9 +127,15 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     Raises:
         BudgetError: the budget is below what the allocator can reach at all.
     """
+    if (budget.latency_ms is None) == (budget.speedup is None):
+        raise BudgetError("prune_to_latency needs a budget with exactly one of latency_ms= and speedup=")
     log = log or (lambda msg: None)
-    groups = analyze(model, example_inputs).groups
-    scores = group_scores(model, groups, criterion)
+    measure = measure or MeasureConfig(threads=budget.threads)
+    if scored is not None:
+        groups, scores = scored
+    else:
+        groups = analyze(model, example_inputs).groups
+        scores = group_scores(model, groups, criterion)
     tensors = named_tensors(model)
     attempts: list[Attempt] = []
     dense_pred = predictor.dense_ms()
@@ -147,10 +143,11 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     # one interleaved session, so the fraction survives load that moves between sessions
     fraction = 1 / budget.speedup if budget.speedup else None
     pruned, plan = model, Plan()
-    for i in range(budget.max_attempts):
-        target = dense_pred * fraction if fraction is not None else budget.latency_ms
+    goal_ms = budget.latency_ms
+    for i in range(search.max_attempts):
+        target = dense_pred * fraction if fraction is not None else goal_ms
         try:
-            alloc = allocate(predictor, groups, scores, target, min_keep=budget.min_keep, value=value)
+            alloc = allocate(predictor, groups, scores, target, min_keep=search.min_keep, value=value)
         except BudgetError:
             if not attempts:
                 raise
@@ -159,12 +156,12 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         plan = counts_plan(groups, scores, alloc.counts, tensors,
                            meta={"strategy": "latency", "criterion": criterion, "target_ms": round(target, 4),
                                  "target": predictor.table.target.get("key")})
-        pruned = apply_plan(copy.deepcopy(model), plan)
+        pruned = apply_plan(model, plan)  # a copy
         got = measure_models({"dense": model, "pruned": pruned}, example_inputs, threads=measure.threads,
                              rounds=measure.rounds, runs=measure.runs, warmup=measure.warmup,
                              spinning=predictor.table.protocol.get("spinning", True), exporter=measure.exporter)
         dense_ms, ms = got["dense"].ms, got["pruned"].ms
-        goal = dense_ms / budget.speedup if budget.speedup else budget.latency_ms
+        goal = budget.latency_limit(dense_ms)
         met = ms <= goal
         attempts.append(Attempt(target, alloc, dense_ms, ms, met))
         log(f"attempt {i + 1}: predicted {alloc.predicted_ms:.3f} ms (target {target:.3f}), measured {ms:.3f} ms "
@@ -173,9 +170,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
             break
         # tighten by the measured shortfall (NetAdapt's measure-then-adjust), with a margin for noise
         if fraction is not None:
-            fraction = (alloc.predicted_ms / dense_pred) * (goal / ms) * (1 - budget.margin)
+            fraction = (alloc.predicted_ms / dense_pred) * (goal / ms) * (1 - search.margin)
         else:
-            target = alloc.predicted_ms * (goal / ms) * (1 - budget.margin)
-            budget = LatencyBudget(latency_ms=target, max_attempts=budget.max_attempts, margin=budget.margin,
-                                   min_keep=budget.min_keep)
+            goal_ms = alloc.predicted_ms * (goal / ms) * (1 - search.margin)
     return LatencyResult(pruned, plan, attempts[-1].met, attempts)

@@ -1,4 +1,4 @@
-"""Targets: what a run must reach, written ``METRIC=VALUE``.
+"""The budget vocabulary: what a prune must reach, written ``METRIC=VALUE`` everywhere (Python, recipes, CLI).
 
 ==========================  ==============================================================
 ``macs=0.5``                MACs at most 0.5x the original (a fraction below 1 is relative)
@@ -6,7 +6,7 @@
 ``params=0.5``, ``params=2M``  parameters, relative or absolute, likewise
 ``size=4MB``, ``size=0.25``    bytes of the weights (MB = 10^6, MiB = 2^20), or a fraction
 ``sparsity=0.9``            fraction of weights zeroed (``--kind weights``)
-``latency=8ms``             ONNX Runtime latency at ``--threads`` (needs ``edgeprune.targets``)
+``latency=8ms``             latency measured on the budget's runtime at its thread count
 ``speedup=2x``              measured latency at most 1/2 of the original (likewise; ``latency=2x`` too)
 ==========================  ==============================================================
 """
@@ -15,7 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edgeprune.run.errors import BadInputError
+from edgeprune.errors import BudgetError
+
+
+class BudgetSyntaxError(BudgetError, ValueError):
+    """A budget term does not parse (unknown metric, bad number or unit, out of range)."""
 
 METRICS = ("macs", "params", "size", "sparsity", "latency", "speedup")
 LATENCY_METRICS = ("latency", "speedup")
@@ -26,8 +30,8 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?([a-z]*)"
 
 
 @dataclass(frozen=True)
-class Target:
-    """One target: ``metric`` at most ``value`` (relative to the original when ``relative``).
+class Term:
+    """One term as the user wrote it: ``metric`` at most ``value`` (relative to the original when ``relative``).
 
     Attributes:
         metric: one of ``macs``, ``params``, ``size``, ``sparsity``, ``latency``, ``speedup``.
@@ -42,7 +46,7 @@ class Target:
     relative: bool
     text: str
 
-    def limit(self, original: float) -> float:
+    def limit_for(self, original: float) -> float:
         """The absolute figure the pruned model must not exceed, given the original's figure."""
         if self.metric == "speedup":
             return original / self.value
@@ -64,7 +68,7 @@ class Target:
         return f"{names[self.metric]} <= {self.value:,.0f}{unit}"
 
 
-def parse_target(text: str) -> Target:
+def parse_term(text: str) -> Term:
     """Parse one ``METRIC=VALUE`` target.
 
     Args:
@@ -78,35 +82,35 @@ def parse_target(text: str) -> Target:
             message names the target and what was expected.
 
     Example:
-        >>> parse_target("size=4MB").value
+        >>> parse_term("size=4MB").value
         4000000.0
-        >>> parse_target("macs=0.5").relative
+        >>> parse_term("macs=0.5").relative
         True
     """
     if not isinstance(text, str) or "=" not in text:
-        raise BadInputError(f"target {text!r} is not METRIC=VALUE (e.g. macs=0.5, size=4MB, speedup=2x)")
+        raise BudgetSyntaxError(f"target {text!r} is not METRIC=VALUE (e.g. macs=0.5, size=4MB, speedup=2x)")
     metric, _, raw = text.partition("=")
     metric, raw = metric.strip().lower(), raw.strip().lower().replace(" ", "").replace("_", "")
     if metric == "latency" and raw.endswith("x"):  # "latency=2x" reads as a speed-up (DESIGN.md's spelling)
         metric = "speedup"
     if metric not in METRICS:
-        raise BadInputError(f"target {text!r}: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+        raise BudgetSyntaxError(f"target {text!r}: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     parse = {"macs": _count, "params": _count, "size": _bytes, "sparsity": _sparsity,
              "latency": _latency, "speedup": _speedup}[metric]
     try:
         value, relative = parse(raw)
     except ValueError as exc:
-        raise BadInputError(f"target {text!r}: {exc}") from None
-    return Target(metric, value, relative, text.strip())
+        raise BudgetSyntaxError(f"target {text!r}: {exc}") from None
+    return Term(metric, value, relative, text.strip())
 
 
-def parse_targets(texts: list[str] | tuple[str, ...]) -> list[Target]:
+def parse_terms(texts: list[str] | tuple[str, ...]) -> list[Term]:
     """Parse several targets; a metric may appear once."""
-    targets = [parse_target(t) for t in texts]
+    targets = [parse_term(t) for t in texts]
     seen: set[str] = set()
     for t in targets:
         if t.metric in seen:
-            raise BadInputError(f"target metric {t.metric!r} is given twice")
+            raise BudgetSyntaxError(f"target metric {t.metric!r} is given twice")
         seen.add(t.metric)
     return targets
 

@@ -1,18 +1,47 @@
-"""Pruning schedules for iterative pruning: pure functions of the step, no state.
+"""Pruning schedules: pure functions of the step, no state. The one place for every schedule
+(iterative strategies, ``GradualPruner`` for channels, ``GradualWeightPruner`` for weights).
 
 The cubic schedule is Zhu & Gupta's ("To prune, or not to prune", 2017, eq. 1): pruning happens
 at steps ``t = t0, t0 + dt, ..., t0 + n dt`` and the amount pruned at step ``t`` is
 
     s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n dt)) ** 3
 
-held constant between pruning steps. The formula itself is ``edgeprune.weights.cubic_sparsity``
-(with ``end = t0 + n dt``); this module adds the pruning steps and the linear alternative.
+held constant between pruning steps. :func:`cubic_sparsity` is the formula itself (with
+``end = t0 + n dt``); :func:`scheduled_amount` adds the pruning steps and the linear alternative.
 """
 from __future__ import annotations
 
-from edgeprune.weights.schedule import cubic_sparsity
-
 SCHEDULES = ("cubic", "linear")
+
+
+def cubic_sparsity(step: int, final: float, *, start: int, end: int, initial: float = 0.0) -> float:
+    """The gradual pruning schedule of Zhu & Gupta (2017).
+
+    ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (t_1 - t_0)) ** 3`` for ``t_0 <= t <= t_1``:
+    it prunes fast while many redundant weights remain and slowly near the end.
+
+    Args:
+        step: the current step ``t``.
+        final: the sparsity reached at ``end``.
+        start: ``t_0``; before it the sparsity is ``initial``.
+        end: ``t_1`` (> ``start``); after it the sparsity is ``final``.
+        initial: the sparsity at ``start``.
+
+    Returns:
+        The target sparsity at ``step``.
+
+    Example:
+        >>> cubic_sparsity(50, 0.9, start=0, end=100)
+        0.7875
+    """
+    if end <= start:
+        raise ValueError(f"end ({end}) must be after start ({start})")
+    if step <= start:
+        return initial
+    if step >= end:
+        return final
+    frac = (step - start) / (end - start)
+    return final + (initial - final) * (1.0 - frac) ** 3
 
 
 def scheduled_amount(step: int, final: float, *, start: int, every: int, n: int, initial: float = 0.0,

@@ -1,0 +1,4 @@
+"""``python -m edgeprune.cli``: the same as the ``edgeprune`` command."""
+from edgeprune.cli import main
+
+main()

@@ -1,0 +1,25 @@
+"""The one place a latency budget gets its latency model: a table of the model's layers measured
+on the budget's runtime at its thread count, summed by a :class:`LatencyPredictor`."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from edgeprune.errors import BudgetError
+from edgeprune.targets.build import TableConfig, build_table
+from edgeprune.targets.predictor import LatencyPredictor
+
+TABLE_RUNTIMES = ("onnxruntime",)
+
+
+def latency_model(model: nn.Module, example_inputs: Any, runtime: str = "onnxruntime", threads: int = 2) -> LatencyPredictor:
+    """A latency predictor for ``model`` on ``runtime`` (its layers timed there, at ``threads``).
+
+    Raises:
+        BudgetError: no latency table can be measured on ``runtime`` yet.
+    """
+    if runtime not in TABLE_RUNTIMES:
+        raise BudgetError(f"latency tables are measured on {', '.join(TABLE_RUNTIMES)}; a latency budget on "
+                          f"{runtime!r} is not supported yet")
+    return LatencyPredictor(build_table(model, example_inputs, TableConfig(threads=threads)))
