@@ -14,6 +14,7 @@ _register_commands()
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first run also trains the CNN
 def test_demo_prunes_the_mnist_cnn_to_about_half_the_latency_within_one_point(tmp_path):
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--json"], catch_exceptions=False)

@@ -31,6 +31,7 @@ def test_family_prunes_runs_and_exports(name, ratio):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # full-size classifiers, some far heavier than the default run's models
 @pytest.mark.parametrize("ratio", [0.3, 0.5])
 @pytest.mark.parametrize("name", [n for n in ALL if n not in FAMILIES])
 def test_every_classifier(name, ratio):

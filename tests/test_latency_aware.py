@@ -166,6 +166,7 @@ def test_latency_budget_rejects_bad_input(mnist):
         Budget(speedup=0.5)
 
 
+@pytest.mark.slow  # wall-clock: benchmarks/latency_aware.py --mnist measures prune_to_latency's speed-up
 def test_prune_to_latency_meets_a_speedup_measured_on_onnx_runtime(mnist):
     model, x, table, _, _ = mnist
     predictor = LatencyPredictor(table)

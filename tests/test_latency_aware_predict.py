@@ -34,6 +34,7 @@ CONFIG = TableConfig(threads=THREADS, runs=8, warmup=2, stat="min", passes=2, sp
                      calibrate=(), calibrate_latency=(), rounds=4, probe_threads=1)
 
 
+@pytest.mark.slow  # wall-clock: benchmarks/latency_aware.py prints predicted vs measured ms on both models
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
 def test_prediction_within_15_percent_of_measured(arch):
     torch.manual_seed(0)

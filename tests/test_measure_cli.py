@@ -41,3 +41,13 @@ def test_unknown_model_and_bad_shape_are_usage_errors():
     assert result.exit_code == 2 and "torchvision has no model 'nope'" in result.output
     result = CliRunner().invoke(_cli(), ["profile", "torchvision:resnet18", "--input-shape", "1,a"])
     assert result.exit_code == 2 and "not a shape" in result.output
+
+
+def test_profile_takes_a_built_in_task_model_as_its_help_says():
+    from edgeprune.tasks import get_task, pretrained
+
+    result = CliRunner().invoke(_cli(), ["profile", "digits", "--no-latency", "--no-memory", "--json"])
+    assert result.exit_code == 0, result.output
+    p = Profile.from_dict(json.loads(result.output))
+    assert p.input_shapes == [[1, *get_task("digits").input_shape]]
+    assert p.params.total == sum(t.numel() for t in pretrained("digits").parameters())

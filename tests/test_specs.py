@@ -103,3 +103,29 @@ def test_eval_mode_restores_each_modules_flag():
     with eval_mode(m):
         assert not any(x.training for x in m.modules())
     assert m.training and not m[0].training and m[1].training
+
+
+@pytest.mark.parametrize("name", ["mnist", "digits"])
+def test_a_task_name_gives_the_tasks_trained_model_as_the_cli_does(name):
+    from edgeprune.run.inputs import build_model
+    from edgeprune.tasks import get_task, pretrained
+
+    m = load_model(name)
+    assert spec_of(m) == name and not m.training
+    reference = pretrained(name, 0)  # the CLI's model for the same name
+    assert m.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(v, reference.state_dict()[k]) for k, v in m.state_dict().items())
+    assert all(torch.equal(v, build_model(name).state_dict()[k]) for k, v in m.state_dict().items())
+    x = default_input(m)
+    assert x.shape == (1, *get_task(name).input_shape)
+    assert m(x).shape == (1, 10)
+
+
+def test_a_task_name_untrained_is_its_architecture_with_fresh_weights():
+    from edgeprune.tasks import get_task
+
+    m = load_model("mnist", trained=False, seed=3)
+    built = get_task("mnist").build(3)
+    assert all(torch.equal(v, built.state_dict()[k]) for k, v in m.state_dict().items())
+    trained = load_model("mnist")
+    assert not all(torch.equal(v, trained.state_dict()[k]) for k, v in m.state_dict().items())

@@ -6,7 +6,8 @@ A spec is one of::
     timm:vit_tiny_patch16_224     a timm model, random weights (``pretrained=False``: no network)
     package.module:factory        an importable callable that returns an ``nn.Module``
     path/to/file.py:factory       a callable in a Python file
-    mnist-cnn                     a built-in task model registered with :func:`register_builtin`
+    mnist-cnn                     a built-in model registered with :func:`register_builtin`
+    mnist                         a built-in task's model (``edgeprune.tasks``), trained and cached
 
 Example inputs travel through edgeprune as a tensor, a tuple of positional tensors or a dict of
 keyword tensors; :func:`split_inputs` turns any of them into ``(args, kwargs)``.
@@ -76,15 +77,24 @@ def builtin_names() -> list[str]:
     return sorted(_BUILTINS)
 
 
-def load_model(spec: str) -> nn.Module:
+def load_model(spec: str, *, seed: int = 0, trained: bool = True) -> nn.Module:
     """Build the model a spec names, in eval mode, and record the spec on it.
+
+    This is the one place that turns a model spec into a model: the CLI's commands, saved-model
+    reloading and Python callers all come here.
 
     Args:
         spec: ``torchvision:NAME``, ``timm:NAME``, ``package.module:factory``,
-            ``path/to/file.py:factory`` or a built-in name.
+            ``path/to/file.py:factory``, a name registered with :func:`register_builtin`, or a
+            built-in task name (``mnist``, ``mnist-vit``, ``mnist1d``, ``digits``; see
+            ``edgeprune.tasks``), which gives the task's model.
+        seed: for a task name, which trained weights (see ``edgeprune.tasks.pretrained``).
+        trained: for a task name, its trained weights (trained once on first use, then loaded
+            from the cache, as the CLI does); ``False`` gives the untrained architecture.
 
     Returns:
-        A fresh ``nn.Module`` in eval mode. ``spec_of(model)`` returns ``spec``.
+        A fresh ``nn.Module`` in eval mode. ``spec_of(model)`` returns ``spec``; a task model also
+        records its example input shape for :func:`default_input`.
 
     Raises:
         SpecError: the prefix, name, module, file or factory does not exist, or the factory does
@@ -94,14 +104,19 @@ def load_model(spec: str) -> nn.Module:
         >>> m = load_model("torchvision:resnet18")
         >>> spec_of(m)
         'torchvision:resnet18'
+        >>> default_input(load_model("digits", trained=False)).shape
+        torch.Size([1, 64])
     """
     if not isinstance(spec, str) or not spec.strip():
         raise SpecError(f"a model spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
+    input_shape = None
     if spec in _BUILTINS:
         model = _BUILTINS[spec].factory()
+    elif ":" not in spec and spec in _task_names():
+        model, input_shape = _task_model(spec, seed, trained)
     elif ":" not in spec:
-        known = ", ".join(builtin_names()) or "none registered"
+        known = ", ".join([*_task_names(), *builtin_names()])
         raise SpecError(f"unknown model {spec!r}: use torchvision:NAME, timm:NAME, package.module:factory, "
                         f"path/to/file.py:factory or a built-in name ({known})")
     else:
@@ -118,7 +133,24 @@ def load_model(spec: str) -> nn.Module:
         raise SpecError(f"{spec!r} built a {type(model).__name__}, not a torch.nn.Module")
     model.eval()
     object.__setattr__(model, _SPEC_ATTR, spec)
+    if input_shape is not None:
+        object.__setattr__(model, _SHAPE_ATTR, input_shape)
     return model
+
+
+def _task_names() -> list[str]:
+    from edgeprune.tasks import list_tasks  # the tasks package stays out of ``import edgeprune``
+
+    return list_tasks()
+
+
+def _task_model(name: str, seed: int, trained: bool) -> tuple[nn.Module, tuple[int, ...]]:
+    """A built-in task's model (trained, from the cache once trained) and its example input shape."""
+    from edgeprune.tasks import get_task, pretrained
+
+    task = get_task(name)
+    model = pretrained(name, seed) if trained else task.build(seed)
+    return model, (1, *task.input_shape)
 
 
 def spec_of(model: nn.Module) -> str | None:

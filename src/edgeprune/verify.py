@@ -12,6 +12,7 @@ import torch.nn as nn
 from torch.utils._pytree import tree_flatten
 
 from edgeprune.graph.trace import call_model
+from edgeprune.specs import eval_mode
 
 
 @dataclass
@@ -49,28 +50,21 @@ def verify_pruned(original: nn.Module, pruned: nn.Module, example_inputs: Any, *
     from edgeprune.measure import count_macs
 
     report = Verification()
-    with torch.no_grad():
-        was = (original.training, pruned.training)
-        original.eval()
-        pruned.eval()
+    with torch.no_grad(), eval_mode(original), eval_mode(pruned):  # every module's flag comes back
+        expected = _tensors(call_model(original, example_inputs))
         try:
-            expected = _tensors(call_model(original, example_inputs))
-            try:
-                got = _tensors(call_model(pruned, example_inputs))
-            except Exception as exc:  # the point of the check: a pruned model that cannot run
-                report.problems.append(f"forward fails: {type(exc).__name__}: {exc}")
-                return report
-            report.forward_ok = True
-            report.shapes_ok = [t.shape for t in got] == [t.shape for t in expected]
-            if not report.shapes_ok:
-                report.problems.append(f"output shapes changed: {[tuple(t.shape) for t in expected]} -> "
-                                       f"{[tuple(t.shape) for t in got]}")
-            report.mac_ratio = count_macs(pruned, example_inputs).total / max(1, count_macs(original, example_inputs).total)
-            if max_mac_ratio is not None and report.mac_ratio > max_mac_ratio:
-                report.problems.append(f"MACs only down to {report.mac_ratio:.2f}x (needed <= {max_mac_ratio})")
-        finally:
-            original.train(was[0])
-            pruned.train(was[1])
+            got = _tensors(call_model(pruned, example_inputs))
+        except Exception as exc:  # the point of the check: a pruned model that cannot run
+            report.problems.append(f"forward fails: {type(exc).__name__}: {exc}")
+            return report
+        report.forward_ok = True
+        report.shapes_ok = [t.shape for t in got] == [t.shape for t in expected]
+        if not report.shapes_ok:
+            report.problems.append(f"output shapes changed: {[tuple(t.shape) for t in expected]} -> "
+                                   f"{[tuple(t.shape) for t in got]}")
+        report.mac_ratio = count_macs(pruned, example_inputs).total / max(1, count_macs(original, example_inputs).total)
+        if max_mac_ratio is not None and report.mac_ratio > max_mac_ratio:
+            report.problems.append(f"MACs only down to {report.mac_ratio:.2f}x (needed <= {max_mac_ratio})")
     if onnx and report.forward_ok:
         with tempfile.TemporaryDirectory() as tmp:
             try:

@@ -9,12 +9,12 @@ keyword inputs natively. So ``exporter="auto"`` uses dynamo and falls back to To
 dynamo raises (a warning says so); ``"dynamo"`` / ``"torchscript"`` pick one. Dynamo writes weights
 to a side ``.data`` file by default; we ask for one self-contained file (``external_data=False``)
 so that the file is the model, its size is the model's size and one rename publishes it.
-Parametrizations (sparsity masks) are baked into a copy before export; see :func:`_baked`.
+The exporter traces a warmed-up copy with parametrizations (sparsity masks) baked in; see
+:func:`_for_export`.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib
 import io
 import os
@@ -31,6 +31,7 @@ import torch.nn as nn
 from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten
 
+from edgeprune.graph.trace import warm_copy
 from edgeprune.specs import ExampleInputs, eval_mode, random_inputs, split_inputs
 from edgeprune.errors import EdgepruneError
 
@@ -118,7 +119,7 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInputs, path: str | os.
     tmp_sparse = tmp.with_suffix(".sparse.tmp")
     try:
         with eval_mode(model):
-            _export(_baked(model), example_inputs, tmp, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
+            _export(_for_export(model, example_inputs), example_inputs, tmp, dynamic_batch=dynamic_batch, opset=opset, exporter=exporter)
             if check:
                 check_onnx(tmp, model, example_inputs, dynamic_batch=dynamic_batch, tol=tol, seed=seed)
             final = tmp
@@ -204,18 +205,22 @@ def onnx_feeds(session, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.
     return {n: _to_numpy(t) for n, t in zip(names, flat)}
 
 
-def _baked(model: nn.Module) -> nn.Module:
-    """``model``, or a copy of it with every parametrization (e.g. a sparsity mask) baked in.
+def _for_export(model: nn.Module, example_inputs: ExampleInputs) -> nn.Module:
+    """The copy of ``model`` that the exporter traces: warmed up, every parametrization baked in.
 
-    The dynamo exporter keeps a parametrized weight as its ``original`` tensor plus the
-    parametrization's ops: a masked weight becomes the dense original, a boolean mask and a
+    A copy, because exporting runs the forward under the exporter's tracing tensors: a model that
+    stores state in its forward (YOLO heads keep their anchors) would keep fake tensors and fail
+    on its next call. Warmed up (it has run the example input once, as the engine's trace does;
+    see ``edgeprune.graph.trace.warm_copy``), so that the file holds the forward every later call
+    runs, without the first call's one-off work.
+
+    Baked, because the dynamo exporter keeps a parametrized weight as its ``original`` tensor plus
+    the parametrization's ops: a masked weight becomes the dense original, a boolean mask and a
     Cast + Mul run on every inference. Baking gives the file a deployment wants (one weight
     tensor, zeros in place), so sparse initializers and file sizes mean what they say. The parity
     check still compares against ``model`` itself.
     """
-    if not any(parametrize.is_parametrized(m) for m in model.modules()):
-        return model
-    baked = copy.deepcopy(model)
+    baked = warm_copy(model, example_inputs)
     for module in list(baked.modules()):
         if parametrize.is_parametrized(module):
             # deepcopy shares parametrize's generated class with the original, and removing a

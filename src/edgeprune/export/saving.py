@@ -259,7 +259,7 @@ def _base_model(meta: dict[str, Any], model: nn.Module | None) -> nn.Module:
         raise LoadError(f"this save records no model spec ({meta.get('model_class')}); "
                         "pass the unpruned model: load(path, model=...)")
     try:
-        return load_model(spec)
+        return load_model(spec, trained=False)  # the architecture: the saved weights replace its own
     except SpecError as exc:
         raise LoadError(f"cannot rebuild the saved model from its spec {spec!r}: {exc}") from exc
 

@@ -11,7 +11,8 @@ from edgeprune.graph.groups import Group, build_groups
 from edgeprune.errors import ProbeError
 from edgeprune.graph.probe import freeze_at, freeze_heads_at, meta_agrees, run_probe
 from edgeprune.graph.rules import RuleRegistry, default_rules
-from edgeprune.graph.trace import TraceResult, trace
+from edgeprune.graph.trace import TraceResult, trace, warm_copy
+from edgeprune.surgery.structured import named_tensors
 
 Ignore = Iterable["str | nn.Module | type"]
 
@@ -31,7 +32,9 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
     """Trace ``model`` once and return the groups that can be pruned without changing its outputs' shapes.
 
     Args:
-        model: the model (left unchanged; it runs once in eval mode without gradients).
+        model: the model (left unchanged: a copy of it runs the example input once in eval mode
+            without gradients, so that first-call state such as anchors is in place, and that warmed
+            copy is traced and probed; see ``edgeprune.graph.trace.warm_copy``).
         example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
         ignore: modules whose output units must be kept: names (glob patterns allowed),
             module objects or module types.
@@ -51,8 +54,11 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
         >>> len(a.groups) > 0
         True
     """
+    caller = model
+    model = warm_copy(caller, example_inputs)  # traced and probed from here on; names are the caller's
     tr, _ = trace(model, example_inputs, rules or default_rules())
-    _block_ignored(tr, model, ignore)
+    _block_built_on_first_call(tr, caller, model)
+    _block_ignored(tr, caller, ignore)
     rounds = 0
     meta = True  # cheap probes on the meta device; a disagreement there is confirmed on real tensors
     while True:
@@ -105,6 +111,20 @@ def _bisect_culprit(model: nn.Module, example_inputs: Any, tr: TraceResult, grou
         else:
             lo = mid
     return groups[hi - 1]
+
+
+def _block_built_on_first_call(tr: TraceResult, caller: nn.Module, warm: nn.Module) -> None:
+    """Keep whole every space a tensor touches that the caller's model lacks, or has in another shape.
+
+    Such a tensor was built by the warm-up forward (a lazily registered buffer): a plan naming it
+    would not apply to the caller's model, whose own first call builds it afresh.
+    """
+    before = {name: tuple(t.shape) for name, t in named_tensors(caller).items()}
+    for name, t in named_tensors(warm).items():
+        if before.get(name) == tuple(t.shape) or name not in tr.param_dims:
+            continue
+        for dm in tr.param_dims[name]:
+            tr.spaces.block(dm, f"'{name}' is built by the model's first forward (not in the model before it ran)")
 
 
 def _block_ignored(tr: TraceResult, model: nn.Module, ignore: Ignore) -> None:

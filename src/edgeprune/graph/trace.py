@@ -13,6 +13,7 @@ and unifies the dimensions it couples; unknown ops block every tracked dimension
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,6 +24,7 @@ from torch.utils._pytree import tree_flatten
 
 from edgeprune.graph.spaces import DimMap, Seg, SpaceTable, fixed
 from edgeprune.plan import Attr
+from edgeprune.specs import eval_mode
 
 if TYPE_CHECKING:  # the rules import this module
     from edgeprune.graph.rules import RuleRegistry
@@ -296,24 +298,45 @@ def call_model(model: nn.Module, example_inputs: Any) -> Any:
     return model(example_inputs)
 
 
+def warm_copy(model: nn.Module, example_inputs: Any) -> nn.Module:
+    """A copy of ``model`` that has already run ``example_inputs`` once (eval mode, no gradients).
+
+    Some models build state on their first call: YOLO heads make their anchors, caches and
+    lazily registered buffers fill in. Traced cold, such a model records that one-off work, and
+    every later run (the probe's copies, the pruned model) runs a different sequence of ops.
+    Tracing a warmed copy records the forward that every later call runs; the caller's model is
+    left exactly as it was (parameters, buffers, attributes and every module's training flag).
+
+    Args:
+        model: the model (not changed).
+        example_inputs: a tensor, a tuple of positional inputs, or a dict of keyword inputs.
+
+    Returns:
+        The warmed copy, in eval mode. Its tensors have the caller's names.
+    """
+    warm = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        call_model(warm, example_inputs)
+    return warm
+
+
 def trace(model: nn.Module, example_inputs: Any, rules: RuleRegistry) -> tuple[TraceResult, Any]:
     """Run ``model`` once under the tracer and return the recorded graph and the model's output.
 
-    The model runs in eval mode without gradients; its training flag is restored afterwards.
+    The model runs in eval mode without gradients; every module's training flag is restored
+    afterwards. Whatever the forward itself changes on the model stays changed: trace a
+    ``warm_copy`` (as ``edgeprune.graph.analyze`` does) to leave the caller's model alone.
     """
     tracer = Tracer(model, rules)
     handles = _module_hooks(model, tracer.module_stack)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), tracer:
+        with eval_mode(model), torch.no_grad(), tracer:
             for t in tensors_in(example_inputs):
                 tracer.dims(t)
             output = call_model(model, example_inputs)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     for t in tensors_in(output):
         for dm in tracer.dims(t):
             tracer.spaces.block(dm, "feeds a model output (outputs keep their shape)")

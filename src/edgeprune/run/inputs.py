@@ -69,14 +69,10 @@ def build_model(spec: str, seed: int = 0, *, trained: bool = True) -> nn.Module:
     """
     from edgeprune.specs import SpecError, load_model
 
-    if spec in task_names():
-        from edgeprune.tasks import get_task, pretrained
-
-        return pretrained(spec, seed) if trained else get_task(spec).build(seed)
     try:
-        return load_model(spec)
+        return load_model(spec, seed=seed, trained=trained)
     except SpecError as exc:
-        raise BadInputError(f"MODEL {spec!r}: {exc}. Built-in tasks: {', '.join(task_names())}") from None
+        raise BadInputError(f"MODEL {spec!r}: {exc}") from None
 
 
 def resolve_inputs(model_spec: str, data_spec: str | None = None, evaluate_spec: str | None = None, *,
