@@ -7,7 +7,8 @@ Magnitude and random criteria read only the weights. ``taylor`` and ``fisher`` r
 from __future__ import annotations
 
 from edgeprune.criteria.activation import Activation
-from edgeprune.criteria.base import Criterion, ScoreContext, gather_units, needs_of, slot_sum, slot_unit_sum
+from edgeprune.criteria.base import (Criterion, ScoreContext, gather_units, is_learnable, learnable_slots, needs_of,
+                                     slot_sum, slot_unit_sum)
 from edgeprune.criteria.bn_scale import BNScale
 from edgeprune.criteria.fisher import Fisher
 from edgeprune.criteria.magnitude import Magnitude
@@ -39,4 +40,5 @@ def get_criterion(criterion: str | Criterion) -> Criterion:
 
 
 __all__ = ["CRITERIA", "Activation", "BNScale", "Criterion", "Fisher", "Magnitude", "Random", "ScoreContext",
-           "Taylor", "gather_units", "get_criterion", "needs_of", "slot_sum", "slot_unit_sum"]
+           "Taylor", "gather_units", "get_criterion", "is_learnable", "learnable_slots", "needs_of", "slot_sum",
+           "slot_unit_sum"]

@@ -15,7 +15,9 @@ class ScoreContext:
     """What a criterion may read: the model's tensors by name, and gradients or activations if collected.
 
     Attributes:
-        tensors: parameters and buffers by ``state_dict`` name.
+        tensors: parameters and buffers by ``state_dict`` name, the learnable ones as ``nn.Parameter``
+            objects (what ``edgeprune.surgery.named_tensors`` returns): criteria tell weights from
+            running statistics by that type.
         grads: mean gradient of the loss per parameter over the collected batches (same names).
         grad_sq: mean of the squared per-batch gradient per parameter (the empirical Fisher diagonal).
         activations: per-module output statistics, ``{module: {"mean": [C], "apoz": [C], "order": k}}``
@@ -71,6 +73,17 @@ def gather_units(per_index: torch.Tensor, slot: Slot, size: int) -> torch.Tensor
 def slot_unit_sum(ctx: ScoreContext, slot: Slot, size: int, p: float = 1.0) -> torch.Tensor:
     """The sum of ``|w| ** p`` over everything each unit of the slot covers (shape ``[size]``)."""
     return gather_units(ctx.per_index(slot.tensor, slot.dim, p, slot.row_groups), slot, size)
+
+
+def is_learnable(ctx: ScoreContext, name: str) -> bool:
+    """Whether ``name`` is a learnable parameter (a weight, bias or norm affine), not a buffer such as
+    BatchNorm's ``running_mean``/``running_var``."""
+    return isinstance(ctx.tensors.get(name), torch.nn.Parameter)
+
+
+def learnable_slots(group: Group, ctx: ScoreContext) -> list[Slot]:
+    """The group's slots that lie in learnable parameters (buffers left out)."""
+    return [s for s in group.slots if is_learnable(ctx, s.tensor)]
 
 
 def needs_of(criterion: Criterion) -> frozenset[str]:

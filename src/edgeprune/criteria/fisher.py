@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgeprune.criteria.base import ScoreContext, require, slot_sum
+from edgeprune.criteria.base import ScoreContext, is_learnable, require, slot_sum
 from edgeprune.graph.groups import Group
 
 
@@ -37,7 +37,7 @@ class Fisher:
     def __call__(self, group: Group, ctx: ScoreContext) -> torch.Tensor:
         total = torch.zeros(group.size)
         for slot in group.slots:
-            if not isinstance(ctx.tensors[slot.tensor], torch.nn.Parameter):
+            if not is_learnable(ctx, slot.tensor):
                 continue  # a buffer: no gradient
             total = total + slot_sum(self.weights(slot.tensor, ctx), slot, group.size)
         return total

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from edgeprune.criteria.base import ScoreContext, require, slot_sum
+from edgeprune.criteria.base import ScoreContext, is_learnable, require, slot_sum
 from edgeprune.graph.groups import Group
 
 
@@ -68,7 +68,7 @@ class Taylor:
         """``sum_s g_s w_s`` per unit (of ``|g_s w_s|`` with ``mode="element"``), ``g`` from ``grads``."""
         total = torch.zeros(group.size)
         for slot in group.slots:
-            if not isinstance(ctx.tensors[slot.tensor], torch.nn.Parameter):
+            if not is_learnable(ctx, slot.tensor):
                 continue  # a buffer: nothing to differentiate
             g = require(grads, slot.tensor, "gradients", "taylor")
             w = ctx.tensors[slot.tensor].detach().float()
