@@ -37,11 +37,13 @@ if TYPE_CHECKING:  # measure/ imports the exporter, which imports this package's
 
 @dataclass(frozen=True)
 class Artifact:
-    """A file to time on a runtime, with the runtime's open options (e.g. ``{"spin": True}``)."""
+    """A file to time on a runtime, with the runtime's open options (e.g. ``{"spin": True}``) and,
+    where it takes a different input than the others, its own ``inputs``."""
 
     runtime: str
     path: Path
     options: dict[str, Any] = field(default_factory=dict)
+    inputs: Any = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,8 @@ def measure_interleaved(artifacts: Mapping[str, Artifact], example_inputs: Examp
 
     def open_one(a: Artifact):
         session = get_runtime(a.runtime).open(a.path, threads, **a.options)
-        return session, session.caller(session.inputs_from(args, kwargs))
+        own = split_inputs(a.inputs) if a.inputs is not None else (args, kwargs)
+        return session, session.caller(session.inputs_from(*own))
 
     for _ in range(rounds):
         if fresh:
