@@ -103,7 +103,7 @@ def test_export_and_report_commands_read_the_run(run, tmp_path):
     result = invoke(["report", str(out)])
     assert result.exit_code == 0 and (out / "report.html").is_file()
     assert invoke(["export", str(tmp_path), "--format", "onnx"]).exit_code == 2  # not a run directory
-    assert invoke(["export", str(out), "--format", "tflite"]).exit_code == 2
+    assert invoke(["export", str(out), "--format", "tensorrt"]).exit_code == 2  # (tflite is a format now)
 
 
 def test_config_file_runs_like_flags(tmp_path):

@@ -45,7 +45,10 @@ def exit_on_errors(as_json: bool = False) -> Iterator[None]:
         code, kind, message = exit_code_of(exc), type(exc).__name__, str(exc)
     if code is None:
         return
-    stderr_console().print(f"[bold red]error[/] ({kind}): {message}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    # escaped: a message may hold brackets rich would read as markup (pip install 'edgeprune[litert]')
+    stderr_console().print(f"[bold red]error[/] ({kind}): {escape(message)}", highlight=False, markup=True)
     if as_json:
         typer.echo(json.dumps({"status": "error", "exit_code": int(code), "error": kind, "message": message}))
     raise typer.Exit(int(code))

@@ -31,13 +31,20 @@ def profile_command(
     as_json: bool = typer.Option(False, "--json", help="print the profile as JSON"),
     no_latency: bool = typer.Option(False, "--no-latency", help="skip latency measurements"),
     no_memory: bool = typer.Option(False, "--no-memory", help="skip the peak memory measurement"),
+    runtime: str = typer.Option("onnxruntime", "--runtime",
+                                help="also time the artifact of this runtime: onnxruntime|litert|executorch|openvino"),
 ) -> None:
     """Measure a model: parameters, MACs, bytes (state dict, ONNX, zipped), latency, peak memory."""
     from rich.console import Console
 
+    from edgeprune.cli._common import exit_on_errors
     from edgeprune.measure.profile import profile
     from edgeprune.measure.table import profile_table
+    from edgeprune.runtimes import get_runtime
     from edgeprune.specs import SpecError, default_input, load_model
+
+    with exit_on_errors():
+        get_runtime(runtime).require()  # an unknown runtime or a missing extra, before any work
 
     shape = _parse_shape(input_shape) if input_shape else None
     try:
@@ -45,8 +52,9 @@ def profile_command(
         example = default_input(net, shape)
     except SpecError as exc:
         raise typer.BadParameter(str(exc), param_hint="MODEL") from exc
-    result = profile(net, example, threads=threads, batch_size=batch_size, latency=not no_latency,
-                     runs=runs, warmup=warmup, memory=not no_memory, name=model)
+    with exit_on_errors():
+        result = profile(net, example, threads=threads, batch_size=batch_size, latency=not no_latency,
+                         runs=runs, warmup=warmup, memory=not no_memory, name=model, runtime=runtime)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=1))
     else:

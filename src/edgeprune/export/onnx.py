@@ -33,49 +33,19 @@ from torch.utils._pytree import tree_flatten
 
 from edgeprune.graph.trace import warm_copy
 from edgeprune.specs import ExampleInputs, eval_mode, random_inputs, split_inputs
-from edgeprune.errors import EdgepruneError
+from edgeprune.runtimes.errors import ExportError, ParityError
+from edgeprune.runtimes.parity import PARITY_RTOL, Tolerance
 
 Exporter = Literal["auto", "dynamo", "torchscript"]
 
 
-class ExportError(EdgepruneError, RuntimeError):
-    """The model could not be exported to ONNX, or the file does not run in ONNX Runtime."""
-
-
-class ExportMismatchError(ExportError):
-    """The exported file runs but its outputs differ from PyTorch's beyond tolerance.
-
-    Attributes:
-        output_index: position of the first offending output in the flattened outputs.
-        output_name: its name in the ONNX graph.
-        input_label: which check input showed it ("example input", "random input", "batch of 2").
-        max_abs: largest absolute difference on that output.
-        max_rel: largest relative difference, ``|onnx - torch| / |torch|``, on that output.
-    """
-
-    def __init__(self, output_index: int, output_name: str, input_label: str,
-                 max_abs: float, max_rel: float, detail: str = "") -> None:
-        self.output_index = output_index
-        self.output_name = output_name
-        self.input_label = input_label
-        self.max_abs = max_abs
-        self.max_rel = max_rel
-        super().__init__(
-            f"ONNX output {output_index} ({output_name!r}) differs from PyTorch on the {input_label}: "
-            f"max abs diff {max_abs:.3g}, max rel diff {max_rel:.3g}{detail}")
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Elementwise check ``|onnx - torch| <= atol + rtol * |torch|`` (as ``numpy.allclose``)."""
-
-    rtol: float = 1e-3
-    atol: float = 1e-4
+# One error type for every runtime's artifact (see edgeprune.runtimes.errors); the names stay.
+ExportMismatchError = ParityError
 
 
 def export_onnx(model: nn.Module, example_inputs: ExampleInputs, path: str | os.PathLike, *,
                 dynamic_batch: bool = False, opset: int | None = None, check: bool = True,
-                rtol: float = 1e-3, atol: float = 1e-4, sparse: bool = False,
+                rtol: float = PARITY_RTOL, atol: float = 0.0, sparse: bool = False,
                 exporter: Exporter = "auto", seed: int = 0) -> Path:
     """Export ``model`` to one ONNX file and check it against PyTorch.
 
@@ -92,7 +62,8 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInputs, path: str | os.
         dynamic_batch: make dimension 0 of every input and output symbolic.
         opset: ONNX opset version; ``None`` lets the exporter choose.
         check: run the parity check (strongly recommended).
-        rtol: relative tolerance of the check.
+        rtol: relative tolerance of the check: every output within ``atol + rtol * max |torch|``
+            (:mod:`edgeprune.runtimes.parity`, the check every runtime's artifact passes).
         atol: absolute tolerance of the check.
         sparse: store weights as sparse initializers via ``edgeprune.export.sparse_onnx``.
         exporter: ``"auto"`` (dynamo, falling back to TorchScript), ``"dynamo"`` or ``"torchscript"``.
@@ -139,6 +110,9 @@ def check_onnx(onnx_path: str | os.PathLike, model: nn.Module, example_inputs: E
                dynamic_batch: bool = False, tol: Tolerance = Tolerance(), seed: int = 0) -> None:
     """Compare an ONNX file's outputs with ``model``'s on the check inputs (see :func:`export_onnx`).
 
+    The runtimes' one parity check (:func:`edgeprune.runtimes.parity.check_parity`) on an ONNX
+    Runtime session.
+
     Args:
         onnx_path: the file to run in ONNX Runtime.
         model: the PyTorch model it should match (run under ``torch.no_grad``).
@@ -151,17 +125,10 @@ def check_onnx(onnx_path: str | os.PathLike, model: nn.Module, example_inputs: E
         ExportError: ONNX Runtime cannot load or run the file.
         ExportMismatchError: an output differs beyond tolerance.
     """
-    session = _session(onnx_path)
-    args, kwargs = split_inputs(example_inputs)
-    second = random_inputs(example_inputs, seed=seed)
-    cases = [("example input", (args, kwargs)), ("random input", second)]
-    if dynamic_batch:
-        cases.append(("batch of 2", _concat_batch((args, kwargs), second)))
-    for label, (a, k) in cases:
-        with torch.no_grad():
-            expected = _flat_tensors(model(*a, **k))
-        got = run_session(session, a, k)
-        _compare(session, expected, got, label, tol)
+    from edgeprune.runtimes import check_parity, open_session
+
+    check_parity(open_session("onnxruntime", onnx_path), model, example_inputs, tol=tol, seed=seed,
+                 dynamic_batch=dynamic_batch)
 
 
 def run_session(session, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor]) -> list[np.ndarray]:
@@ -195,14 +162,9 @@ def onnx_feeds(session, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.
     Raises:
         ExportError: the graph has a different number of inputs than the model was given.
     """
-    names = [i.name for i in session.get_inputs()]
-    if kwargs and not args and set(names) <= set(kwargs):
-        return {n: _to_numpy(kwargs[n]) for n in names}
-    flat = list(args) + list(kwargs.values())
-    if len(names) != len(flat):
-        raise ExportError(f"the ONNX graph has {len(names)} inputs {names} but the model was given {len(flat)}; "
-                          "an input the model ignores is dropped by the exporter")
-    return {n: _to_numpy(t) for n, t in zip(names, flat)}
+    from edgeprune.runtimes.onnxruntime import feeds
+
+    return feeds([i.name for i in session.get_inputs()], args, kwargs)
 
 
 def _for_export(model: nn.Module, example_inputs: ExampleInputs) -> nn.Module:
@@ -296,52 +258,6 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _session(onnx_path: str | os.PathLike):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ExportError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from exc
-
-
 def _flat_tensors(output) -> list[torch.Tensor]:
     leaves, _ = tree_flatten(output)
     return [t for t in leaves if isinstance(t, torch.Tensor)]
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().contiguous().numpy()
-
-
-def _concat_batch(first, second):
-    (a1, k1), (a2, k2) = first, second
-    return (tuple(torch.cat([x, y]) for x, y in zip(a1, a2)), {k: torch.cat([k1[k], k2[k]]) for k in k1})
-
-
-def _compare(session, expected: list[torch.Tensor], got: list[np.ndarray], label: str, tol: Tolerance) -> None:
-    names = [o.name for o in session.get_outputs()]
-    if len(expected) != len(got):
-        raise ExportError(f"ONNX graph has {len(got)} outputs, PyTorch gave {len(expected)} tensors")
-    for i, (ref_t, out) in enumerate(zip(expected, got)):
-        ref = _to_numpy(ref_t)
-        if ref.shape != out.shape:
-            raise ExportMismatchError(i, names[i], label, float("inf"), float("inf"),
-                                      f" (shape {tuple(out.shape)} vs {tuple(ref.shape)})")
-        if not np.issubdtype(ref.dtype, np.floating):
-            if not np.array_equal(ref, out):
-                n_bad = int((ref != out).sum())
-                raise ExportMismatchError(i, names[i], label, float(np.abs(ref.astype(np.float64) - out).max()),
-                                          float("inf"), f" ({n_bad} of {ref.size} exact values differ)")
-            continue
-        ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
-        both_nan = np.isnan(ref64) & np.isnan(out64)
-        diff = np.where(both_nan, 0.0, np.abs(out64 - ref64))
-        diff = np.where(np.isnan(diff), np.inf, diff)  # NaN on one side only is a mismatch
-        bad = diff > tol.atol + tol.rtol * np.abs(np.nan_to_num(ref64))
-        if bad.any():
-            rel = diff / np.maximum(np.abs(np.nan_to_num(ref64)), np.finfo(np.float64).tiny)
-            raise ExportMismatchError(i, names[i], label, float(diff.max()), float(rel.max()),
-                                      f" ({int(bad.sum())} of {bad.size} values beyond rtol={tol.rtol}, atol={tol.atol})")

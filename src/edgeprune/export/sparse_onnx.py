@@ -202,25 +202,11 @@ def _export_dense(model: Any, example_inputs: tuple, path: Path) -> None:
 
 
 def _check_against(onnx_path: Path, model: Any, args: tuple, rtol: float) -> float:
-    # Run the file in ONNX Runtime and compare every output with PyTorch's; returns the worst
-    # relative error (max |ort - torch| / max |torch|, per output).
-    import onnxruntime as ort
-    import torch
+    # The runtimes' one parity check (relative error: max |ort - torch| / max |torch|, per output) on
+    # the example input and a seeded random one; returns the worst relative error.
+    from edgeprune.runtimes import Tolerance, check_parity, open_session
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    feeds = {i.name: a.detach().cpu().numpy() for i, a in zip(session.get_inputs(), args)}
-    got = session.run(None, feeds)
-    with torch.no_grad():
-        want = model(*args)
-    want = [want] if isinstance(want, torch.Tensor) else list(want)
-    worst = 0.0
-    for g, w in zip(got, want):
-        w = w.detach().cpu().numpy()
-        scale = max(float(np.abs(w).max()) if w.size else 0.0, 1e-12)
-        worst = max(worst, float(np.abs(g - w).max()) / scale if w.size else 0.0)
-    if worst > rtol:
-        raise ValueError(f"the sparse ONNX file disagrees with PyTorch: relative error {worst:.2e} > {rtol:g}")
-    return worst
+    return check_parity(open_session("onnxruntime", onnx_path), model, tuple(args), tol=Tolerance(rtol)).max_rel
 
 
 def export_sparse_onnx(model: Any, example_inputs: Any, path: str | os.PathLike, *,
@@ -245,7 +231,7 @@ def export_sparse_onnx(model: Any, example_inputs: Any, path: str | os.PathLike,
         The :class:`SparseConversion`.
 
     Raises:
-        ValueError: the sparse file disagrees with PyTorch beyond ``rtol`` (nothing is written).
+        ParityError: the sparse file disagrees with PyTorch beyond ``rtol`` (nothing is written).
 
     Example:
         >>> import torch, torch.nn as nn, tempfile, os

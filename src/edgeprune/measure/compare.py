@@ -24,7 +24,8 @@ class Row:
 
 def figures(p: Profile) -> list[tuple[str, str, float | None]]:
     """The comparable figures of a profile as ``(metric, unit, value)``, in display order."""
-    lat_o, lat_t, mem = p.latency_onnx, p.latency_torch, p.memory
+    lat_o, lat_t, mem, lat_r = p.latency_onnx, p.latency_torch, p.memory, p.latency_runtime
+    rt = lat_r.runtime if lat_r else "runtime"
     return [
         ("params", "", p.params.total),
         ("params nonzero", "", p.params.nonzero),
@@ -37,6 +38,8 @@ def figures(p: Profile) -> list[tuple[str, str, float | None]]:
         ("ORT latency p95", "ms", lat_o.p95_ms if lat_o else None),
         ("torch latency median", "ms", lat_t.median_ms if lat_t else None),
         ("torch latency p95", "ms", lat_t.p95_ms if lat_t else None),
+        (f"{rt} latency median", "ms", lat_r.median_ms if lat_r else None),
+        (f"{rt} latency p95", "ms", lat_r.p95_ms if lat_r else None),
         ("peak activations", "bytes", mem.peak_activation_bytes if mem else None),
     ]
 

@@ -1,5 +1,8 @@
 """Latency of one inference, on ONNX Runtime and in PyTorch eager, by one protocol.
 
+(Several artifacts on any runtime, interleaved in one process: ``edgeprune.runtimes.timing``, which
+times each call with :func:`time_calls` and summarises with :func:`summarize` as here.)
+
 Protocol (both runtimes): fixed-seed input; ``warmup`` untimed runs (first-run allocations,
 kernel selection, caches); then ``runs`` timed runs one after another, each timed alone with
 ``time.perf_counter_ns`` around the single call; we report the median (robust to the odd
@@ -46,6 +49,8 @@ class LatencyStats:
         threads: intra-op threads used.
         batch_size: batch size of the input.
         samples_ms: every timed run, in order.
+        version: the runtime's version.
+        precision: what its kernels computed in (``f32`` unless a runtime reports otherwise).
     """
 
     runtime: str
@@ -58,6 +63,8 @@ class LatencyStats:
     threads: int
     batch_size: int
     samples_ms: list[float] = field(default_factory=list)
+    version: str = ""
+    precision: str = "f32"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +93,8 @@ def time_calls(call: Callable[[], object], *, runs: int, warmup: int) -> list[fl
     return samples
 
 
-def summarize(samples_ms: list[float], *, runtime: str, warmup: int, threads: int, batch_size: int) -> LatencyStats:
+def summarize(samples_ms: list[float], *, runtime: str, warmup: int, threads: int, batch_size: int,
+              version: str = "", precision: str = "f32") -> LatencyStats:
     """Summarise timed runs.
 
     Args:
@@ -95,6 +103,8 @@ def summarize(samples_ms: list[float], *, runtime: str, warmup: int, threads: in
         warmup: untimed runs that preceded them.
         threads: intra-op threads used.
         batch_size: batch size of the input.
+        version: the runtime's version.
+        precision: what its kernels computed in.
 
     Returns:
         :class:`LatencyStats` (median, p95 by linear interpolation, mean, min, the samples).
@@ -103,11 +113,13 @@ def summarize(samples_ms: list[float], *, runtime: str, warmup: int, threads: in
     return LatencyStats(runtime=runtime, median_ms=float(np.median(arr)), p95_ms=float(np.percentile(arr, 95)),
                         mean_ms=float(arr.mean()), min_ms=float(arr.min()), runs=len(samples_ms),
                         warmup=warmup, threads=threads, batch_size=batch_size,
-                        samples_ms=[round(float(x), 4) for x in samples_ms])
+                        samples_ms=[round(float(x), 4) for x in samples_ms], version=version, precision=precision)
 
 
 def ort_session(onnx_path: str | os.PathLike, threads: int, spin: bool = False):
     """An ONNX Runtime CPU session with the measurement settings of this module's docstring.
+
+    Made by the ONNX Runtime plug-in (``edgeprune.runtimes.onnxruntime``), the one session factory.
 
     Args:
         onnx_path: the model file.
@@ -117,18 +129,11 @@ def ort_session(onnx_path: str | os.PathLike, threads: int, spin: bool = False):
     Returns:
         An ``onnxruntime.InferenceSession``.
     """
-    import onnxruntime as ort
+    from edgeprune.runtimes import open_session
 
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-    return ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return open_session("onnxruntime", onnx_path, threads, spin=spin).ort
 
 
 def ort_latency(onnx_path: str | os.PathLike, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor],
@@ -152,10 +157,13 @@ def ort_latency(onnx_path: str | os.PathLike, args: tuple[torch.Tensor, ...], kw
     """
     from edgeprune.export.onnx import onnx_feeds
 
+    import onnxruntime as ort
+
     session = ort_session(onnx_path, threads, spin)
     feeds = onnx_feeds(session, args, kwargs)
     samples = time_calls(lambda: session.run(None, feeds), runs=runs, warmup=warmup)
-    return summarize(samples, runtime="onnxruntime", warmup=warmup, threads=threads, batch_size=_batch(args, kwargs))
+    return summarize(samples, runtime="onnxruntime", warmup=warmup, threads=threads, batch_size=_batch(args, kwargs),
+                     version=ort.__version__)
 
 
 def torch_latency(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict[str, torch.Tensor],
@@ -189,7 +197,8 @@ def torch_latency(model: nn.Module, args: tuple[torch.Tensor, ...], kwargs: dict
             samples = time_calls(lambda: model(*args, **kwargs), runs=runs, warmup=warmup)
     finally:
         torch.set_num_threads(previous)
-    return summarize(samples, runtime="torch", warmup=warmup, threads=threads, batch_size=_batch(args, kwargs))
+    return summarize(samples, runtime="torch", warmup=warmup, threads=threads, batch_size=_batch(args, kwargs),
+                     version=torch.__version__)
 
 
 def _batch(args, kwargs) -> int:

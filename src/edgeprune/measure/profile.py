@@ -42,6 +42,8 @@ class Profile:
         sizes: state dict, ONNX, zipped ONNX and sparse ONNX bytes.
         latency_onnx: ONNX Runtime latency, or ``None`` when not measured.
         latency_torch: PyTorch eager latency, or ``None`` when not measured.
+        latency_runtime: latency of the artifact of another runtime (``profile(runtime=...)``: LiteRT,
+            ExecuTorch, OpenVINO), with its version, threads and precision; ``None`` otherwise.
         memory: peak memory of one inference (PyTorch eager), or ``None``.
         notes: caveats a reader must see (e.g. sparsity that brings no speed).
         environment: versions and machine the numbers come from.
@@ -58,6 +60,7 @@ class Profile:
     memory: MemoryReport | None = None
     notes: list[str] = field(default_factory=list)
     environment: dict[str, Any] = field(default_factory=dict)
+    latency_runtime: LatencyStats | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (``json.dumps`` takes it as is)."""
@@ -80,7 +83,8 @@ class Profile:
                    latency_onnx=LatencyStats(**data["latency_onnx"]) if data.get("latency_onnx") else None,
                    latency_torch=LatencyStats(**data["latency_torch"]) if data.get("latency_torch") else None,
                    memory=MemoryReport(**{k: v for k, v in memory.items() if k != "peak_bytes"}) if memory else None,
-                   notes=list(data.get("notes", [])), environment=dict(data.get("environment", {})))
+                   notes=list(data.get("notes", [])), environment=dict(data.get("environment", {})),
+                   latency_runtime=LatencyStats(**data["latency_runtime"]) if data.get("latency_runtime") else None)
 
 
 def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2, batch_size: int = 1,
@@ -88,7 +92,7 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
             memory: bool = True, memory_method: Literal["allocator", "tensors"] = "allocator",
             onnx: bool = True, check_onnx: bool = True, onnx_path: str | os.PathLike | None = None,
             sparse_exporter: SparseExporter | None = None, seed: int = 0, name: str | None = None,
-            ort_spin: bool = False, exporter: Exporter = "auto") -> Profile:
+            ort_spin: bool = False, exporter: Exporter = "auto", runtime: str = "onnxruntime") -> Profile:
     """Measure a model: parameters, MACs, bytes, latency (ONNX Runtime and PyTorch), peak memory.
 
     Every measurement uses one fixed-seed input shaped like ``example_inputs`` with batch
@@ -114,6 +118,8 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
         ort_spin: let ONNX Runtime's idle threads busy-wait (see :mod:`edgeprune.measure.latency`).
         exporter: ONNX exporter (see :func:`edgeprune.export.onnx.export_onnx`); ``"torchscript"``
             exports 3-4x faster where many profiles are taken.
+        runtime: also export the model to this runtime's artifact (checked against PyTorch) and time it
+            (``latency_runtime``): ``litert``, ``executorch`` or ``openvino``; ONNX Runtime is always timed.
 
     Returns:
         A :class:`Profile`.
@@ -124,7 +130,11 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
         (68, 64)
     """
     from edgeprune.export.onnx import export_onnx
+    from edgeprune.runtimes import get_runtime
 
+    rt = get_runtime(runtime)
+    if rt.name != "onnxruntime":
+        rt.require()  # before any work: a missing extra is named at once
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     args, kwargs = random_inputs(example_inputs, seed=seed, batch_size=batch_size)
@@ -143,13 +153,40 @@ def profile(model: nn.Module, example_inputs: ExampleInputs, *, threads: int = 2
         lat_onnx = lat_torch = None
         if latency and path is not None:
             lat_onnx = ort_latency(path, args, kwargs, threads=threads, runs=runs, warmup=warmup, spin=ort_spin)
+        lat_rt = None
+        if latency and rt.name != "onnxruntime":
+            lat_rt = runtime_latency(rt.name, model, inputs, Path(tmp), threads=threads, runs=runs, warmup=warmup,
+                                     onnx_path=path)
         if latency and torch_latency_too:
             lat_torch = torch_latency(model, args, kwargs, threads=threads, runs=runs, warmup=warmup)
         mem = measure_memory(model, inputs, memory_method) if memory else None
     shapes = [list(t.shape) for t in list(args) + list(kwargs.values())]
     return Profile(name=name or spec_of(model) or type(model).__name__, input_shapes=shapes, batch_size=batch_size,
                    params=params, macs=macs, sizes=sizes, latency_onnx=lat_onnx, latency_torch=lat_torch,
-                   memory=mem, notes=notes, environment=environment(threads, ort_spin))
+                   memory=mem, notes=notes, environment=environment(threads, ort_spin), latency_runtime=lat_rt)
+
+
+def runtime_latency(runtime: str, model: nn.Module, example_inputs: ExampleInputs, folder: Path, *, threads: int,
+                    runs: int, warmup: int, onnx_path: Path | None = None) -> LatencyStats:
+    """Export ``model`` to ``runtime``'s artifact in ``folder`` (checked) and time it (one artifact).
+
+    Returns:
+        :class:`LatencyStats` with the runtime's name, version and precision.
+    """
+    from edgeprune.measure.latency import summarize, time_calls
+    from edgeprune.runtimes import get_runtime
+    from edgeprune.specs import split_inputs
+
+    rt = get_runtime(runtime)
+    options = {"onnx": onnx_path} if rt.name == "openvino" and onnx_path is not None else {}
+    path = rt.export(model, example_inputs, rt.artifact_path(folder, "model"), **options)
+    session = rt.open(path, threads)
+    args, kwargs = split_inputs(example_inputs)
+    samples = time_calls(session.caller(session.inputs_from(args, kwargs)), runs=runs, warmup=warmup)
+    first = (list(args) + list(kwargs.values()))[0]
+    return summarize(samples, runtime=rt.name, warmup=warmup, threads=threads,
+                     batch_size=int(first.shape[0]) if first.dim() else 1, version=session.version,
+                     precision=session.precision)
 
 
 def environment(threads: int, ort_spin: bool = False) -> dict[str, Any]:

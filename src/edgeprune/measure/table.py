@@ -46,6 +46,9 @@ def profile_table(p: Profile) -> Table:
             table.add_row(f"  MACs {kind}", human(macs, ""))
     if p.memory is not None:
         table.add_row("peak memory (weights+input+activations)", human(p.memory.peak_bytes, "bytes"))
+    for lat in (p.latency_onnx, p.latency_runtime):  # what ran each latency figure
+        if lat is not None:
+            table.add_row(f"  {lat.runtime}", f"{lat.version} / {lat.threads} threads / {lat.precision}")
     return table
 
 

@@ -33,6 +33,9 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if not isinstance(metrics, dict) or metrics.get("format") != "edgeprune.run":
         raise ValueError(f"{run_dir / 'metrics.json'} is not the metrics of an edgeprune run")
+    transfer = run_dir / "transfer.json"  # written by ``edgeprune transfer``
+    if transfer.exists():
+        metrics = {**metrics, "transfer": json.loads(transfer.read_text())}
     path = run_dir / REPORT_FILE
     tmp = path.with_name(f".{REPORT_FILE}.tmp")
     tmp.write_text(render_report(metrics), encoding="utf-8")

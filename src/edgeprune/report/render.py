@@ -15,13 +15,14 @@ from edgeprune.measure.table import human as measure_human
 from edgeprune.report import plots
 
 STATUS_TEXT = {"ok": "targets met", "guard_failed": "accuracy guard failed", "target_missed": "target missed"}
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "litert": "LiteRT", "executorch": "ExecuTorch", "openvino": "OpenVINO"}
 ROWS = (  # key, label, unit, lower is better
     ("accuracy", "accuracy", "%", False),
     ("macs", "MACs", "", True),
     ("params", "parameters", "", True),
     ("bytes", "weights (state dict)", "bytes", True),
     ("onnx_bytes", "ONNX file", "bytes", True),
-    ("latency_ms", "latency (ONNX Runtime median)", "ms", True),
+    ("latency_ms", "latency (median)", "ms", True),
 )
 
 
@@ -52,6 +53,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         notes=_notes(metrics.get("notes") or []),
         before_after=_before_after(metrics),
         checks=_checks(metrics),
+        transfer=_transfer(metrics.get("transfer")),
         plot_macs=macs_svg or _empty("accuracy vs MACs needs --data"),
         plot_latency=lat_svg or _empty("accuracy vs latency needs --data and a latency measurement"),
         tradeoff_caption=html.escape(_tradeoff_caption(metrics)),
@@ -77,7 +79,7 @@ def headline(metrics: dict[str, Any]) -> str:
     before, after, ratio = metrics.get("before", {}), metrics.get("after", {}), metrics.get("ratios", {})
     parts = []
     if ratio.get("speedup"):
-        parts.append(f"{ratio['speedup']:.2f}x faster on ONNX Runtime")
+        parts.append(f"{ratio['speedup']:.2f}x faster on {measured_on(metrics)}")
     if ratio.get("macs") is not None:
         parts.append(f"{ratio['macs']:.2f}x the MACs")
     if ratio.get("params") is not None:
@@ -105,7 +107,8 @@ def _cards(m: dict[str, Any]) -> str:
     cards = []
     if ratio.get("speedup"):
         cards.append(("speed-up (measured)", f"{ratio['speedup']:.2f}x",
-                      f"{human(before['latency_ms'], 'ms')} \u2192 {human(after['latency_ms'], 'ms')}", ""))
+                      f"{human(before['latency_ms'], 'ms')} \u2192 {human(after['latency_ms'], 'ms')} "
+                      f"on {measured_on(m)}", ""))
     if ratio.get("macs") is not None:
         cards.append(("MACs", f"{ratio['macs']:.2f}x", f"{human(before['macs'], '')} \u2192 {human(after['macs'], '')}", ""))
     if ratio.get("onnx_bytes") is not None:
@@ -131,6 +134,8 @@ def _before_after(m: dict[str, Any]) -> str:
             continue
         if key == "accuracy":
             label = m.get("metric") or label
+        if key == "latency_ms":
+            label = f"latency ({measured_on(m)}, median)"
         change, cls = "\u2013", ""
         if b is not None and a is not None:
             if unit == "%":
@@ -154,7 +159,8 @@ def _checks(m: dict[str, Any]) -> str:
     for c in m.get("targets") or []:
         unit = {"size": "bytes", "latency": "ms", "speedup": "ms", "sparsity": ""}.get(c["metric"], "")
         fmt = (lambda v: f"{v:.3f}") if c["metric"] == "sparsity" else (lambda v: human(v, unit))
-        rows.append(_check_row(f"target {c['target']}", c["describe"], fmt(c["limit"]),
+        meaning = c["describe"] + (f" (measured on {measured_on(m)})" if c["metric"] in ("latency", "speedup") else "")
+        rows.append(_check_row(f"target {c['target']}", meaning, fmt(c["limit"]),
                                fmt(c["reached"]) if c["reached"] is not None else "\u2013", c["met"]))
     guard = m.get("guard")
     if guard:
@@ -177,11 +183,59 @@ def _check_row(name: str, meaning: str, limit: str, reached: str, passed: bool |
 def _tradeoff_caption(m: dict[str, Any]) -> str:
     text = ("Grey points are one-shot cuts at fixed ratios with the run's allocation, not fine-tuned: they show "
             "how fast accuracy falls as MACs go. ")
+    if (m.get("before") or {}).get("latency_ms") is not None:
+        text += f"Latency is measured on {measured_on(m)}. "
     if m.get("finetune"):
         ft = m["finetune"]
         text += (f"The arrow is recovery: {ft['epochs']:g} epoch(s) of fine-tuning at learning rate {ft['lr']:g}"
                  + (" with distillation from the original model." if ft.get("distill") else "."))
     return text
+
+
+def measured_on(m: dict[str, Any]) -> str:
+    """What ran the run's before/after latency: ``ONNX Runtime 1.32.0, 2 threads, f32``.
+
+    From the interleaved verdict (``metrics["latency"]``) where the run has one, else from the
+    pruned model's profile.
+    """
+    lat = m.get("latency") or {}
+    if not lat:
+        prof = (m.get("profiles") or {}).get("after") or {}
+        lat = dict(prof.get("latency_onnx") or {})
+        env = prof.get("environment") or {}
+        lat.setdefault("threads", env.get("threads"))
+        if not lat.get("version"):
+            lat["version"] = env.get("onnxruntime") or ""
+    runtime = RUNTIME_NAMES.get(lat.get("runtime") or "onnxruntime", lat.get("runtime"))
+    threads = lat.get("threads")
+    parts = [f"{runtime} {lat.get('version') or ''}".strip(),
+             f"{threads} thread{'s' if threads != 1 else ''}" if threads else "threads unknown",
+             lat.get("precision") or "f32"]
+    return ", ".join(parts)
+
+
+def _transfer(t: dict[str, Any] | None) -> str:
+    if not t:
+        return ""
+    rows = []
+    for r in t.get("rows", []):
+        parity = max((r.get("parity_max_rel") or {"": 0.0}).values())
+        cls = "better" if (r.get("speedup") or 0) > 1 else "worse"
+        rows.append(f"<tr><td>{html.escape(RUNTIME_NAMES.get(r['runtime'], r['runtime']))}</td><td class=mono>{html.escape(str(r['version']))}</td>"
+                    f"<td class=num>{r['threads']}</td><td>{html.escape(str(r['precision']))}</td>"
+                    f"<td class=num>{human(r['original_ms'], 'ms')}</td><td class=num>{human(r['pruned_ms'], 'ms')}</td>"
+                    f"<td class='num {cls}'>{r['speedup']:.2f}x</td><td class=num>{parity:.1e}</td></tr>")
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in t.get("warnings", []))
+    proto = t.get("protocol") or {}
+    caption = (f"The original and the pruned model, exported to each runtime's file (checked against PyTorch: "
+               f"parity is the largest relative error), timed in one process, interleaved per runtime "
+               f"({proto.get('rounds')} rounds of {proto.get('runs')} runs, median).")
+    return ("<section><h2>Transfer across runtimes</h2><table><thead><tr><th>runtime</th><th>version</th>"
+            "<th class=num>threads</th><th>precision</th><th class=num>original</th><th class=num>pruned</th>"
+            "<th class=num>speed-up</th><th class=num>parity (max rel)</th></tr></thead><tbody>" + "".join(rows)
+            + f"</tbody></table><p class=caption>{html.escape(caption)}</p>"
+            + (f'<div class="notes"><strong>Slow steps</strong><ul>{warnings}</ul></div>' if warnings else "")
+            + "</section>")
 
 
 def _layer_table(m: dict[str, Any]) -> str:

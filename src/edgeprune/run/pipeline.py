@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,6 +99,7 @@ class _Pipeline:
                  hooks: dict[str, Callable[[], None]]) -> None:
         self.recipe, self.dir, self.progress, self.notes, self.hooks = recipe, staging, progress, notes, hooks
         self.timings: dict[str, float] = {}
+        self.latency: dict[str, Any] | None = None  # the interleaved before/after (run/verdict.py)
 
     @contextmanager
     def step(self, name: str, total: float | None = None) -> Iterator[dict[str, str]]:
@@ -135,10 +137,12 @@ class _Pipeline:
             if inputs.evaluate is not None:
                 acc_before = inputs.evaluate(inputs.model)
                 s["note"] = f"{acc_before:.2f}%"
+        scratch = tempfile.TemporaryDirectory(prefix="edgeprune-run-")  # the original's ONNX, for the verdict
+        original_onnx = Path(scratch.name) / "original.onnx"
         with self.step("profile original") as s:
             before = profile(inputs.model, inputs.example, threads=r.threads, runs=r.latency_runs,
                              warmup=max(1, r.latency_runs // 5), torch_latency_too=False, memory=False,
-                             name=r.model)
+                             name=r.model, onnx_path=original_onnx)
             s["note"] = _lat(before)
 
         ft_config = None
@@ -188,7 +192,13 @@ class _Pipeline:
                             warmup=max(1, r.latency_runs // 5), torch_latency_too=False, memory=False,
                             onnx_path=self.dir / "model.onnx", check_onnx=True, name=f"{r.model} (pruned)",
                             sparse_exporter=_sparse_exporter(self.dir) if r.is_sparse else None)
-            s["note"] = _lat(after)
+            if before.latency_onnx is not None and after.latency_onnx is not None:
+                from edgeprune.run.verdict import interleaved_latency
+
+                self.latency = interleaved_latency(original_onnx, self.dir / "model.onnx", inputs.example,
+                                                   threads=r.threads, runs=r.latency_runs)
+            scratch.cleanup()
+            s["note"] = _lat(after) + (f"; interleaved {self.latency['speedup']:.2f}x" if self.latency else "")
             if r.is_sparse:
                 from edgeprune.export.onnx import check_onnx
 
@@ -212,6 +222,8 @@ class _Pipeline:
         r = self.recipe
         b = summary(before, acc_before, sparse=False)
         a = summary(after, acc_after, sparse=r.is_sparse)
+        if self.latency is not None:  # the verdict's figures: both models timed in one interleaved session
+            b["latency_ms"], a["latency_ms"] = self.latency["original_ms"], self.latency["pruned_ms"]
         a["accuracy_before_finetune"] = acc_pruned
         original = figures(inputs.model, inputs.example)
         final = figures(outcome.result.model, inputs.example)
@@ -263,6 +275,7 @@ class _Pipeline:
             "skipped": dict(outcome.result.skipped),
             "sensitivity": outcome.sensitivity,
             "profiles": {"before": before.to_dict(), "after": after.to_dict()},
+            "latency": self.latency,
             "timings": dict(self.timings),
             "notes": list(self.notes),
             "files": sorted(set(files)),
