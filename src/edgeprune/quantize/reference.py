@@ -1,0 +1,134 @@
+"""The fake-quant reference an INT8 ONNX file is checked against, and the check.
+
+The reference is the *same* QDQ graph run by ONNX Runtime with every graph optimisation disabled
+(``ORT_DISABLE_ALL``). A QDQ graph is, by the ONNX definition of its two ops, a fake-quant model:
+``QuantizeLinear`` computes ``q = saturate(round(x / s) + z)`` and ``DequantizeLinear`` computes
+``(q - z) * s``, and every Conv, Gemm or MatMul between them runs in float32 on the dequantized
+weights and activations. That is exactly fake quantization with the scales and zero points the
+calibrator chose. With optimisations on (how the artifact is deployed and timed), ORT fuses each
+``DQ -> Conv -> Q`` into an integer kernel (QLinearConv, U8S8 with int32 accumulation and a fixed-
+point requantisation), so the two runs differ only by the integer kernels' rounding: what the check
+is for. Why not a PyTorch fake-quant model rebuilt from the graph's scales: it would re-implement
+the graph op by op (a second, untested interpreter of the same file) where the unfused graph already
+*is* that model; the tests cross-check this reference against ONNX's own pure-numpy reference
+evaluator (``onnx.reference``) on small models, so the reference itself is checked.
+
+The check: on each check input, every output of the INT8 file is within one quantization step of
+the reference, the step being the scale of the QuantizeLinear/DequantizeLinear pair the output
+leaves through (an output left in float gets 1% of the reference's largest magnitude).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgeprune.quantize.errors import QuantizeMismatchError
+
+STEPS_ALLOWED = 1.0
+FLOAT_OUTPUT_RTOL = 0.01
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How far the INT8 file is from its fake-quant reference.
+
+    Attributes:
+        max_abs: largest absolute difference over outputs and check inputs.
+        max_steps: the same in quantization steps of the output (``<= 1`` passes).
+        step: the output's quantization step (``None``: the output is float).
+        samples: check samples compared.
+        top1_agreement: share of samples whose argmax over the last dim agrees (classifiers).
+    """
+
+    max_abs: float
+    max_steps: float
+    step: float | None
+    samples: int
+    top1_agreement: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def session(path: str | os.PathLike, *, fake_quant: bool = False, threads: int = 1):
+    """An ONNX Runtime CPU session: the deployed INT8 kernels, or (``fake_quant``) the reference.
+
+    Args:
+        path: the ONNX file.
+        fake_quant: disable every graph optimisation, so Q/DQ run as float fake-quant ops.
+        threads: intra-op threads.
+
+    Returns:
+        An ``onnxruntime.InferenceSession``.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if fake_quant
+                                     else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def output_steps(path: str | os.PathLike) -> list[float | None]:
+    """The quantization step of each graph output: the scale of the DequantizeLinear that produces
+    it (a scalar scale), or ``None`` when the output is computed in float."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute}
+    produced_by = {o: n for n in model.graph.node for o in n.output}
+    steps: list[float | None] = []
+    for out in model.graph.output:
+        node = produced_by.get(out.name)
+        scale = None
+        if node is not None and node.op_type == "DequantizeLinear":
+            tensor = inits.get(node.input[1]) or consts.get(node.input[1])
+            if tensor is not None:
+                values = numpy_helper.to_array(tensor)
+                scale = float(values.max()) if values.size else None
+        steps.append(scale)
+    return steps
+
+
+def check_int8(path: str | os.PathLike, inputs: Sequence[np.ndarray], input_name: str) -> ParityReport:
+    """Check an INT8 QDQ file against its fake-quant reference (see the module docstring).
+
+    Args:
+        path: the INT8 file.
+        inputs: float32 input batches.
+        input_name: the graph input they feed.
+
+    Returns:
+        A :class:`ParityReport`.
+
+    Raises:
+        QuantizeMismatchError: an output is more than one quantization step from the reference.
+    """
+    fast, ref = session(path), session(path, fake_quant=True)
+    steps = output_steps(path)
+    worst_abs, worst_steps, agree, samples = 0.0, 0.0, 0, 0
+    for batch in inputs:
+        got, want = fast.run(None, {input_name: batch}), ref.run(None, {input_name: batch})
+        for k, (g, w) in enumerate(zip(got, want)):
+            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+            step = steps[k] or FLOAT_OUTPUT_RTOL * max(float(np.abs(w).max()), 1e-12)
+            worst_abs = max(worst_abs, float(diff.max()))
+            worst_steps = max(worst_steps, float(diff.max()) / step)
+            if k == 0 and g.ndim >= 2:
+                agree += int((g.argmax(-1) == w.argmax(-1)).sum())
+        samples += int(batch.shape[0])
+    report = ParityReport(worst_abs, worst_steps, steps[0] if steps else None, samples,
+                          agree / samples if samples else 1.0)
+    # 1e-3 of a step: the reference's float32 dequantize itself rounds (|x| / s up to 255, ~1e-5 relative)
+    if worst_steps > STEPS_ALLOWED + 1e-3:
+        raise QuantizeMismatchError(
+            f"the INT8 file {os.fspath(path)!r} differs from its fake-quant reference by {worst_steps:.2f} "
+            f"quantization steps (max abs {worst_abs:.3g}); at most {STEPS_ALLOWED:g} is allowed")
+    return report
