@@ -90,7 +90,25 @@ def test_int8_matches_fake_quant_reference_within_one_step(tmp_path, name):
     # the reference is really quantized (not FP32 under another name), yet close to FP32
     assert np.abs(ref - fp).max() > 1e-3 * np.abs(fp).max()
     assert np.corrcoef(ref.ravel(), fp.ravel())[0, 1] > 0.98
-    assert q.parity.max_steps <= 1.0 + 1e-3 and q.parity.samples == 64  # two calibration batches checked
+    assert q.parity.max_steps <= 1.0 + 1e-3 and q.parity.within_one_step == 1.0
+    assert q.parity.samples == 64  # two calibration batches checked
+
+
+def test_the_check_fails_when_the_kernels_compute_something_else(tmp_path):
+    from edgeprune.quantize import QuantizeMismatchError
+    from edgeprune.quantize.reference import check_int8
+
+    _, loader, fp32 = _setup(tmp_path, "residual")
+    a = quantize_onnx(fp32, tmp_path / "a.onnx", calibration_batches(loader, Calibration(2, 32, seed=0)))
+    # the reference of another model (other weights, same graph): as if the kernels computed something else
+    torch.manual_seed(1)
+    wrong = ResidualCNN().eval()
+    export_onnx(wrong, torch.randn(1, 3, 16, 16), tmp_path / "wrong.onnx", dynamic_batch=True, exporter="torchscript")
+    b = quantize_onnx(tmp_path / "wrong.onnx", tmp_path / "b.onnx", calibration_batches(loader, Calibration(2, 32)))
+    x = [torch.randn(16, 3, 16, 16).numpy()]
+    with pytest.raises(QuantizeMismatchError, match="within one quantization step"):
+        check_int8(a.path, x, "input_0", reference=b.path)
+    assert check_int8(a.path, x, "input_0").within_one_step == 1.0
 
 
 def test_fake_quant_reference_agrees_with_onnx_numpy_evaluator(tmp_path):

@@ -13,9 +13,16 @@ the graph op by op (a second, untested interpreter of the same file) where the u
 *is* that model; the tests cross-check this reference against ONNX's own pure-numpy reference
 evaluator (``onnx.reference``) on small models, so the reference itself is checked.
 
-The check: on each check input, every output of the INT8 file is within one quantization step of
-the reference, the step being the scale of the QuantizeLinear/DequantizeLinear pair the output
-leaves through (an output left in float gets 1% of the reference's largest magnitude).
+The check: the INT8 file's outputs are within one quantization step of the reference, the step
+being the scale of the QuantizeLinear/DequantizeLinear pair the output leaves through (an output
+left in float gets 1% of the reference's largest magnitude). On small graphs every value is (the
+tests hold them to that). Each fused integer op may round its requantised output one step away
+from float fake-quant, and a deep graph carries such a step on to later ops: measured on random
+resnet18 / mobilenet_v2 at 64 px, 0.3% / 1.7% of output values were one step further (at most 2 /
+3 steps, mean 0.1 step; FP32 itself is 3.4 / 5.7 steps away). So the check passes when at least
+95% of the values are within one step and none is more than 4 steps away. What it catches is
+integer kernels that do not compute what the graph says, e.g. U8S8 products that saturate in 16
+bits on x86 CPUs without VNNI (the reason ORT has ``reduce_range``): those are off by many steps.
 """
 from __future__ import annotations
 
@@ -28,6 +35,8 @@ import numpy as np
 from edgeprune.quantize.errors import QuantizeMismatchError
 
 STEPS_ALLOWED = 1.0
+SHARE_WITHIN = 0.95  # of output values within STEPS_ALLOWED
+STEPS_MAX = 4.0  # no value further than this
 FLOAT_OUTPUT_RTOL = 0.01
 
 
@@ -37,7 +46,8 @@ class ParityReport:
 
     Attributes:
         max_abs: largest absolute difference over outputs and check inputs.
-        max_steps: the same in quantization steps of the output (``<= 1`` passes).
+        max_steps: the same in quantization steps of the output.
+        within_one_step: share of output values within one step of the reference.
         step: the output's quantization step (``None``: the output is float).
         samples: check samples compared.
         top1_agreement: share of samples whose argmax over the last dim agrees (classifiers).
@@ -45,6 +55,7 @@ class ParityReport:
 
     max_abs: float
     max_steps: float
+    within_one_step: float
     step: float | None
     samples: int
     top1_agreement: float
@@ -97,13 +108,15 @@ def output_steps(path: str | os.PathLike) -> list[float | None]:
     return steps
 
 
-def check_int8(path: str | os.PathLike, inputs: Sequence[np.ndarray], input_name: str) -> ParityReport:
+def check_int8(path: str | os.PathLike, inputs: Sequence[np.ndarray], input_name: str, *,
+               reference: str | os.PathLike | None = None) -> ParityReport:
     """Check an INT8 QDQ file against its fake-quant reference (see the module docstring).
 
     Args:
         path: the INT8 file.
         inputs: float32 input batches.
         input_name: the graph input they feed.
+        reference: the QDQ file run as fake-quant (default ``path`` itself: what the check is for).
 
     Returns:
         A :class:`ParityReport`.
@@ -111,9 +124,9 @@ def check_int8(path: str | os.PathLike, inputs: Sequence[np.ndarray], input_name
     Raises:
         QuantizeMismatchError: an output is more than one quantization step from the reference.
     """
-    fast, ref = session(path), session(path, fake_quant=True)
+    fast, ref = session(path), session(reference if reference is not None else path, fake_quant=True)
     steps = output_steps(path)
-    worst_abs, worst_steps, agree, samples = 0.0, 0.0, 0, 0
+    worst_abs, worst_steps, agree, samples, within, values = 0.0, 0.0, 0, 0, 0, 0
     for batch in inputs:
         got, want = fast.run(None, {input_name: batch}), ref.run(None, {input_name: batch})
         for k, (g, w) in enumerate(zip(got, want)):
@@ -121,14 +134,18 @@ def check_int8(path: str | os.PathLike, inputs: Sequence[np.ndarray], input_name
             step = steps[k] or FLOAT_OUTPUT_RTOL * max(float(np.abs(w).max()), 1e-12)
             worst_abs = max(worst_abs, float(diff.max()))
             worst_steps = max(worst_steps, float(diff.max()) / step)
+            within += int((diff <= step * (STEPS_ALLOWED + 1e-3)).sum())
+            values += diff.size
             if k == 0 and g.ndim >= 2:
                 agree += int((g.argmax(-1) == w.argmax(-1)).sum())
         samples += int(batch.shape[0])
-    report = ParityReport(worst_abs, worst_steps, steps[0] if steps else None, samples,
+    share = within / values if values else 1.0
+    report = ParityReport(worst_abs, worst_steps, share, steps[0] if steps else None, samples,
                           agree / samples if samples else 1.0)
     # 1e-3 of a step: the reference's float32 dequantize itself rounds (|x| / s up to 255, ~1e-5 relative)
-    if worst_steps > STEPS_ALLOWED + 1e-3:
+    if share < SHARE_WITHIN or worst_steps > STEPS_MAX + 1e-3:
         raise QuantizeMismatchError(
-            f"the INT8 file {os.fspath(path)!r} differs from its fake-quant reference by {worst_steps:.2f} "
-            f"quantization steps (max abs {worst_abs:.3g}); at most {STEPS_ALLOWED:g} is allowed")
+            f"the INT8 file {os.fspath(path)!r} differs from its fake-quant reference: {share:.1%} of output "
+            f"values within one quantization step (at least {SHARE_WITHIN:.0%} needed), up to {worst_steps:.2f} "
+            f"steps (max abs {worst_abs:.3g}; at most {STEPS_MAX:g} allowed)")
     return report

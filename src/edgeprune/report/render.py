@@ -165,8 +165,9 @@ def _int8(m: dict[str, Any]) -> str:
                f"data; the guard and size/latency targets read {int8['artifact']}. Static INT8 (QDQ): uint8 "
                f"activations, int8 per-channel weights, calibrated on {cal.get('batches')} batches "
                f"({cal.get('samples')} samples, seed {cal.get('seed')}) of the {cal.get('data')} data. "
-               f"Checked against its fake-quant reference: within {parity.get('max_steps', 0):.2f} output "
-               f"quantization steps (at most 1 allowed). The four files are timed in turn, one call each per round.")
+               f"Checked against its fake-quant reference (the same graph run unfused): "
+               f"{parity.get('within_one_step', 1.0):.1%} of output values within one quantization step, "
+               f"at most {parity.get('max_steps', 0):.2f} steps. The four files are timed interleaved.")
     if int8.get("float_ops"):
         caption += f" Left in float (no quantizer rule, no weights): {', '.join(int8['float_ops'])}."
     return (f"<section><h2>INT8</h2><table><thead><tr><th>figure</th>{head}</tr></thead><tbody>{''.join(rows)}"

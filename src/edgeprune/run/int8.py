@@ -6,8 +6,9 @@ user's training data (seeded by the run's seed) and quantized by ONNX Runtime's 
 (:mod:`edgeprune.quantize.ort`). ``model.int8.onnx`` lands in the run directory, checked against
 its fake-quant reference. Then four files are measured side by side: dense FP32, pruned FP32,
 pruned INT8 and dense INT8. Accuracy of an INT8 file is its own, run in ONNX Runtime over the
-validation data with the run's evaluation function; latency is timed interleaved (one round
-of all four, repeated), so the ratios do not depend on when each was taken.
+validation data with the run's evaluation function; latency is timed interleaved (single runs
+alternate between the four files, round after round), so the ratios do not depend on when each
+was taken.
 
 What the run is judged on (:func:`judge_int8`): the accuracy guard reads the pruned INT8 file's
 accuracy (drop from the dense FP32 model), ``size=`` counts the INT8 file's bytes, and latency
@@ -79,33 +80,18 @@ def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, 
                             "data": source},
             "parity": q.parity.to_dict(), "parity_dense": dense_q.parity.to_dict(), "float_ops": q.float_ops,
             "ops": q.ops, "settings": q.settings,
-            "latency": {"threads": recipe.threads, "runs": recipe.latency_runs, "batch": 1, "interleaved": True}}
+            "latency": {"threads": recipe.threads, "runs": max(2, recipe.latency_runs // 5) * 5, "batch": 1,
+                        "interleaved": True}}
 
 
-def interleaved_latency(files: dict[str, Path], example: Any, *, threads: int, runs: int,
-                        warmup: int | None = None) -> dict[str, float]:
-    """Median ONNX Runtime latency (ms, batch 1) of several files timed in turn, one call of each per
-    round (so load on the machine falls on all of them alike); the session settings of
-    :func:`edgeprune.measure.latency.ort_session`."""
-    import time
+def interleaved_latency(files: dict[str, Path], example: Any, *, threads: int, runs: int) -> dict[str, float]:
+    """Latency (ms, batch 1) of several ONNX files on ONNX Runtime, timed in interleaved rounds
+    (:func:`edgeprune.targets.measured.measure_onnx`, idle threads blocking: the machine may be
+    shared), ``runs`` timed runs per file in all; the first file is the reference of every round."""
+    from edgeprune.targets.measured import measure_onnx
 
-    import numpy as np
-
-    from edgeprune.measure.latency import ort_session
-
-    sessions = {name: ort_session(path, threads) for name, path in files.items()}
-    x = example[:1].detach().cpu().numpy()
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    for _ in range(warmup if warmup is not None else max(2, runs // 5)):
-        for name, s in sessions.items():
-            s.run(None, feeds[name])
-    samples: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(runs):
-        for name, s in sessions.items():
-            start = time.perf_counter_ns()
-            s.run(None, feeds[name])
-            samples[name].append((time.perf_counter_ns() - start) / 1e6)
-    return {name: float(np.median(v)) for name, v in samples.items()}
+    got = measure_onnx(files, example[:1], threads=threads, rounds=max(2, runs // 5), runs=5, spinning=False)
+    return {name: m.ms for name, m in got.items()}
 
 
 def judge_int8(int8: dict[str, Any], checks: list[dict[str, Any]], guard: dict[str, Any] | None,
