@@ -125,24 +125,45 @@ def check_int8(path: str | os.PathLike, inputs: Sequence[np.ndarray], input_name
         QuantizeMismatchError: an output is more than one quantization step from the reference.
     """
     fast, ref = session(path), session(reference if reference is not None else path, fake_quant=True)
-    steps = output_steps(path)
-    worst_abs, worst_steps, agree, samples, within, values = 0.0, 0.0, 0, 0, 0, 0
+    got: list[list[np.ndarray]] = []
+    want: list[list[np.ndarray]] = []
     for batch in inputs:
-        got, want = fast.run(None, {input_name: batch}), ref.run(None, {input_name: batch})
-        for k, (g, w) in enumerate(zip(got, want)):
-            diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
-            step = steps[k] or FLOAT_OUTPUT_RTOL * max(float(np.abs(w).max()), 1e-12)
-            worst_abs = max(worst_abs, float(diff.max()))
-            worst_steps = max(worst_steps, float(diff.max()) / step)
-            within += int((diff <= step * (STEPS_ALLOWED + 1e-3)).sum())
-            values += diff.size
-            if k == 0 and g.ndim >= 2:
-                agree += int((g.argmax(-1) == w.argmax(-1)).sum())
-        samples += int(batch.shape[0])
+        got.append(fast.run(None, {input_name: batch}))
+        want.append(ref.run(None, {input_name: batch}))
+    outputs = len(got[0]) if got else 0
+    return compare_steps([np.concatenate([g[k] for g in got]) for k in range(outputs)],
+                         [np.concatenate([w[k] for w in want]) for k in range(outputs)], output_steps(path), path)
+
+
+def compare_steps(got: Sequence[np.ndarray], want: Sequence[np.ndarray], steps: Sequence[float | None],
+                  path: str | os.PathLike) -> ParityReport:
+    """Compare INT8 outputs with their fake-quant reference in quantization steps (see the module docstring).
+
+    Args:
+        got: the INT8 artifact's outputs (dequantized), one array per output, batch first.
+        want: the reference's outputs, likewise.
+        steps: each output's quantization step (``None``: a float output).
+        path: the artifact, for the error message.
+
+    Returns:
+        A :class:`ParityReport`.
+
+    Raises:
+        QuantizeMismatchError: fewer than 95% of the values within one step, or one beyond 4 steps.
+    """
+    worst_abs, worst_steps, within, values = 0.0, 0.0, 0, 0
+    for g, w, step in zip(got, want, steps):
+        diff = np.abs(g.astype(np.float64) - w.astype(np.float64))
+        step = step or FLOAT_OUTPUT_RTOL * max(float(np.abs(w).max()), 1e-12)
+        worst_abs = max(worst_abs, float(diff.max()))
+        worst_steps = max(worst_steps, float(diff.max()) / step)
+        # 1e-3 of a step: the reference's float32 dequantize itself rounds (|x| / s up to 255, ~1e-5 relative)
+        within += int((diff <= step * (STEPS_ALLOWED + 1e-3)).sum())
+        values += diff.size
+    samples = int(got[0].shape[0]) if got else 0
+    agree = float((got[0].argmax(-1) == want[0].argmax(-1)).mean()) if got and got[0].ndim >= 2 else 1.0
     share = within / values if values else 1.0
-    report = ParityReport(worst_abs, worst_steps, share, steps[0] if steps else None, samples,
-                          agree / samples if samples else 1.0)
-    # 1e-3 of a step: the reference's float32 dequantize itself rounds (|x| / s up to 255, ~1e-5 relative)
+    report = ParityReport(worst_abs, worst_steps, share, steps[0] if steps else None, samples, agree)
     if share < SHARE_WITHIN or worst_steps > STEPS_MAX + 1e-3:
         raise QuantizeMismatchError(
             f"the INT8 file {os.fspath(path)!r} differs from its fake-quant reference: {share:.1%} of output "
