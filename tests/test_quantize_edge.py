@@ -1,5 +1,5 @@
-"""LiteRT INT8 (litert-torch PT2E): the residual adds its annotator misses are quantized by ours, and
-the .tflite matches its fake-quant PyTorch reference within one output step."""
+"""INT8 for LiteRT (litert-torch PT2E: the residual adds its annotator misses are quantized by ours) and
+ExecuTorch (XNNPACKQuantizer): each file matches its fake-quant PyTorch reference within one output step."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,3 +54,13 @@ def test_residual_cnn_int8_tflite_has_no_float_add_left(tmp_path):
     assert q.parity.within_one_step >= 0.95 and q.parity.max_steps <= 4  # against the fake-quant module
     assert q.parity.samples == 8
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_executorch_int8_pte_matches_its_fake_quant_reference(tmp_path):
+    from edgeprune.quantize.executorch import quantize_executorch
+
+    model, x, batches = _setup()
+    q = quantize_executorch(model, x, batches, tmp_path / "model.int8.pte")
+    assert q.path.is_file() and q.bytes < sum(p.numel() * 4 for p in model.parameters())  # int8 weights
+    assert q.parity.step is not None and q.parity.within_one_step >= 0.95 and q.parity.max_steps <= 4
+    assert q.undelegated == []  # every op runs in the XNNPACK delegate
