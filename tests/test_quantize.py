@@ -201,3 +201,10 @@ def test_int8_accuracy_on_the_validation_split_is_the_file_run_in_ort(tmp_path):
     assert reported == pytest.approx(100.0 * float((predicted == splits.y_val.numpy()).mean()))
     assert abs(reported - evaluate(model, val)) <= 2.0  # INT8 of a trained MLP stays near FP32
     assert q.bytes <= 0.4 * q.fp32_bytes  # a 17k-weight MLP: per-channel scales and int32 biases weigh in
+
+
+def test_a_missing_toolchain_names_the_pip_command():
+    from edgeprune.quantize.errors import MissingExtraError, require
+
+    with pytest.raises(MissingExtraError, match=r"pip install 'edgeprune\[litert\]'"):
+        require("edgeprune_no_such_toolchain", "litert")

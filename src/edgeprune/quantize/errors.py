@@ -34,3 +34,21 @@ class QuantizeMismatchError(QuantizeError):
     runtime's integer kernels do not compute what the quantized graph says (not the user's fault)."""
 
     exit_code = 1
+
+
+class MissingExtraError(QuantizeError):
+    """The runtime's toolchain is not installed; the message gives the pip command that adds it."""
+
+
+def require(module: str, extra: str) -> None:
+    """Raise :class:`MissingExtraError` naming ``pip install 'edgeprune[extra]'`` unless ``module`` imports.
+
+    Args:
+        module: the import name (``litert_torch``, ``executorch``).
+        extra: the edgeprune extra that installs it.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingExtraError(f"INT8 for this runtime needs {module}, which is not installed: "
+                                f"pip install 'edgeprune[{extra}]'")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgeprune.quantize.errors import CalibrationDataError, QuantizeError
+from edgeprune.quantize.errors import CalibrationDataError, QuantizeError, require
 from edgeprune.quantize.reference import ParityReport, compare_steps
 
 RUNTIME = "ExecuTorch"
@@ -62,6 +62,7 @@ def quantize_executorch(model: nn.Module, example: torch.Tensor, batches: Sequen
         QuantizeError: a step of the flow failed (named).
         QuantizeMismatchError: the file disagrees with its fake-quant reference.
     """
+    require("executorch", "executorch")
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgeprune.quantize.errors import CalibrationDataError, QuantizeError
+from edgeprune.quantize.errors import CalibrationDataError, QuantizeError, require
 from edgeprune.quantize.reference import ParityReport, compare_steps
 
 RUNTIME = "LiteRT"
@@ -110,6 +110,8 @@ def quantize_litert(model: nn.Module, example: torch.Tensor, batches: Sequence[n
         QuantizeError: export, quantization or conversion failed (the message names the step).
         QuantizeMismatchError: the file disagrees with its fake-quant reference.
     """
+    require("litert_torch", "litert")
+    require("ai_edge_litert", "litert")
     import litert_torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
     from litert_torch.quantize.quant_config import QuantConfig
