@@ -48,6 +48,10 @@ def prune_command(
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="example input shape, e.g. 1,3,224,224"),
     latency_runs: Optional[int] = typer.Option(None, "--latency-runs", help="timed runs per latency figure (default 50)"),
     no_curve: bool = typer.Option(False, "--no-curve", help="do not evaluate search candidates (faster on big data)"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: after fine-tuning, static INT8 for ONNX "
+                                           "Runtime (model.int8.onnx); the guard and size/latency targets judge it"),
+    calibration_batches: Optional[int] = typer.Option(None, "--calibration-batches", help="batches of training "
+                                                      "data that calibrate INT8 (default 8, seeded by --seed)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="a YAML/TOML recipe; flags override it"),
     force: bool = typer.Option(False, "--force", help="replace an existing complete run directory"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary (before/after) on stdout"),
@@ -58,7 +62,8 @@ def prune_command(
         "out": str(out) if out else None, "strategy": strategy, "kind": kind, "criterion": criterion,
         "epochs": epochs, "max_epochs": max_epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
         "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
-        "latency_runs": latency_runs, "curve": False if no_curve else None,
+        "latency_runs": latency_runs, "curve": False if no_curve else None, "quantize": quantize,
+        "calibration_batches": calibration_batches,
     }
     given = {k: v for k, v in given.items() if v is not None}
     with exit_on_errors(as_json):
@@ -108,13 +113,34 @@ def show_outcome(outcome) -> None:
         table.add_row(label, human(b, unit), human(a, unit), change)
     console = Console()
     console.print(table)
+    if m.get("int8"):
+        console.print(_int8_table(m))
     for c in m["targets"]:
         console.print(f"target {c['target']}: {'[green]met[/]' if c['met'] else '[red]missed[/]'}")
     if m["guard"]:
         g = m["guard"]
         verdict = "[green]passed[/]" if g["passed"] else "[red]failed[/]" if g["passed"] is False else "not checked"
         change = f"{-g['drop']:+.2f}" if g["drop"] is not None else "?"
-        console.print(f"accuracy guard (at most -{g['max_drop']:g} points): changed {change} points, {verdict}")
+        on = f" on {g['judged_on']}" if g.get("judged_on") else ""
+        console.print(f"accuracy guard{on} (at most -{g['max_drop']:g} points): changed {change} points, {verdict}")
     for note in m["notes"]:
         console.print(f"[yellow]note[/]: {note}", highlight=False)
     console.print(f"run directory: {outcome.run_dir}  report: {outcome.run_dir / 'report.html'}")
+
+
+def _int8_table(m):
+    """Dense FP32 -> pruned FP32 -> pruned INT8, and dense INT8 (the quantize-only baseline)."""
+    from rich.table import Table
+
+    from edgeprune.report.render import human
+    from edgeprune.run.int8 import STAGE_LABELS, STAGES
+
+    stages = m["int8"]["stages"]
+    table = Table(title="INT8 (ONNX Runtime; latency timed interleaved)")
+    table.add_column("figure")
+    for s in STAGES:
+        table.add_column(STAGE_LABELS[s], justify="right")
+    for key, label, unit in (("accuracy", "accuracy (INT8: the file run in ORT)", "%"), ("bytes", "file", "bytes"),
+                             ("latency_ms", "latency (median)", "ms"), ("macs", "MACs", "")):
+        table.add_row(label, *(human(stages[s][key], unit) for s in STAGES))
+    return table

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 ORIGINAL, PRUNED, TUNED, TRIAL = "#6b7280", "#f59e0b", "#2563eb", "#94a3b8"
+INT8_PRUNED, INT8_DENSE = "#059669", "#a855f7"
 _STYLE = {"svg.fonttype": "none", "font.family": "sans-serif", "font.size": 9, "axes.spines.top": False,
           "axes.spines.right": False, "axes.grid": True, "grid.color": "#e5e7eb", "grid.linewidth": 0.6,
           "axes.edgecolor": "#9ca3af", "axes.titlesize": 10, "axes.titleweight": "bold", "legend.frameon": False}
@@ -56,10 +57,17 @@ def tradeoff(metrics: dict[str, Any], x: str) -> str:
                                     else "pruned (final)")):
         if src.get(key) is not None:
             points.append((src[x] / scale, src[key], color, label, 8))
+    stages = (metrics.get("int8") or {}).get("stages") or {}
+    for stage, color, label in (("pruned_int8", INT8_PRUNED, "pruned INT8 (file in ORT)"),
+                                ("dense_int8", INT8_DENSE, "dense INT8 (quantize only)")):
+        s = stages.get(stage) or {}
+        if s.get("accuracy") is not None and s.get(x) is not None:
+            points.append((s[x] / scale, s["accuracy"], color, label, 8))
     # Against MACs the whole curve shows how accuracy collapses; against latency the axis zooms on
     # what matters (original, final, guard) and points far below are pinned to the bottom edge.
-    top = max(before["accuracy"], after.get("accuracy") or 0.0)
-    low = min(before["accuracy"] - (max_drop or 0.0), after.get("accuracy") or top)
+    top = max([before["accuracy"], after.get("accuracy") or 0.0] + [p[1] for p in points if p[2] != TRIAL])
+    low = min([before["accuracy"] - (max_drop or 0.0), after.get("accuracy") or top]
+              + [p[1] for p in points if p[2] in (INT8_PRUNED, INT8_DENSE)])
     if x == "macs":
         low = min([low] + [p[1] for p in points])
     span = max(top - low, 1.0)

@@ -52,6 +52,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         cards=_cards(metrics),
         notes=_notes(metrics.get("notes") or []),
         before_after=_before_after(metrics),
+        int8=_int8(metrics),
         checks=_checks(metrics),
         transfer=_transfer(metrics.get("transfer")),
         plot_macs=macs_svg or _empty("accuracy vs MACs needs --data"),
@@ -154,18 +155,49 @@ def _before_after(m: dict[str, Any]) -> str:
             "<th class=num>after / before</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
+def _int8(m: dict[str, Any]) -> str:
+    """Dense FP32 -> pruned FP32 -> pruned INT8, beside dense INT8 (what quantization alone gives)."""
+    int8 = m.get("int8")
+    if not int8:
+        return ""
+    from edgeprune.run.int8 import STAGE_LABELS, STAGES
+
+    stages = int8["stages"]
+    head = "".join(f"<th class=num>{html.escape(STAGE_LABELS[s])}</th>" for s in STAGES)
+    rows = []
+    for key, label, unit in (("accuracy", m.get("metric") or "accuracy", "%"), ("bytes", "ONNX file", "bytes"),
+                             ("latency_ms", "latency (ONNX Runtime median, interleaved)", "ms"), ("macs", "MACs", "")):
+        cells = "".join(f"<td class=num>{html.escape(human(stages[s].get(key), unit))}</td>" for s in STAGES)
+        rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
+    cal, parity = int8.get("calibration") or {}, int8.get("parity") or {}
+    caption = (f"The INT8 files' accuracy is measured by running each file in ONNX Runtime over the validation "
+               f"data; the guard and size/latency targets read {int8['artifact']}. Static INT8 (QDQ): uint8 "
+               f"activations, int8 per-channel weights, calibrated on {cal.get('batches')} batches "
+               f"({cal.get('samples')} samples, seed {cal.get('seed')}) of the {cal.get('data')} data. "
+               f"Checked against its fake-quant reference (the same graph run unfused): "
+               f"{parity.get('within_one_step', 1.0):.1%} of output values within one quantization step, "
+               f"at most {parity.get('max_steps', 0):.2f} steps. The four files are timed interleaved.")
+    if int8.get("float_ops"):
+        caption += f" Left in float (no quantizer rule, no weights): {', '.join(int8['float_ops'])}."
+    return (f"<section><h2>INT8</h2><table><thead><tr><th>figure</th>{head}</tr></thead><tbody>{''.join(rows)}"
+            f"</tbody></table><p class=caption>{html.escape(caption)}</p></section>")
+
+
 def _checks(m: dict[str, Any]) -> str:
     rows = []
     for c in m.get("targets") or []:
         unit = {"size": "bytes", "latency": "ms", "speedup": "ms", "sparsity": ""}.get(c["metric"], "")
         fmt = (lambda v: f"{v:.3f}") if c["metric"] == "sparsity" else (lambda v: human(v, unit))
-        meaning = c["describe"] + (f" (measured on {measured_on(m)})" if c["metric"] in ("latency", "speedup") else "")
+        meaning = c["describe"] + (f" (judged on {c['judged_on']})" if c.get("judged_on") else
+                                   f" (measured on {measured_on(m)})" if c["metric"] in ("latency", "speedup") else "")
         rows.append(_check_row(f"target {c['target']}", meaning, fmt(c["limit"]),
                                fmt(c["reached"]) if c["reached"] is not None else "\u2013", c["met"]))
     guard = m.get("guard")
     if guard:
         drop = guard.get("drop")
-        rows.append(_check_row("--max-drop", "accuracy may drop at most this many points", f"{guard['max_drop']:g} pt",
+        meaning = "accuracy may drop at most this many points" + (
+            f" (judged on {guard['judged_on']}, run in its runtime)" if guard.get("judged_on") else "")
+        rows.append(_check_row("--max-drop", meaning, f"{guard['max_drop']:g} pt",
                                f"{drop:.2f} pt" if drop is not None else "not measured", guard.get("passed")))
     if not rows:
         return "<p class=caption>No targets or guard were set.</p>"

@@ -27,6 +27,7 @@ from edgeprune.budget.terms import LATENCY_METRICS, BudgetSyntaxError, Term, par
 from edgeprune.run.errors import BadInputError
 
 KINDS = ("channels", "blocks", "weights")  # and any N:M pattern such as "2:4"
+QUANTIZE = (None, "int8")
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -62,6 +63,9 @@ class RunRecipe:
         input_shape: example input shape, batch first (``None``: from the data or the model).
         val_fraction: share of an image folder held out for validation when it has no ``val/``.
         curve: evaluate the candidate plans of the search, to draw accuracy against MACs.
+        quantize: ``"int8"``: after pruning and fine-tuning, static INT8 for ONNX Runtime
+            (``model.int8.onnx``); the guard and the size and latency targets are then judged on it.
+        calibration_batches: batches of the training data (validation without one) that calibrate INT8.
         out: the run directory.
     """
 
@@ -86,6 +90,8 @@ class RunRecipe:
     input_shape: tuple[int, ...] | None = None
     val_fraction: float = 0.1
     curve: bool = True
+    quantize: str | None = None
+    calibration_batches: int = 8
     out: str | None = None
 
     @property
@@ -194,7 +200,12 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         raise bad("strategy", f"is {recipe.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}")
     if recipe.criterion not in CRITERIA:
         raise bad("criterion", f"is {recipe.criterion!r}; choose one of {', '.join(sorted(CRITERIA))}")
-    for name, low in (("epochs", 0), ("max_epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1), ("seed", 0)):
+    if recipe.quantize not in QUANTIZE:
+        raise bad("quantize", f"is {recipe.quantize!r}; the one choice is int8 (or leave it out)")
+    if recipe.quantize and not recipe.data:
+        raise bad("quantize", "needs --data: INT8 is calibrated on the user's data and its accuracy measured on it")
+    for name, low in (("epochs", 0), ("max_epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1),
+                      ("seed", 0), ("calibration_batches", 1)):
         if getattr(recipe, name) < low:
             raise bad(name, f"must be >= {low}, got {getattr(recipe, name)}")
     if recipe.lr <= 0:

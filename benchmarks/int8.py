@@ -1,0 +1,185 @@
+"""Prune + INT8 on ONNX Runtime: accuracy on real tasks, latency at 224 px, against Torch-Pruning.
+
+Accuracy (``--accuracy``): ``edgeprune prune TASK --data TASK --target macs=0.5 --quantize int8
+--max-drop 1`` on ``mnist`` and ``mnist1d`` (their pretrained models, seed 0), through
+:func:`edgeprune.run.run_pipeline` itself. Reported per task: dense FP32, dense INT8 (quantize only),
+pruned FP32 and pruned INT8 accuracy on the validation split, each INT8 figure the file run in ONNX
+Runtime; and the pruned INT8 file's drop against dense FP32 (the goal: within 1.0 point).
+
+Latency (``--latency``): torchvision resnet18 and mobilenet_v2, random init (seed 0; weights do not
+change latency), 1x3x224x224, batch 1, ONNX Runtime CPU at ``--threads``:
+
+* ours: ``edgeprune.prune(budget=Budget(macs=0.5), strategy="uniform", criterion="l2", round_to=16)``
+  (``--plan speedup`` uses the latency-aware ``speedup=2x`` plan instead: a latency table of the
+  model is built first, which takes long on two busy cores);
+* Torch-Pruning 1.6 ``MetaPruner(GroupMagnitudeImportance(p=2), round_to=16)``, classifier kept,
+  its ratio bisected to our MACs (``benchmarks/latency_aware.py``'s helpers);
+* each quantized by the same ``edgeprune.quantize.quantize_onnx`` (QDQ, U8S8, per-channel),
+  calibrated on 4 batches of 8 random images (random weights: the ranges, not the accuracy, matter).
+
+All six files of one architecture (dense FP32, dense INT8, ours FP32/INT8, Torch-Pruning FP32/INT8)
+are timed in one process, interleaved (``edgeprune.targets.measured.measure_onnx``: single runs
+alternate between the files, 20 rounds; each figure relative to dense FP32 in the same round).
+The goal: pruned + INT8 >= 4x (resnet18) and >= 3x (mobilenet_v2) faster than dense FP32.
+
+    flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency
+    .venv/bin/python benchmarks/int8.py --accuracy
+    .venv/bin/python benchmarks/int8.py --latency --size 96 --rounds 4     # a quick smoke test
+
+Results go to ``--out`` (default ``runs/int8``) as ``results.json`` and ``results.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).parent))
+from latency_aware import bisect, macs_of, torch_pruning_model  # noqa: E402
+
+import edgeprune  # noqa: E402
+from edgeprune.budget import Budget  # noqa: E402
+from edgeprune.export.onnx import export_onnx  # noqa: E402
+from edgeprune.quantize import quantize_onnx  # noqa: E402
+from edgeprune.targets.measured import measure_onnx  # noqa: E402
+
+CLASSIFIER = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
+GOAL = {"resnet18": 4.0, "mobilenet_v2": 3.0}
+
+
+def accuracy_rows(tasks: list[str], out: Path, log) -> list[dict]:
+    from edgeprune.run import recipe_from_mapping, run_pipeline
+
+    rows = []
+    for task in tasks:
+        started = time.time()
+        recipe = recipe_from_mapping({"model": task, "data": task, "target": "macs=0.5", "quantize": "int8",
+                                      "max_drop": 1.0, "seed": 0})
+        outcome = run_pipeline(recipe, out / f"run-{task}", force=True)
+        m = outcome.metrics
+        st = m["int8"]["stages"]
+        row = {"task": task, "exit_code": m["exit_code"], "macs_ratio": st["pruned_int8"]["macs"] / st["dense_fp32"]["macs"],
+               **{f"{k}_acc": st[k]["accuracy"] for k in st},
+               **{f"{k}_bytes": st[k]["bytes"] for k in st},
+               "drop_pruned_int8": st["dense_fp32"]["accuracy"] - st["pruned_int8"]["accuracy"],
+               "drop_dense_int8": st["dense_fp32"]["accuracy"] - st["dense_int8"]["accuracy"],
+               "seconds": round(time.time() - started, 1)}
+        log(f"[{task}] {row}")
+        rows.append(row)
+    return rows
+
+
+def pruned_ours(model, x, plan: str, threads: int, log):
+    if plan == "speedup":
+        from edgeprune.latency_aware import LatencyBudget, MeasureConfig, prune_to_latency
+        from edgeprune.targets import LatencyPredictor, TableConfig, build_table
+
+        predictor = LatencyPredictor(build_table(model, x, TableConfig(threads=threads), log=log))
+        found = prune_to_latency(model, x, predictor, LatencyBudget(speedup=2.0, max_attempts=4),
+                                 measure=MeasureConfig(threads=threads, exporter="torchscript"), log=log)
+        return found.model, "latency-aware speedup=2x"
+    result = edgeprune.prune(model, x, budget=Budget(macs=0.5), strategy="uniform", criterion="l2", round_to=16)
+    return result.model, "uniform L2 macs=0.5 round_to=16"
+
+
+def latency_rows(arch: str, args, log) -> list[dict]:
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, arch)().eval()
+    x = torch.randn(1, 3, args.size, args.size)
+    ours, how = pruned_ours(model, x, args.plan, args.threads, log)
+    target = macs_of(ours, x)
+    (ratio, tpm), _ = bisect(lambda r: torch_pruning_model(model, x, r, CLASSIFIER[arch]), target, x)
+    log(f"[{arch}] ours {how}: MACs x{target / macs_of(model, x):.3f}; Torch-Pruning ratio {ratio:.4f} "
+        f"MACs x{macs_of(tpm, x) / macs_of(model, x):.3f}")
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((8, 3, args.size, args.size)).astype(np.float32) for _ in range(4)]
+    with tempfile.TemporaryDirectory(prefix="edgeprune-int8-bench-") as tmp:
+        files, parity, within = {}, {}, {}
+        for name, m in (("dense", model), ("ours", ours), ("torch-pruning", tpm)):
+            fp32 = export_onnx(m, x, Path(tmp) / f"{name}.onnx", dynamic_batch=True, exporter="torchscript")
+            q = quantize_onnx(fp32, Path(tmp) / f"{name}.int8.onnx", batches, check_inputs=batches[:1])
+            files[f"{name} FP32"], files[f"{name} INT8"] = fp32, q.path
+            parity[name], within[name] = q.parity.max_steps, q.parity.within_one_step
+            log(f"[{arch}] {name}: INT8 {q.bytes / q.fp32_bytes:.3f}x the bytes, {q.parity.max_steps:.2f} steps "
+                f"from fake-quant, float ops {q.float_ops}")
+        order = ["dense FP32", "dense INT8", "ours FP32", "ours INT8", "torch-pruning FP32", "torch-pruning INT8"]
+        got = measure_onnx({k: files[k] for k in order}, x, threads=args.threads, rounds=args.rounds, runs=5,
+                           spinning=False)
+        sizes = {k: os.path.getsize(files[k]) for k in order}
+    macs = {"dense": macs_of(model, x), "ours": target, "torch-pruning": macs_of(tpm, x)}
+    dense_ms = got["dense FP32"].ms
+    rows = []
+    for k in order:
+        who = k.rsplit(" ", 1)[0]
+        rows.append({"model": arch, "variant": k, "plan": how if who == "ours" else "", "gmacs": macs[who] / 1e9,
+                     "ms": got[k].ms, "speedup_vs_dense_fp32": dense_ms / got[k].ms, "bytes": sizes[k],
+                     "spread": got[k].spread, "parity_steps": parity[who] if k.endswith("INT8") else None,
+                     "within_one_step": within[who] if k.endswith("INT8") else None})
+        log(f"[{arch}] {k:20s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f}")
+    return rows
+
+
+def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
+    lines = [f"`{meta['command']}` ({meta['date']}, load before: {meta['uptime_before']}; after: "
+             f"{meta['uptime_after']})", ""]
+    if acc:
+        lines += ["| task | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | pruned INT8 drop | "
+                  "INT8 / FP32 bytes (pruned) | exit |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in acc:
+            lines.append(f"| {r['task']} | {r['macs_ratio']:.2f}x | {r['dense_fp32_acc']:.2f} | {r['dense_int8_acc']:.2f} | "
+                         f"{r['pruned_fp32_acc']:.2f} | {r['pruned_int8_acc']:.2f} | {r['drop_pruned_int8']:+.2f} | "
+                         f"{r['pruned_int8_bytes'] / r['pruned_fp32_bytes']:.3f} | {r['exit_code']} |")
+        lines.append("")
+    if lat:
+        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | file MB | vs fake-quant: within 1 step, max steps |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in lat:
+            steps = (f"{r['within_one_step']:.1%}, {r['parity_steps']:.2f}" if r["parity_steps"] is not None else "")
+            lines.append(f"| {r['model']} | {r['variant']} | {r['gmacs']:.3f} | {r['ms']:.2f} | "
+                         f"{r['speedup_vs_dense_fp32']:.2f}x | {r['bytes'] / 1e6:.2f} | {steps} |")
+        for arch in dict.fromkeys(r["model"] for r in lat):
+            ours = next(r for r in lat if r["model"] == arch and r["variant"] == "ours INT8")
+            verdict = "met" if ours["speedup_vs_dense_fp32"] >= GOAL[arch] else "missed"
+            lines.append(f"\n{arch}: pruned + INT8 {ours['speedup_vs_dense_fp32']:.2f}x faster than dense FP32 "
+                         f"(goal {GOAL[arch]:g}x: {verdict}; plan {ours['plan']}).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--accuracy", action="store_true", help="mnist and mnist1d through the pipeline")
+    p.add_argument("--latency", action="store_true", help="resnet18 and mobilenet_v2 on ONNX Runtime")
+    p.add_argument("--tasks", default="mnist,mnist1d")
+    p.add_argument("--archs", default="resnet18,mobilenet_v2")
+    p.add_argument("--plan", choices=("macs", "speedup"), default="macs")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--out", default="runs/int8")
+    args = p.parse_args()
+    if not (args.accuracy or args.latency):
+        args.accuracy = args.latency = True
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    meta = {"command": " ".join(["benchmarks/int8.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "uptime_before": os.popen("uptime").read().strip()}
+    acc = accuracy_rows(args.tasks.split(","), out, log) if args.accuracy else []
+    lat = [r for arch in args.archs.split(",") for r in latency_rows(arch, args, log)] if args.latency else []
+    meta["uptime_after"] = os.popen("uptime").read().strip()
+    (out / "results.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "latency": lat}, indent=1))
+    text = markdown(acc, lat, meta)
+    (out / "results.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The INT8 step of a run (``--quantize int8``) and how it changes what the run is judged on.
+
+After pruning and fine-tuning, the pruned model and (for the quantize-only baseline) the dense one
+are exported with a free batch dimension, calibrated on ``calibration_batches`` batches of the
+user's training data (seeded by the run's seed) and quantized by ONNX Runtime's static quantizer
+(:mod:`edgeprune.quantize.ort`). ``model.int8.onnx`` lands in the run directory, checked against
+its fake-quant reference. Then four files are measured side by side: dense FP32, pruned FP32,
+pruned INT8 and dense INT8. Accuracy of an INT8 file is its own, run in ONNX Runtime over the
+validation data with the run's evaluation function; latency is timed interleaved (single runs
+alternate between the four files, round after round), so the ratios do not depend on when each
+was taken.
+
+What the run is judged on (:func:`judge_int8`): the accuracy guard reads the pruned INT8 file's
+accuracy (drop from the dense FP32 model), ``size=`` counts the INT8 file's bytes, and latency
+targets read the INT8 file's latency against dense FP32 in the same interleaved timing.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+log = logging.getLogger("edgeprune.run")
+
+ARTIFACT = "model.int8.onnx"
+STAGES = ("dense_fp32", "pruned_fp32", "pruned_int8", "dense_int8")
+STAGE_LABELS = {"dense_fp32": "dense FP32", "pruned_fp32": "pruned FP32", "pruned_int8": "pruned INT8",
+                "dense_int8": "dense INT8 (quantize only)"}
+
+
+def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, *, acc_dense: float | None,
+                  acc_pruned: float | None, macs: tuple[float, float], notes: list[str]) -> dict[str, Any]:
+    """Quantize the pruned model into ``directory / model.int8.onnx`` and measure the four stages.
+
+    Args:
+        directory: the run's staging directory.
+        inputs: the run's :class:`edgeprune.run.inputs.RunInputs` (model, example, loaders, evaluate).
+        pruned: the pruned, fine-tuned model.
+        recipe: the run's recipe (seed, threads, latency_runs, calibration_batches).
+        acc_dense: accuracy of the dense FP32 model (PyTorch; its ONNX file is checked against it).
+        acc_pruned: accuracy of the pruned FP32 model, likewise.
+        macs: MACs of the dense and the pruned model (INT8 runs the same MACs).
+        notes: the run's notes (a line is added when calibration falls back to validation data).
+
+    Returns:
+        The ``int8`` object of ``metrics.json``: ``stages`` (accuracy, bytes, latency_ms, macs per
+        stage), ``artifact``, ``calibration``, ``parity``, ``float_ops``, ``settings``, ``latency``.
+
+    Raises:
+        QuantizeError: calibration data that does not fit, an op that cannot be quantized (named).
+    """
+    from edgeprune.export.onnx import export_onnx
+    from edgeprune.quantize import Calibration, OnnxModule, calibration_batches, quantize_onnx
+
+    loader = inputs.train if inputs.train is not None else inputs.val
+    source = "training" if inputs.train is not None else "validation"
+    if inputs.train is None:
+        notes.append("INT8 was calibrated on the validation data (the data gives no training loader)")
+    batches = calibration_batches(loader, Calibration(recipe.calibration_batches, seed=recipe.seed))
+    with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
+        files = {"dense_fp32": Path(tmp) / "dense.onnx", "pruned_fp32": Path(tmp) / "pruned.onnx",
+                 "pruned_int8": directory / ARTIFACT, "dense_int8": Path(tmp) / "dense.int8.onnx"}
+        export_onnx(inputs.model, inputs.example, files["dense_fp32"], dynamic_batch=True)
+        export_onnx(pruned, inputs.example, files["pruned_fp32"], dynamic_batch=True)
+        q = quantize_onnx(files["pruned_fp32"], files["pruned_int8"], batches)
+        dense_q = quantize_onnx(files["dense_fp32"], files["dense_int8"], batches)
+        accuracy = {"dense_fp32": acc_dense, "pruned_fp32": acc_pruned, "pruned_int8": None, "dense_int8": None}
+        if inputs.evaluate is not None:
+            for stage in ("pruned_int8", "dense_int8"):
+                accuracy[stage] = inputs.evaluate(OnnxModule(files[stage], threads=recipe.threads))
+        latency = interleaved_latency(files, inputs.example, threads=recipe.threads, runs=recipe.latency_runs)
+        stages = {s: {"accuracy": accuracy[s], "bytes": files[s].stat().st_size, "latency_ms": latency[s],
+                      "macs": macs[0] if s.startswith("dense") else macs[1]} for s in STAGES}
+    log.info("int8: %s", {s: (v["accuracy"], v["bytes"], round(v["latency_ms"], 4)) for s, v in stages.items()})
+    return {"artifact": ARTIFACT, "stages": stages,
+            "calibration": {"batches": q.calibration_batches, "samples": q.calibration_samples, "seed": recipe.seed,
+                            "data": source},
+            "parity": q.parity.to_dict(), "parity_dense": dense_q.parity.to_dict(), "float_ops": q.float_ops,
+            "ops": q.ops, "settings": q.settings,
+            "latency": {"threads": recipe.threads, "runs": max(2, recipe.latency_runs // 5) * 5, "batch": 1,
+                        "interleaved": True}}
+
+
+def interleaved_latency(files: dict[str, Path], example: Any, *, threads: int, runs: int) -> dict[str, float]:
+    """Latency (ms, batch 1) of several ONNX files on ONNX Runtime, timed in interleaved rounds
+    (:func:`edgeprune.targets.measured.measure_onnx`, idle threads blocking: the machine may be
+    shared), ``runs`` timed runs per file in all; the first file is the reference of every round."""
+    from edgeprune.targets.measured import measure_onnx
+
+    got = measure_onnx(files, example[:1], threads=threads, rounds=max(2, runs // 5), runs=5, spinning=False)
+    return {name: m.ms for name, m in got.items()}
+
+
+def judge_int8(int8: dict[str, Any], checks: list[dict[str, Any]], guard: dict[str, Any] | None,
+               acc_before: float | None) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Re-judge the size and latency targets and the accuracy guard on the pruned INT8 file.
+
+    Args:
+        int8: what :func:`quantize_step` returned.
+        checks: the run's target checks (on the FP32 model).
+        guard: the run's guard (on the FP32 model), or ``None``.
+        acc_before: the dense FP32 accuracy.
+
+    Returns:
+        ``(checks, guard)``: size checks read the INT8 file's bytes, latency checks its latency
+        against dense FP32 timed with it; the guard's ``drop`` is the INT8 file's (``fp32_drop``
+        keeps the FP32 one) and ``judged_on`` names the artifact.
+    """
+    from edgeprune.run.targets import parse_target
+
+    stages = int8["stages"]
+    new_checks = []
+    for c in checks:
+        c = dict(c)
+        if c["metric"] == "size":
+            c["reached"] = stages["pruned_int8"]["bytes"]
+            c["met"] = bool(c["reached"] <= c["limit"] * (1 + 1e-9))
+            c["judged_on"] = int8["artifact"]
+        elif c["metric"] in ("latency", "speedup"):
+            target = parse_target(c["target"])
+            dense, lat = stages["dense_fp32"]["latency_ms"], stages["pruned_int8"]["latency_ms"]
+            c["limit"] = target.limit(dense) if target.metric == "speedup" or target.relative else target.value
+            c["reached"], c["met"], c["judged_on"] = lat, bool(lat <= c["limit"]), int8["artifact"]
+        new_checks.append(c)
+    if guard is not None:
+        acc = stages["pruned_int8"]["accuracy"]
+        drop = acc_before - acc if acc_before is not None and acc is not None else None
+        guard = {**guard, "fp32_drop": guard.get("drop"), "drop": drop, "judged_on": int8["artifact"],
+                 "passed": None if drop is None else bool(drop <= guard["max_drop"] + 1e-9)}
+    return new_checks, guard
