@@ -309,12 +309,12 @@ def digits():
     return task, pretrained("digits", seed=0), calib
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"latency"}))  # latency: tests/test_latency_aware.py
 def test_strategy_contract_plans_replay_from_json(name, digits):
     task, model, calib = digits
     x = task.example_input(4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    budget = Budget(speedup=1.2, threads=1) if name == "latency" else Budget(macs=0.6, max_drop=100.0)
+    budget = Budget(macs=0.6, max_drop=100.0)
     result = ep.prune(model, x[:1], budget=budget, strategy=name, evaluate=task.evaluate, data=calib)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "caller's model changed"
     plans = result.plans

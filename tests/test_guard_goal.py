@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import torch.nn as nn
 from typer.testing import CliRunner
@@ -56,6 +57,8 @@ def test_without_a_guard_only_the_configured_epochs_run():
     assert got.met is None and got.epochs == 1 and got.extra_epochs == 0
 
 
+@pytest.mark.slow  # a sensitivity scan and several epochs on mnist; benchmarks/guard_goal.py runs the same command
+@pytest.mark.timeout(1800)
 def test_cli_meets_a_guard_that_one_epoch_misses(tmp_path):
     """``--strategy sensitivity --max-drop 0.5`` on mnist at macs=0.5: one epoch ended at -1.1 points and exit 3;
     working to the guard, the run exits 0 with the guard met."""

@@ -196,3 +196,27 @@ def test_a_latency_budget_drives_the_mac_strategies_through_the_cost_model(mnist
                     targets, model, x)
     assert fit.costs["speedup"] <= targets[0].limit
     assert predictor.predict_plan(fit.plan) == pytest.approx(fit.costs["speedup"])
+
+
+def test_the_latency_strategy_is_a_strategy_like_the_others(mnist):
+    """``prune(strategy="latency")``: the same contract as every preset (the caller's model untouched, the
+    plans replay on a fresh copy). Whether the measured target is met is wall-clock: the slow test above."""
+    import edgeprune as ep
+    from edgeprune.strategies import LatencyAware
+
+    model, x, table, _, _ = mnist
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    budget = Budget(speedup=1.5, threads=1, latency_model=LatencyPredictor(table))
+    strategy = LatencyAware(LatencySearch(max_attempts=2), MeasureConfig(threads=1, rounds=3, runs=3))
+    result = ep.prune(model, x, budget=budget, strategy=strategy)
+    details = result.stats["details"]
+    assert 1 <= details["latency_attempts"] <= 2 and details["predicted_ms"] <= table_dense(table) / 1.5 * 1.01
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        torch.testing.assert_close(ep.apply_plan(model, result.plans)(x), result.model(x))
+    with pytest.raises(BudgetError, match="latency target"):
+        ep.prune(model, x, budget=Budget(macs=0.5), strategy="latency")
+
+
+def table_dense(table) -> float:
+    return LatencyPredictor(table).dense_ms()
