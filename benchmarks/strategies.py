@@ -182,6 +182,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 
         def mean_sd(field: str) -> tuple[float, float]:
             v = [float(r[field]) for r in rs]
+            if any(x != x for x in v):  # NaN: not measured (--no-latency)
+                return float("nan"), float("nan")
             return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
         out.append({"task": task, "speedup": round(1 / keep), "method": method, "seeds": len(rs),
