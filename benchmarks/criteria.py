@@ -149,8 +149,8 @@ def paired(rows: list[dict], ref_rows: list[dict], field: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | MACs | method | one-shot % | after FT % | FT vs random | FT vs TP | one-shot vs TP | MACs kept |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | MACs | method | one-shot % | after FT % | FT vs random | FT vs TP | one-shot vs TP "
+             "| MACs kept |", "|---|---|---|---|---|---|---|---|---|"]
     cells = sorted({(r["model"], r["keep"]) for r in rows}, key=lambda c: (list(zoo.ZOO).index(c[0]), -c[1]))
     for name, keep in cells:
         here = [r for r in rows if r["model"] == name and r["keep"] == keep]
