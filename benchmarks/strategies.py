@@ -74,6 +74,7 @@ class BenchConfig:
     iterative_steps: int = 3
     threads: int = 1
     latency_runs: int = 30
+    latency: bool = True  # False: accuracy only (no ONNX Runtime timing, so no timing lock needed)
 
 
 def calibration(task, cfg: BenchConfig) -> DataLoader:
@@ -146,15 +147,17 @@ def one_run(task_name: str, seed: int, keep: float, method: str, cfg: BenchConfi
     else:
         pruned, cost = run_ours(method, model, task, cfg, seed, keep)
     seconds = time.perf_counter() - start
-    prof = profile(pruned, x, threads=cfg.threads, runs=cfg.latency_runs, warmup=5, memory=False,
-                   torch_latency_too=False)
-    base_prof = profile(model, x, threads=cfg.threads, runs=cfg.latency_runs, warmup=5, memory=False,
-                        torch_latency_too=False)
+    latency = base_latency = float("nan")
+    if cfg.latency:
+        latency = profile(pruned, x, threads=cfg.threads, runs=cfg.latency_runs, warmup=5, memory=False,
+                          torch_latency_too=False).latency_onnx.median_ms
+        base_latency = profile(model, x, threads=cfg.threads, runs=cfg.latency_runs, warmup=5, memory=False,
+                               torch_latency_too=False).latency_onnx.median_ms
     acc = task.evaluate(pruned)
     return {"task": task_name, "seed": seed, "keep": keep, "method": method, "base_accuracy": base_acc,
             "accuracy": acc, "drop": base_acc - acc, "macs": count_macs(pruned, x).total, "base_macs": base_macs,
-            "params": count_params(pruned).total, "latency_ms": prof.latency_onnx.median_ms,
-            "base_latency_ms": base_prof.latency_onnx.median_ms, "seconds": seconds, **cost}
+            "params": count_params(pruned).total, "latency_ms": latency,
+            "base_latency_ms": base_latency, "seconds": seconds, **cost}
 
 
 def paired_difference(runs: list[dict], rows: list[dict], reference: str = "torch-pruning") -> dict | None:
@@ -179,6 +182,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 
         def mean_sd(field: str) -> tuple[float, float]:
             v = [float(r[field]) for r in rs]
+            if any(x != x for x in v):  # NaN: not measured (--no-latency)
+                return float("nan"), float("nan")
             return statistics.mean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
 
         out.append({"task": task, "speedup": round(1 / keep), "method": method, "seeds": len(rs),
@@ -238,6 +243,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", help=f"subset of {ALL_METHODS} (default: {METHODS})")
     parser.add_argument("--targets", nargs="*", type=float, help="MAC fractions to keep (default 0.5 0.25)")
     parser.add_argument("--out", default="runs/strategies")
+    parser.add_argument("--no-latency", action="store_true", help="skip the ONNX Runtime timing (accuracy only)")
     parser.add_argument("--resume", action="store_true", help="skip runs already in runs.jsonl")
     parser.add_argument("--merge", nargs="*", help="only summarise the runs.jsonl of these run directories into --out "
                                                     "(a later directory's run replaces an earlier one's)")
@@ -270,6 +276,8 @@ def main() -> None:
         cfg = BenchConfig(**{**asdict(cfg), "methods": tuple(args.methods)})
     if args.targets:
         cfg = BenchConfig(**{**asdict(cfg), "targets": tuple(args.targets)})
+    if args.no_latency:
+        cfg = BenchConfig(**{**asdict(cfg), "latency": False})
     torch.set_num_threads(cfg.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

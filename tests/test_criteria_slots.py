@@ -1,9 +1,11 @@
 """Which slots a criterion reads, and one contract over the whole criteria registry.
 
-Magnitude scores come from learnable parameters only: BatchNorm running statistics are data
+Magnitude scores come from learnable weights only: BatchNorm running statistics are data
 statistics that are sliced with the channels, not weights, so a unit with a huge running variance
-but tiny weights goes first, and perturbing the statistics changes no weight-only score. Every
-criterion in ``CRITERIA`` then passes the same checks on a conv+BN+residual model and on an MLP.
+but tiny weights goes first, and perturbing the statistics changes no weight-only score. ``l2`` is
+the norm of all of a unit's weights, which ranks as Torch-Pruning's group magnitude does (checked
+against it). Every criterion in ``CRITERIA`` then passes the same checks on a conv+BN+residual
+model and on an MLP.
 """
 from __future__ import annotations
 
@@ -69,35 +71,57 @@ def test_buffers_do_not_change_weight_only_scores(name):
         assert torch.equal(before[g].argsort(stable=True), after[g].argsort(stable=True)), g
 
 
-def test_every_slot_has_one_vote_whatever_its_scale():
-    # Scaling one coupled tensor as a whole (the consumer conv, or the BatchNorm's gamma) changes
-    # every unit's slice in that slot by the same factor: with per-slot normalisation the scores do
-    # not move, so no single large tensor decides the ranking alone. Without it, they do.
-    model, x = _conv_bn(), torch.randn(2, 3, 8, 8)
-    base = _scores(model, x, "l2")["0"]
-    for tensor in ("3.weight", "1.weight"):
-        scaled = copy.deepcopy(model)
-        with torch.no_grad():
-            named_tensors(scaled)[tensor].mul_(1e3)
-        torch.testing.assert_close(_scores(scaled, x, "l2")["0"], base)
-        ctx0, ctx1 = ScoreContext(named_tensors(model)), ScoreContext(named_tensors(scaled))
-        g = ep.analyze(model, x).groups[0]
-        raw = Magnitude(p=2, normalize="none")
-        assert not torch.allclose(raw(g, ctx0), raw(g, ctx1))
-
-
-def test_l2_is_the_mean_over_weight_slots_of_normalised_norms():
-    # Written out by hand for the conv -> BN -> conv group: producer filter, gamma, consumer slice;
-    # running statistics and biases (the conv's bias, BatchNorm's beta) are left out.
+def test_l2_is_the_norm_of_all_the_units_weights():
+    # Written out by hand for the conv -> BN -> conv group: producer filter, gamma, consumer slice,
+    # as one vector (divided by the square root of the slot count); running statistics and biases
+    # (the conv's bias, BatchNorm's beta) are left out.
     model, x = _conv_bn(), torch.randn(2, 3, 8, 8)
     conv, bn, nxt = model[0], model[1], model[3]
     with torch.no_grad():
         bn.weight.uniform_(0.5, 2)
         bn.bias.uniform_(-1, 1)
-    parts = [conv.weight.flatten(1).norm(dim=1), bn.weight.abs(), nxt.weight.transpose(0, 1).flatten(1).norm(dim=1)]
-    expected = torch.stack([v / v.mean() for v in parts]).mean(0).detach()
+    parts = [conv.weight.flatten(1), bn.weight[:, None], nxt.weight.transpose(0, 1).flatten(1)]
+    expected = (torch.cat(parts, 1).norm(dim=1) / 3 ** 0.5).detach()
     torch.testing.assert_close(_scores(model, x, "l2")["0"], expected)
-    torch.testing.assert_close(_scores(model, x, "l2-out")["0"], (parts[0] / parts[0].mean()).detach())
+    torch.testing.assert_close(_scores(model, x, "l2-out")["0"], conv.weight.flatten(1).norm(dim=1).detach())
+    torch.testing.assert_close(_scores(model, x, "l1")["0"], (torch.cat(parts, 1).abs().sum(1) / 3).detach())
+
+
+def test_l2_ranks_as_torch_pruning_group_magnitude():
+    # Torch-Pruning 1.6's GroupMagnitudeImportance(p=2) (without its final division by the mean):
+    # per coupled layer the sum of w^2 over the unit's slice, BatchNorm weight only, averaged over
+    # layers. Our l2 is its square root, group by group, on a residual CNN with projected shortcuts.
+    import torch_pruning as tp
+
+    model, x, _ = _residual()
+    ctx = ScoreContext(named_tensors(model))
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=x[:1])
+    theirs = tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)
+    modules = dict(model.named_modules())
+    groups = ep.analyze(model, x).groups
+    assert len(groups) == 4
+    for g in groups:
+        layer = modules[g.name]
+        fn = tp.prune_conv_out_channels if isinstance(layer, nn.Conv2d) else tp.prune_linear_out_channels
+        ref = theirs(graph.get_pruning_group(layer, fn, idxs=list(range(g.size))))
+        torch.testing.assert_close(CRITERIA["l2"](g, ctx).pow(2), ref.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_normalized_slots_have_one_vote_whatever_their_scale():
+    # normalize="mean": scaling one coupled tensor as a whole (the consumer conv, or the BatchNorm's
+    # gamma) scales every unit's slice in that slot alike, and the scores do not move. The default
+    # (the norm of all the unit's weights) lets the larger tensor weigh more, so there they do.
+    model, x = _conv_bn(), torch.randn(2, 3, 8, 8)
+    g = ep.analyze(model, x).groups[0]
+    balanced, plain = Magnitude(p=2, normalize="mean"), Magnitude(p=2)
+    ctx0 = ScoreContext(named_tensors(model))
+    for tensor in ("3.weight", "1.weight"):
+        scaled = copy.deepcopy(model)
+        with torch.no_grad():
+            named_tensors(scaled)[tensor].mul_(1e3)
+        ctx1 = ScoreContext(named_tensors(scaled))
+        torch.testing.assert_close(balanced(g, ctx1), balanced(g, ctx0))
+        assert not torch.allclose(plain(g, ctx1), plain(g, ctx0))
 
 
 def test_bad_magnitude_options_are_named():

@@ -158,14 +158,12 @@ def test_guard_and_budget_that_cannot_both_hold_fail_clearly(digits):
 def test_iterative_plans_compose_and_replay_on_a_fresh_copy():
     torch.manual_seed(0)
     model, x = zoo.ResidualCNN().eval(), torch.randn(2, 3, 16, 16)
-    # 0.25 (not 0.3): with the group scores of issue 19 the second step lands under 0.3 already (whole
-    # channels overshoot), the third has nothing left to cut and records no plan
-    result = ep.prune(model, x, budget=Budget(macs=0.25), strategy=Iterative(steps=3, schedule="cubic"))
+    result = ep.prune(model, x, budget=Budget(macs=0.3), strategy=Iterative(steps=3, schedule="cubic"))
     plans = plans_of(result.model)
     assert len(plans) == 3 and [p.meta["step"] for p in plans] == [1, 2, 3]
     base = count_macs(model, x).total
     fits = [p.meta["budget_fit"]["macs"] / base for p in plans]
-    assert fits == sorted(fits, reverse=True) and fits[-1] <= 0.25
+    assert fits == sorted(fits, reverse=True) and fits[-1] <= 0.3
     assert fits[0] <= 1 - 0.7 * 0.7 + 1e-9  # step 1 of the cubic schedule does 70% of the reduction
     replay = copy.deepcopy(model)
     for plan in plans:

@@ -1,16 +1,19 @@
-"""Magnitude criteria: the Lp norm of the weights a unit owns, combined over the group's slots.
+"""Magnitude criteria: the Lp norm of the weights a unit owns, over every tensor coupled to it.
 
 A group's slots include buffers (a BatchNorm's ``running_mean`` and ``running_var`` are sliced with
 its channels). They are statistics of the data, not weights: a channel with a large running variance
-and tiny weights contributes little, so buffers never enter a magnitude score.
+and tiny weights contributes little, so buffers never enter a magnitude score. Biases (a producer's,
+a norm's ``beta``) shift a unit's output rather than scale what it passes on, and a conv bias before
+a BatchNorm is cancelled by it, so they count only where a group has nothing else.
 
-Slots differ in size by orders of magnitude (a BatchNorm's one ``gamma`` per channel beside a
-consumer's ``out x k x k`` slice per channel), so their norms are on different scales. With
-``normalize="mean"`` each slot's per-unit norms are divided by their mean over the units before the
-slots are combined: every slot then has one equal vote in the ranking, and no single large tensor
-decides it alone. Torch-Pruning 1.6 (``GroupMagnitudeImportance``) instead sums ``|w|^p`` per slot
-without the root, averages those over slots and divides the result by its mean over units: there the
-largest slices weigh most (``normalize="none"`` with the root is the closer of our two forms).
+How the slots combine: the default score is the Lp norm of *all* the unit's weights taken as one
+vector, ``(mean over slots of sum |w|^p) ** (1/p)`` (the mean only rescales). A slot weighs what it
+holds: a consumer's ``out x k x k`` slice counts more than a BatchNorm's single ``gamma``. This ranks
+units exactly as Torch-Pruning 1.6's ``GroupMagnitudeImportance`` does (per slot the sum of ``|w|^p``,
+no root; mean over slots; divided by the mean over units, which changes no ranking within a group).
+``normalize="mean"`` instead divides each slot's per-unit norms by their mean over the units before
+the reduction, so every slot has one equal vote. Measured over a zoo of trained models (``benchmarks/criteria.py``,
+docs/benchmarks.md) the equal vote was worse, on a ViT by 2 points, so it is not the default.
 """
 from __future__ import annotations
 
@@ -21,19 +24,19 @@ import torch
 from edgeprune.criteria.base import REDUCTIONS, ScoreContext, learnable_slots, slot_unit_sum
 from edgeprune.graph.groups import Group
 
-NORMALIZERS = ("mean", "none")
+NORMALIZERS = ("none", "mean")
 
 
 @dataclass(frozen=True)
 class Magnitude:
-    """Score = reduction over the learnable slots of ``(sum of |w|^p over the unit's slice) ** (1/p)``.
+    """Score = ``(reduction over weight slots of sum |w|^p over the unit's slice) ** (1/p)``.
 
     ``slots="out"`` scores a unit by the weights that produce it only (the filter norm of Li et
-    al. 2017); ``"all"`` also counts its norm's scale (``gamma``) and its consumers' weights (a group
-    norm, as Torch-Pruning's). Buffers (running statistics) are never read, and biases only where a
-    group has no other learnable slot (they shift a unit's output, they do not scale what it passes on).
-    ``normalize="mean"`` divides each slot's per-unit norms by their mean before the reduction
-    (see the module docstring); ``"none"`` combines them as they are.
+    al. 2017); ``"all"`` also counts its norm's scale (``gamma``) and its consumers' weights (the
+    group norm). Buffers (running statistics) are never read, biases only where a group has no other
+    learnable slot. With the default ``reduction="mean"`` and ``normalize="none"`` the score is the
+    Lp norm of all the unit's weights (up to a constant); ``normalize="mean"`` divides each slot's
+    per-unit norms by their mean over units and reduces those (see the module docstring).
 
     Example:
         >>> import torch, torch.nn as nn, edgeprune
@@ -48,7 +51,7 @@ class Magnitude:
     p: int = 2
     reduction: str = "mean"
     slots: str = "all"
-    normalize: str = "mean"
+    normalize: str = "none"
 
     def __post_init__(self) -> None:
         if self.slots not in ("all", "out") or self.normalize not in NORMALIZERS or self.reduction not in REDUCTIONS:
@@ -61,16 +64,12 @@ class Magnitude:
             return torch.zeros(group.size)
         weights = [s for s in learnable if not _is_bias(s.tensor)] or learnable
         chosen = [s for s in weights if s.role == "out"] if self.slots == "out" else weights
-        per_slot = []
-        for slot in chosen or weights:
-            norm = slot_unit_sum(ctx, slot, group.size, self.p).pow(1.0 / self.p)  # (size,)
-            if self.normalize == "mean":
-                norm = norm / norm.mean().clamp_min(torch.finfo(norm.dtype).tiny)
-            per_slot.append(norm)
-        return REDUCTIONS[self.reduction](torch.stack(per_slot))
+        power = torch.stack([slot_unit_sum(ctx, s, group.size, self.p) for s in chosen or weights])  # (slots, size)
+        if self.normalize == "none":
+            return REDUCTIONS[self.reduction](power).pow(1.0 / self.p)
+        norm = power.pow(1.0 / self.p)  # each slot's Lp norm per unit, divided by its mean over units
+        return REDUCTIONS[self.reduction](norm / norm.mean(1, keepdim=True).clamp_min(torch.finfo(norm.dtype).tiny))
 
 
 def _is_bias(tensor: str) -> bool:
-    # Biases (a producer's, a norm's beta) shift a unit's output; their size says nothing about how much
-    # of the input the unit passes on, and a conv bias before a BatchNorm is cancelled by it.
     return tensor.rpartition(".")[2] == "bias"

@@ -1,0 +1,212 @@
+"""Pruning criteria ranked over a zoo of small trained models, against random and Torch-Pruning.
+
+Every zoo model (``benchmarks/_criteria_zoo.py``: residual 1D CNN, residual 2D CNN, MobileNet-style
+CNN, MLP, ViT) is pruned with the ``uniform`` strategy to at most 1/2 and 1/4 of its MACs (the ratio
+bisected by ``edgeprune.budget.fit_ratio``; uniform widths do not depend on the criterion, so every
+criterion of ours keeps the same widths and only *which* units survive differs). BatchNorm
+statistics are re-estimated on 512 training samples after the cut (Torch-Pruning's result too),
+the one-shot accuracy is measured, then every model gets the same fine-tuning (``epochs`` of Adam,
+cosine decay from ``lr``, the seed's data order) and is measured again on the 1,000-sample val split.
+
+Methods: our criteria by registry name (``l2``, ``l1``, ``bn``, ``taylor`` on the 512 samples,
+``random``, ...); three other ways to combine a unit's slots, kept for the record: ``l2-balanced``
+(each slot's per-unit L2 norms divided by their mean over units, then averaged over slots:
+``Magnitude(normalize="mean")``),
+``l2-raw`` (the mean of each slot's L2 norm), ``l2-buffers`` (the scores before issue 19, which
+also averaged the norms of BatchNorm running statistics and biases); and ``tp``: Torch-Pruning 1.6
+``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, uniform per layer, classifier ignored, its
+ratio bisected to the same MAC target (our ``l2`` ranks units as its importance does; its widths
+differ by a unit or so). Seeds change the fine-tuning data order and the random ranking; the trained model
+is the same. Paired columns: accuracy minus random's / Torch-Pruning's on the same model, target
+and seed, mean ± standard error over seeds.
+
+    .venv/bin/python benchmarks/criteria.py --out runs/criteria            # the zoo, 3 seeds, 2x and 4x
+    .venv/bin/python benchmarks/criteria.py --models res1d --seeds 0 --targets 0.25 --epochs 1   # quick
+
+Runs are appended to ``--out``/runs.jsonl as they finish; a rerun skips those already there, so
+processes started on different ``--models`` can be merged (``--merge DIR ...``) and the table made
+from all of them. ``results.md`` holds the table.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _criteria_zoo as zoo  # noqa: E402
+
+import edgeprune as ep  # noqa: E402
+from edgeprune.budget import Budget  # noqa: E402
+from edgeprune.criteria import CRITERIA, Magnitude, ScoreContext, learnable_slots, slot_unit_sum  # noqa: E402
+from edgeprune.measure import count_macs  # noqa: E402
+from edgeprune.recover import Finetune, finetune, recalibrate_bn  # noqa: E402
+
+METHODS = ("l2", "l2-balanced", "l2-raw", "l2-buffers", "l1", "bn", "taylor", "random", "tp")
+
+
+def _with_buffers(group, ctx: ScoreContext) -> torch.Tensor:
+    """The group L2 score as it was before issue 19: every slot, running statistics included."""
+    return torch.stack([slot_unit_sum(ctx, s, group.size, 2).sqrt() for s in group.slots]).mean(0)
+
+
+def _mean_of_norms(group, ctx: ScoreContext) -> torch.Tensor:
+    """The mean over weight slots (no buffers, no biases) of each slot's L2 norm of the unit's slice."""
+    slots = [s for s in learnable_slots(group, ctx) if not s.tensor.endswith(".bias")]
+    return torch.stack([slot_unit_sum(ctx, s, group.size, 2).sqrt() for s in slots]).mean(0)
+
+
+VARIANTS = {"l2-balanced": Magnitude(p=2, normalize="mean"), "l2-raw": _mean_of_norms, "l2-buffers": _with_buffers}
+
+
+def calibration(entry: zoo.ZooEntry) -> DataLoader:
+    sp = zoo.splits(entry.data)
+    return DataLoader(TensorDataset(sp.x_train[:512], sp.y_train[:512]), batch_size=128)
+
+
+def prune_ours(method: str, model, entry, keep: float, seed: int):
+    criterion = VARIANTS.get(method, method)
+    result = ep.prune(model, zoo.example_input(entry), budget=Budget(macs=keep), strategy="uniform",
+                      criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed)
+    return result.model, result.stats.get("ratio")
+
+
+def prune_tp(model, entry, keep: float):
+    import torch_pruning as tp
+
+    x = zoo.example_input(entry)
+    base = count_macs(model, x).total
+
+    def at(ratio: float):
+        m = copy.deepcopy(model)
+        heads = {mod.qkv: mod.num_heads for mod in m.modules() if isinstance(mod, zoo.Attention)}
+        pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                      pruning_ratio=ratio, ignored_layers=[m.classifier], global_pruning=False,
+                                      num_heads=heads)
+        pruner.step()
+        for mod in m.modules():  # TP slices head dims; the forward reads head_dim
+            if isinstance(mod, zoo.Attention):
+                mod.head_dim = mod.qkv.out_features // (3 * mod.num_heads)
+        return m
+
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):  # the smallest ratio that meets the target
+        mid = (lo + hi) / 2
+        m = at(mid)
+        if count_macs(m, x).total <= keep * base:
+            hi, best = mid, m
+        else:
+            lo = mid
+    recalibrate_bn(best, calibration(entry), None)
+    return best, hi
+
+
+def run_cell(name: str, keep: float, method: str, seeds: list[int], cfg, done: set, out: Path, log) -> None:
+    entry, model = zoo.ZOO[name], zoo.trained(name, log)
+    x = zoo.example_input(entry)
+    base_macs, base_acc = count_macs(model, x).total, zoo.accuracy(model, entry)
+    cached = None  # deterministic methods cut the same model for every seed
+    for seed in seeds:
+        key = (name, keep, method, seed)
+        if key in done:
+            continue
+        start = time.perf_counter()
+        if cached is None or method == "random":
+            try:
+                pruned, ratio = prune_tp(model, entry, keep) if method == "tp" else prune_ours(method, model, entry,
+                                                                                               keep, seed)
+            except Exception as e:  # a baseline that cannot prune this model: say so, keep going
+                log(f"{name} keep {keep} {method}: FAILED {type(e).__name__}: {e}")
+                return
+            cached = (pruned, ratio, zoo.accuracy(pruned, entry))
+        pruned, ratio, oneshot = copy.deepcopy(cached[0]), cached[1], cached[2]
+        cut_s = time.perf_counter() - start
+        ft = finetune(pruned, Finetune(zoo.loaders(entry, seed)[0], epochs=cfg.epochs, lr=cfg.lr, seed=seed))
+        row = {"model": name, "keep": keep, "method": method, "seed": seed, "base_accuracy": base_acc,
+               "oneshot": oneshot, "accuracy": zoo.accuracy(pruned, entry),
+               "macs": count_macs(pruned, x).total / base_macs, "ratio": ratio,
+               "cut_seconds": cut_s, "finetune_seconds": ft.seconds}
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"{name} keep {keep} {method:<10} seed {seed}: one-shot {oneshot:.2f} -> {row['accuracy']:.2f} "
+            f"(base {base_acc:.2f}, MACs {row['macs']:.3f}, {cut_s:.0f}+{ft.seconds:.0f} s)")
+
+
+def paired(rows: list[dict], ref_rows: list[dict], field: str) -> str:
+    ref = {r["seed"]: r[field] for r in ref_rows}
+    d = [r[field] - ref[r["seed"]] for r in rows if r["seed"] in ref]
+    if not d or rows is ref_rows:
+        return "-"
+    se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else float("nan")
+    return f"{statistics.mean(d):+.2f} ± {se:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | MACs | method | one-shot % | after FT % | FT vs random | FT vs TP | one-shot vs TP "
+             "| MACs kept |", "|---|---|---|---|---|---|---|---|---|"]
+    cells = sorted({(r["model"], r["keep"]) for r in rows}, key=lambda c: (list(zoo.ZOO).index(c[0]), -c[1]))
+    for name, keep in cells:
+        here = [r for r in rows if r["model"] == name and r["keep"] == keep]
+        by = {m: [r for r in here if r["method"] == m] for m in dict.fromkeys(r["method"] for r in here)}
+        rnd, tp = by.get("random", []), by.get("tp", [])
+        for m in sorted(by, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+            got = by[m]
+            mean = lambda f: statistics.mean(r[f] for r in got)  # noqa: E731
+            lines.append(f"| {name} (base {got[0]['base_accuracy']:.2f}) | {1 / keep:.0f}x fewer | {m} | "
+                         f"{mean('oneshot'):.2f} | {mean('accuracy'):.2f} | {paired(got, rnd, 'accuracy')} | "
+                         f"{paired(got, tp, 'accuracy')} | {paired(got, tp, 'oneshot')} | {mean('macs'):.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", nargs="+", default=list(zoo.ZOO), choices=list(zoo.ZOO))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25], help="MACs kept (0.25: 4x fewer)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS),
+                    help=f"our criteria by registry name ({', '.join(sorted(CRITERIA))}), {', '.join(VARIANTS)}, tp")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("runs/criteria"))
+    ap.add_argument("--merge", nargs="+", type=Path, default=[],
+                    help="add the runs of these output directories to --out's (run in parallel, say) before running")
+    cfg = ap.parse_args()
+    torch.set_num_threads(cfg.threads)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    runs = cfg.out / "runs.jsonl"
+    rows = [json.loads(line) for line in runs.read_text().splitlines()] if runs.exists() else []
+    done = {(r["model"], r["keep"], r["method"], r["seed"]) for r in rows}
+    for other in cfg.merge:
+        for line in (other / "runs.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            if (r["model"], r["keep"], r["method"], r["seed"]) not in done:
+                done.add((r["model"], r["keep"], r["method"], r["seed"]))
+                with runs.open("a") as f:
+                    f.write(line + "\n")
+
+    def log(msg: str) -> None:
+        print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+    for name in cfg.models:
+        for keep in cfg.targets:
+            for method in cfg.methods:
+                run_cell(name, keep, method, cfg.seeds, cfg, done, runs, log)
+    rows = [json.loads(line) for line in runs.read_text().splitlines()]
+    rows = [r for r in rows if r["model"] in cfg.models and r["keep"] in cfg.targets and r["seed"] in cfg.seeds
+            and r["method"] in cfg.methods]
+    md = (f"{len(cfg.seeds)} seeds, {cfg.epochs} epochs of fine-tuning at lr {cfg.lr}; "
+          f"paired: mean ± s.e. over seeds\n\n" + table(rows) + "\n")
+    (cfg.out / "results.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
