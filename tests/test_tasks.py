@@ -45,6 +45,7 @@ def test_task_contract(name: str) -> None:
     assert sum(len(b[1]) for b in val_loader) == len(splits.y_val)
 
 
+@pytest.mark.timeout(900)  # the first run on a machine trains each task (about a minute each when quiet)
 @pytest.mark.parametrize("name", TASKS)
 def test_pretrained_reaches_accuracy_bar(name: str) -> None:
     # Uses the real cache ($EDGEPRUNE_CACHE or ~/.cache/edgeprune): trains on the first run only.

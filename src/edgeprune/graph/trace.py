@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from edgeprune.graph.spaces import DimMap, Seg, SpaceTable, fixed
 from edgeprune.plan import Attr
@@ -315,8 +315,9 @@ def warm_copy(model: nn.Module, example_inputs: Any) -> nn.Module:
         The warmed copy, in eval mode. Its tensors have the caller's names.
     """
     warm = copy.deepcopy(model).eval()
+    inputs = tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, example_inputs)
     with torch.no_grad():
-        call_model(warm, example_inputs)
+        call_model(warm, inputs)  # on clones: a forward that writes into its input leaves the caller's alone
     return warm
 
 
