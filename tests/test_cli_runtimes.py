@@ -110,3 +110,25 @@ def test_transfer_refuses_a_missing_extra_by_name(run, monkeypatch):
     monkeypatch.setattr(importlib, "import_module", no_executorch)
     result = invoke(["transfer", str(run), "--runtimes", "onnxruntime,executorch"])
     assert result.exit_code == 2 and "pip install 'edgeprune[executorch]'" in " ".join(result.output.split())
+
+
+def test_prune_on_another_runtime_writes_its_artifact_and_measures_the_verdict_there(tmp_path):
+    out = tmp_path / "ov"
+    result = invoke(["prune", "digits", *RUN_FLAGS, "--runtime", "openvino", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["latency"]["runtime"] == "openvino" and m["latency"]["precision"] == "f32"
+    assert {"model.onnx", "model.xml", "model.bin"} <= set(m["files"])
+    from edgeprune.run.reload import load_run_model
+
+    model, example = load_run_model(out)
+    with torch.no_grad():
+        want = model.eval()(example).numpy()
+    (got,) = get_runtime("openvino").open(out / "model.xml", threads=1).run([example.numpy()])
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+    assert f"OpenVINO {get_runtime('openvino').version}, 1 thread, f32" in (out / "report.html").read_text()
+
+
+def test_prune_refuses_an_unknown_runtime_by_name(tmp_path):
+    result = invoke(["prune", "digits", *RUN_FLAGS, "--runtime", "tensorrt", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown runtime" in " ".join(result.output.split())

@@ -211,3 +211,19 @@ def test_interleaved_timing_mixes_runtimes_and_records_what_ran(models, artifact
 def test_openvino_default_precision_is_recorded_when_asked_for(artifacts):
     s = get_runtime("openvino").open(artifacts("openvino", "cnn1d"), threads=1, precision="default")
     assert s.precision in ("f32", "bf16", "f16")
+
+
+def test_odd_depthwise_widths_are_timed_against_width_rounded_to_8(models, tmp_path, monkeypatch):
+    from edgeprune.run import transfer
+
+    model, x = models("mobilenet-like")
+    found = transfer.odd_depthwise(model, x)
+    assert found and all(r["width"] % 8 for r in found)
+    assert [r["macs"] for r in found] == sorted((r["macs"] for r in found), reverse=True)
+    monkeypatch.setattr(transfer, "SLOW_STEP_MARGIN", 0.0)  # any odd width "slower": every row warns
+    rows = transfer.width_steps(model, x, ["onnxruntime"], tmp_path, threads=1, limit=1, rounds=2, runs=2)
+    assert len(rows) == 1 and rows[0]["rounded"] == -(-rows[0]["width"] // 8) * 8
+    assert rows[0]["odd_ms"] > 0 and rows[0]["rounded_ms"] > 0 and "slow step of onnxruntime" in rows[0]["warning"]
+    monkeypatch.setattr(transfer, "SLOW_STEP_MARGIN", 1e9)
+    rows = transfer.width_steps(model, x, ["onnxruntime"], tmp_path / "b", threads=1, limit=1, rounds=2, runs=2)
+    assert rows[0]["warning"] is None

@@ -47,6 +47,8 @@ def prune_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch size of loaders edgeprune builds"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="example input shape, e.g. 1,3,224,224"),
     latency_runs: Optional[int] = typer.Option(None, "--latency-runs", help="timed runs per latency figure (default 50)"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="deploy on onnxruntime (default), litert, executorch "
+                                          "or openvino: its artifact is written and the verdict measured on it"),
     no_curve: bool = typer.Option(False, "--no-curve", help="do not evaluate search candidates (faster on big data)"),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: after fine-tuning, static INT8 for ONNX "
                                            "Runtime (model.int8.onnx); the guard and size/latency targets judge it"),
@@ -63,7 +65,7 @@ def prune_command(
         "epochs": epochs, "max_epochs": max_epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
         "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
         "latency_runs": latency_runs, "curve": False if no_curve else None, "quantize": quantize,
-        "calibration_batches": calibration_batches,
+        "calibration_batches": calibration_batches, "runtime": runtime,
     }
     given = {k: v for k, v in given.items() if v is not None}
     with exit_on_errors(as_json):

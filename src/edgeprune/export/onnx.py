@@ -21,7 +21,6 @@ import os
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +31,7 @@ from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_flatten
 
 from edgeprune.graph.trace import warm_copy
-from edgeprune.specs import ExampleInputs, eval_mode, random_inputs, split_inputs
+from edgeprune.specs import ExampleInputs, eval_mode, split_inputs
 from edgeprune.runtimes.errors import ExportError, ParityError
 from edgeprune.runtimes.parity import PARITY_RTOL, Tolerance
 

@@ -87,6 +87,9 @@ def run_pipeline(recipe: RunRecipe, out: str | Path | None = None, *, force: boo
     if not target:
         raise BadInputError("no run directory: pass --out RUN_DIR (or 'out' in the recipe)")
     check_out(target, force)
+    from edgeprune.runtimes import get_runtime
+
+    get_runtime(recipe.runtime).require()  # a missing extra is named before any work
     progress = progress or SilentProgress()
     with staged_run(target, force=force) as staging, _log_to(staging / "run.log"):
         metrics = _Pipeline(recipe, staging, progress, list(notes or []), dict(hooks or {})).run()
@@ -194,10 +197,11 @@ class _Pipeline:
                             onnx_path=self.dir / "model.onnx", check_onnx=True, name=f"{r.model} (pruned)",
                             sparse_exporter=_sparse_exporter(self.dir) if r.is_sparse else None)
             if before.latency_onnx is not None and after.latency_onnx is not None:
-                from edgeprune.run.verdict import interleaved_latency
+                from edgeprune.run.verdict import deploy, interleaved_latency
 
-                self.latency = interleaved_latency(original_onnx, self.dir / "model.onnx", inputs.example,
-                                                   threads=r.threads, runs=r.latency_runs)
+                pair = deploy(r.runtime, inputs.model, pruned, inputs.example, original_onnx, self.dir)
+                self.latency = interleaved_latency(*pair, inputs.example, threads=r.threads, runs=r.latency_runs,
+                                                   runtime=r.runtime)
             scratch.cleanup()
             s["note"] = _lat(after) + (f"; interleaved {self.latency['speedup']:.2f}x" if self.latency else "")
             if r.is_sparse:
@@ -273,6 +277,9 @@ class _Pipeline:
             self.notes.append(f"accuracy dropped {drop:.2f} points{what}, more than --max-drop {r.max_drop:g}")
         if r.max_drop is not None and drop is None:
             self.notes.append("--max-drop was not checked: no data to evaluate on")
+        if r.runtime != "onnxruntime" and any(t.metric in ("latency", "speedup") for t in r.targets):
+            self.notes.append(f"the latency table and the latency-aware allocation are built on ONNX Runtime; the "
+                              f"before/after latency and the verdict are measured on {r.runtime}")
         if r.is_sparse:
             self.notes.append("sparse weights run on dense kernels: latency is measured as it runs; the gain "
                               "is the smaller model.sparse.onnx file")

@@ -60,6 +60,10 @@ class RunRecipe:
         seed: seeds pruning choices, fine-tuning and the built-in model's weights.
         threads: intra-op threads for latency measurements (and latency targets).
         latency_runs: timed runs per latency measurement.
+        runtime: the runtime the pruned model is deployed on: its artifact is written into the run
+            (checked against PyTorch) and the before/after latency and verdict are measured on it
+            (``onnxruntime``, ``litert``, ``executorch``, ``openvino``). Latency tables and the
+            latency-aware allocation are still built on ONNX Runtime.
         input_shape: example input shape, batch first (``None``: from the data or the model).
         val_fraction: share of an image folder held out for validation when it has no ``val/``.
         curve: evaluate the candidate plans of the search, to draw accuracy against MACs.
@@ -87,6 +91,7 @@ class RunRecipe:
     seed: int = 0
     threads: int = 2
     latency_runs: int = 50
+    runtime: str = "onnxruntime"
     input_shape: tuple[int, ...] | None = None
     val_fraction: float = 0.1
     curve: bool = True
@@ -210,6 +215,12 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
             raise bad(name, f"must be >= {low}, got {getattr(recipe, name)}")
     if recipe.lr <= 0:
         raise bad("lr", f"must be positive, got {recipe.lr}")
+    from edgeprune.runtimes import UnknownRuntimeError, get_runtime
+
+    try:
+        get_runtime(recipe.runtime)
+    except UnknownRuntimeError as exc:
+        raise bad("runtime", str(exc)) from None
     if recipe.max_drop is not None and recipe.max_drop < 0:
         raise bad("max_drop", f"must be >= 0 accuracy points, got {recipe.max_drop}")
     if recipe.batch_size is not None and recipe.batch_size < 1:

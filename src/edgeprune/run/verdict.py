@@ -9,9 +9,30 @@ round by round (:func:`edgeprune.runtimes.measure_interleaved`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+import torch.nn as nn
+
 from edgeprune.specs import ExampleInputs
+
+
+def deploy(runtime: str, original: nn.Module, pruned: nn.Module, example_inputs: ExampleInputs,
+           original_onnx: Path, run_dir: Path) -> tuple[Path, Path]:
+    """The two artifacts the verdict times: for ONNX Runtime the ONNX files; for another runtime its
+    artifact of the pruned model written into the run (``model.tflite``, ``model.pte``,
+    ``model.xml`` + ``model.bin``) and of the original beside the original's ONNX file, both checked
+    against PyTorch."""
+    from edgeprune.runtimes import get_runtime
+
+    rt = get_runtime(runtime)
+    if rt.name == "onnxruntime":
+        return original_onnx, run_dir / "model.onnx"
+    paths = []
+    for model, onnx, folder in ((original, original_onnx, original_onnx.parent), (pruned, run_dir / "model.onnx", run_dir)):
+        options = {"onnx": onnx} if rt.name == "openvino" else {}
+        paths.append(rt.export(model, example_inputs, rt.artifact_path(folder), **options))
+    return paths[0], paths[1]
 
 
 def interleaved_latency(original: str | os.PathLike, pruned: str | os.PathLike, example_inputs: ExampleInputs, *,
