@@ -55,18 +55,19 @@ CLASSIFIER = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
 GOAL = {"resnet18": 4.0, "mobilenet_v2": 3.0}
 
 
-def accuracy_rows(tasks: list[str], out: Path, log) -> list[dict]:
+def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1) -> list[dict]:
     from edgeprune.run import recipe_from_mapping, run_pipeline
 
     rows = []
     for task in tasks:
         started = time.time()
         recipe = recipe_from_mapping({"model": task, "data": task, "target": "macs=0.5", "quantize": "int8",
-                                      "max_drop": 1.0, "seed": 0})
+                                      "max_drop": 1.0, "seed": 0, "epochs": epochs})
         outcome = run_pipeline(recipe, out / f"run-{task}", force=True)
         m = outcome.metrics
         st = m["int8"]["stages"]
-        row = {"task": task, "exit_code": m["exit_code"], "macs_ratio": st["pruned_int8"]["macs"] / st["dense_fp32"]["macs"],
+        row = {"task": task, "epochs": epochs, "exit_code": m["exit_code"],
+               "macs_ratio": st["pruned_int8"]["macs"] / st["dense_fp32"]["macs"],
                **{f"{k}_acc": st[k]["accuracy"] for k in st},
                **{f"{k}_bytes": st[k]["bytes"] for k in st},
                "drop_pruned_int8": st["dense_fp32"]["accuracy"] - st["pruned_int8"]["accuracy"],
@@ -131,15 +132,17 @@ def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
     lines = [f"`{meta['command']}` ({meta['date']}, load before: {meta['uptime_before']}; after: "
              f"{meta['uptime_after']})", ""]
     if acc:
-        lines += ["| task | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | pruned INT8 drop | "
-                  "INT8 / FP32 bytes (pruned) | exit |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| task | fine-tuning epochs | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | "
+                  "pruned INT8 drop | INT8 / FP32 bytes (pruned) | exit |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in acc:
-            lines.append(f"| {r['task']} | {r['macs_ratio']:.2f}x | {r['dense_fp32_acc']:.2f} | {r['dense_int8_acc']:.2f} | "
-                         f"{r['pruned_fp32_acc']:.2f} | {r['pruned_int8_acc']:.2f} | {r['drop_pruned_int8']:+.2f} | "
+            lines.append(f"| {r['task']} | {r['epochs']} | {r['macs_ratio']:.2f}x | {r['dense_fp32_acc']:.2f} | "
+                         f"{r['dense_int8_acc']:.2f} | {r['pruned_fp32_acc']:.2f} | {r['pruned_int8_acc']:.2f} | "
+                         f"{r['drop_pruned_int8']:+.2f} | "
                          f"{r['pruned_int8_bytes'] / r['pruned_fp32_bytes']:.3f} | {r['exit_code']} |")
         lines.append("")
     if lat:
-        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | file MB | vs fake-quant: within 1 step, max steps |",
+        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | file MB | "
+                  "vs fake-quant: within 1 step, max steps |",
                   "|---|---|---|---|---|---|---|"]
         for r in lat:
             steps = (f"{r['within_one_step']:.1%}, {r['parity_steps']:.2f}" if r["parity_steps"] is not None else "")
@@ -158,6 +161,7 @@ def main() -> None:
     p.add_argument("--accuracy", action="store_true", help="mnist and mnist1d through the pipeline")
     p.add_argument("--latency", action="store_true", help="resnet18 and mobilenet_v2 on ONNX Runtime")
     p.add_argument("--tasks", default="mnist,mnist1d")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of the accuracy runs")
     p.add_argument("--archs", default="resnet18,mobilenet_v2")
     p.add_argument("--plan", choices=("macs", "speedup"), default="macs")
     p.add_argument("--size", type=int, default=224)
@@ -170,9 +174,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
-    meta = {"command": " ".join(["benchmarks/int8.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    meta = {"command": " ".join(["benchmarks/int8.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "uptime_before": os.popen("uptime").read().strip()}
-    acc = accuracy_rows(args.tasks.split(","), out, log) if args.accuracy else []
+    acc = accuracy_rows(args.tasks.split(","), out, log, args.epochs) if args.accuracy else []
     lat = [r for arch in args.archs.split(",") for r in latency_rows(arch, args, log)] if args.latency else []
     meta["uptime_after"] = os.popen("uptime").read().strip()
     (out / "results.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "latency": lat}, indent=1))
