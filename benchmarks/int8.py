@@ -18,8 +18,11 @@ change latency), 1x3x224x224, batch 1, ONNX Runtime CPU at ``--threads``:
   calibrated on 4 batches of 8 random images (random weights: the ranges, not the accuracy, matter).
 
 All six files of one architecture (dense FP32, dense INT8, ours FP32/INT8, Torch-Pruning FP32/INT8)
-are timed in one process, interleaved (``edgeprune.targets.measured.measure_onnx``: single runs
+are timed in one process, interleaved (``edgeprune.runtimes.measure_interleaved``: single runs
 alternate between the files, 20 rounds; each figure relative to dense FP32 in the same round).
+``--litert`` adds LiteRT INT8 files of the dense and our pruned model (``edgeprune.quantize.litert``,
+its residual adds annotated; int8 input fed pre-quantized) to the same interleaved session, so
+they are compared with the same dense ORT FP32 reference.
 The goal: pruned + INT8 >= 4x (resnet18) and >= 3x (mobilenet_v2) faster than dense FP32.
 
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency
@@ -49,24 +52,25 @@ import edgeprune  # noqa: E402
 from edgeprune.budget import Budget  # noqa: E402
 from edgeprune.export.onnx import export_onnx  # noqa: E402
 from edgeprune.quantize import quantize_onnx  # noqa: E402
-from edgeprune.targets.measured import measure_onnx  # noqa: E402
+from edgeprune.runtimes import Artifact, measure_interleaved  # noqa: E402
 
 CLASSIFIER = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
 GOAL = {"resnet18": 4.0, "mobilenet_v2": 3.0}
 
 
-def accuracy_rows(tasks: list[str], out: Path, log) -> list[dict]:
+def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1) -> list[dict]:
     from edgeprune.run import recipe_from_mapping, run_pipeline
 
     rows = []
     for task in tasks:
         started = time.time()
         recipe = recipe_from_mapping({"model": task, "data": task, "target": "macs=0.5", "quantize": "int8",
-                                      "max_drop": 1.0, "seed": 0})
+                                      "max_drop": 1.0, "seed": 0, "epochs": epochs})
         outcome = run_pipeline(recipe, out / f"run-{task}", force=True)
         m = outcome.metrics
         st = m["int8"]["stages"]
-        row = {"task": task, "exit_code": m["exit_code"], "macs_ratio": st["pruned_int8"]["macs"] / st["dense_fp32"]["macs"],
+        row = {"task": task, "epochs": epochs, "exit_code": m["exit_code"],
+               "macs_ratio": st["pruned_int8"]["macs"] / st["dense_fp32"]["macs"],
                **{f"{k}_acc": st[k]["accuracy"] for k in st},
                **{f"{k}_bytes": st[k]["bytes"] for k in st},
                "drop_pruned_int8": st["dense_fp32"]["accuracy"] - st["pruned_int8"]["accuracy"],
@@ -111,45 +115,72 @@ def latency_rows(arch: str, args, log) -> list[dict]:
             log(f"[{arch}] {name}: INT8 {q.bytes / q.fp32_bytes:.3f}x the bytes, {q.parity.max_steps:.2f} steps "
                 f"from fake-quant, float ops {q.float_ops}")
         order = ["dense FP32", "dense INT8", "ours FP32", "ours INT8", "torch-pruning FP32", "torch-pruning INT8"]
-        got = measure_onnx({k: files[k] for k in order}, x, threads=args.threads, rounds=args.rounds, runs=5,
-                           spinning=False)
+        artifacts = {k: Artifact("onnxruntime", files[k]) for k in order}
+        if args.litert:
+            from edgeprune.quantize.litert import quantize_litert
+
+            for name, m in (("dense", model), ("ours", ours)):
+                q = quantize_litert(m, x, batches[:2], Path(tmp) / f"{name}.int8.tflite", check_inputs=[batches[0][:2]])
+                key = f"{name} LiteRT INT8"
+                files[key], parity[name + " litert"], within[name + " litert"] = q.path, q.parity.max_steps, \
+                    q.parity.within_one_step
+                scale, zero = _tflite_input_quant(q.path)
+                xq = np.clip(np.round(x.numpy() / scale) + zero, -128, 127).astype(np.int8)
+                artifacts[key] = Artifact("litert", q.path, inputs=torch.from_numpy(xq))
+                order.append(key)
+                log(f"[{arch}] {name}: LiteRT INT8 {q.bytes / 1e6:.2f} MB, float ops {q.float_ops}, "
+                    f"{q.parity.within_one_step:.1%} within one step of fake-quant")
+        got = measure_interleaved(artifacts, x, threads=args.threads, rounds=args.rounds, runs=5, warmup=2)
         sizes = {k: os.path.getsize(files[k]) for k in order}
     macs = {"dense": macs_of(model, x), "ours": target, "torch-pruning": macs_of(tpm, x)}
     dense_ms = got["dense FP32"].ms
     rows = []
     for k in order:
-        who = k.rsplit(" ", 1)[0]
+        who = k.split(" ")[0]
+        check = who + (" litert" if "LiteRT" in k else "")
         rows.append({"model": arch, "variant": k, "plan": how if who == "ours" else "", "gmacs": macs[who] / 1e9,
                      "ms": got[k].ms, "speedup_vs_dense_fp32": dense_ms / got[k].ms, "bytes": sizes[k],
-                     "spread": got[k].spread, "parity_steps": parity[who] if k.endswith("INT8") else None,
-                     "within_one_step": within[who] if k.endswith("INT8") else None})
+                     "spread": got[k].spread, "parity_steps": parity[check] if k.endswith("INT8") else None,
+                     "within_one_step": within[check] if k.endswith("INT8") else None})
         log(f"[{arch}] {k:20s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f}")
     return rows
+
+
+def _tflite_input_quant(path: Path) -> tuple[float, int]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    scale, zero = Interpreter(model_path=str(path)).get_input_details()[0]["quantization"]
+    return float(scale), int(zero)
 
 
 def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
     lines = [f"`{meta['command']}` ({meta['date']}, load before: {meta['uptime_before']}; after: "
              f"{meta['uptime_after']})", ""]
     if acc:
-        lines += ["| task | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | pruned INT8 drop | "
-                  "INT8 / FP32 bytes (pruned) | exit |", "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| task | fine-tuning epochs | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | "
+                  "pruned INT8 drop | INT8 / FP32 bytes (pruned) | exit |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in acc:
-            lines.append(f"| {r['task']} | {r['macs_ratio']:.2f}x | {r['dense_fp32_acc']:.2f} | {r['dense_int8_acc']:.2f} | "
-                         f"{r['pruned_fp32_acc']:.2f} | {r['pruned_int8_acc']:.2f} | {r['drop_pruned_int8']:+.2f} | "
+            lines.append(f"| {r['task']} | {r['epochs']} | {r['macs_ratio']:.2f}x | {r['dense_fp32_acc']:.2f} | "
+                         f"{r['dense_int8_acc']:.2f} | {r['pruned_fp32_acc']:.2f} | {r['pruned_int8_acc']:.2f} | "
+                         f"{r['drop_pruned_int8']:+.2f} | "
                          f"{r['pruned_int8_bytes'] / r['pruned_fp32_bytes']:.3f} | {r['exit_code']} |")
         lines.append("")
     if lat:
-        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | file MB | vs fake-quant: within 1 step, max steps |",
+        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | file MB | "
+                  "vs fake-quant: within 1 step, max steps |",
                   "|---|---|---|---|---|---|---|"]
         for r in lat:
             steps = (f"{r['within_one_step']:.1%}, {r['parity_steps']:.2f}" if r["parity_steps"] is not None else "")
             lines.append(f"| {r['model']} | {r['variant']} | {r['gmacs']:.3f} | {r['ms']:.2f} | "
                          f"{r['speedup_vs_dense_fp32']:.2f}x | {r['bytes'] / 1e6:.2f} | {steps} |")
         for arch in dict.fromkeys(r["model"] for r in lat):
-            ours = next(r for r in lat if r["model"] == arch and r["variant"] == "ours INT8")
-            verdict = "met" if ours["speedup_vs_dense_fp32"] >= GOAL[arch] else "missed"
-            lines.append(f"\n{arch}: pruned + INT8 {ours['speedup_vs_dense_fp32']:.2f}x faster than dense FP32 "
-                         f"(goal {GOAL[arch]:g}x: {verdict}; plan {ours['plan']}).")
+            for variant in ("ours INT8", "ours LiteRT INT8"):
+                ours = next((r for r in lat if r["model"] == arch and r["variant"] == variant), None)
+                if ours is None:
+                    continue
+                verdict = "met" if ours["speedup_vs_dense_fp32"] >= GOAL[arch] else "missed"
+                lines.append(f"\n{arch}: pruned + {variant.split(' ', 1)[1]} {ours['speedup_vs_dense_fp32']:.2f}x "
+                             f"faster than dense ORT FP32 (goal {GOAL[arch]:g}x: {verdict}; plan {ours['plan']}).")
     return "\n".join(lines) + "\n"
 
 
@@ -158,8 +189,10 @@ def main() -> None:
     p.add_argument("--accuracy", action="store_true", help="mnist and mnist1d through the pipeline")
     p.add_argument("--latency", action="store_true", help="resnet18 and mobilenet_v2 on ONNX Runtime")
     p.add_argument("--tasks", default="mnist,mnist1d")
+    p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of the accuracy runs")
     p.add_argument("--archs", default="resnet18,mobilenet_v2")
     p.add_argument("--plan", choices=("macs", "speedup"), default="macs")
+    p.add_argument("--litert", action="store_true", help="also LiteRT INT8 of the dense and our pruned model")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=20)
@@ -170,9 +203,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log = lambda m: print(m, flush=True)  # noqa: E731
-    meta = {"command": " ".join(["benchmarks/int8.py", *sys.argv[1:]]), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    meta = {"command": " ".join(["benchmarks/int8.py", *sys.argv[1:]]),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "uptime_before": os.popen("uptime").read().strip()}
-    acc = accuracy_rows(args.tasks.split(","), out, log) if args.accuracy else []
+    acc = accuracy_rows(args.tasks.split(","), out, log, args.epochs) if args.accuracy else []
     lat = [r for arch in args.archs.split(",") for r in latency_rows(arch, args, log)] if args.latency else []
     meta["uptime_after"] = os.popen("uptime").read().strip()
     (out / "results.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "latency": lat}, indent=1))

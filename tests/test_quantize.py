@@ -60,7 +60,8 @@ def _setup(tmp_path, name, seed=0):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 2.0)
     data = TensorDataset(torch.randn(256, *shape), torch.zeros(256, dtype=torch.long))
-    fp32 = export_onnx(model, torch.randn(1, *shape), tmp_path / f"{name}.onnx", dynamic_batch=True, exporter="torchscript")
+    fp32 = export_onnx(model, torch.randn(1, *shape), tmp_path / f"{name}.onnx", dynamic_batch=True,
+                       exporter="torchscript")
     return model, DataLoader(data, batch_size=32, shuffle=True), fp32
 
 
@@ -180,7 +181,8 @@ def test_op_the_quantizer_cannot_handle_is_named(tmp_path):
         def forward(self, x):
             return self.fc(self.gru(x)[0][:, -1])
 
-    fp32 = export_onnx(Recurrent().eval(), torch.randn(1, 5, 8), tmp_path / "gru.onnx", dynamic_batch=True, exporter="torchscript")
+    fp32 = export_onnx(Recurrent().eval(), torch.randn(1, 5, 8), tmp_path / "gru.onnx", dynamic_batch=True,
+                       exporter="torchscript")
     with pytest.raises(UnsupportedOpError, match="op GRU") as err:
         quantize_onnx(fp32, tmp_path / "gru.int8.onnx", [np.random.randn(4, 5, 8).astype(np.float32)])
     assert err.value.op_type == "GRU"

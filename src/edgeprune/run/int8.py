@@ -81,16 +81,18 @@ def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, 
             "parity": q.parity.to_dict(), "parity_dense": dense_q.parity.to_dict(), "float_ops": q.float_ops,
             "ops": q.ops, "settings": q.settings,
             "latency": {"threads": recipe.threads, "runs": max(2, recipe.latency_runs // 5) * 5, "batch": 1,
-                        "interleaved": True}}
+                        "interleaved": True, "runtime": "onnxruntime"}}
 
 
 def interleaved_latency(files: dict[str, Path], example: Any, *, threads: int, runs: int) -> dict[str, float]:
-    """Latency (ms, batch 1) of several ONNX files on ONNX Runtime, timed in interleaved rounds
-    (:func:`edgeprune.targets.measured.measure_onnx`, idle threads blocking: the machine may be
-    shared), ``runs`` timed runs per file in all; the first file is the reference of every round."""
-    from edgeprune.targets.measured import measure_onnx
+    """Latency (ms, batch 1) of several ONNX files on ONNX Runtime, timed interleaved by the one
+    protocol (:func:`edgeprune.runtimes.measure_interleaved`: single runs alternate between the files,
+    round by round, each relative to the first in the same round), ``runs`` timed runs per file in all."""
+    from edgeprune.runtimes import Artifact, measure_interleaved
 
-    got = measure_onnx(files, example[:1], threads=threads, rounds=max(2, runs // 5), runs=5, spinning=False)
+    rounds = max(2, runs // 5)
+    got = measure_interleaved({name: Artifact("onnxruntime", path) for name, path in files.items()}, example[:1],
+                              threads=threads, rounds=rounds, runs=5, warmup=2)
     return {name: m.ms for name, m in got.items()}
 
 
@@ -109,7 +111,7 @@ def judge_int8(int8: dict[str, Any], checks: list[dict[str, Any]], guard: dict[s
         against dense FP32 timed with it; the guard's ``drop`` is the INT8 file's (``fp32_drop``
         keeps the FP32 one) and ``judged_on`` names the artifact.
     """
-    from edgeprune.run.targets import parse_target
+    from edgeprune.run.recipe import parse_target
 
     stages = int8["stages"]
     new_checks = []
@@ -122,7 +124,7 @@ def judge_int8(int8: dict[str, Any], checks: list[dict[str, Any]], guard: dict[s
         elif c["metric"] in ("latency", "speedup"):
             target = parse_target(c["target"])
             dense, lat = stages["dense_fp32"]["latency_ms"], stages["pruned_int8"]["latency_ms"]
-            c["limit"] = target.limit(dense) if target.metric == "speedup" or target.relative else target.value
+            c["limit"] = target.limit_for(dense) if target.metric == "speedup" or target.relative else target.value
             c["reached"], c["met"], c["judged_on"] = lat, bool(lat <= c["limit"]), int8["artifact"]
         new_checks.append(c)
     if guard is not None:
