@@ -90,13 +90,14 @@ def test_fp32_passes_but_int8_fails_the_guard_exit_3(tmp_path):
     """))
     out = tmp_path / "run"
     result = invoke(["prune", f"{spec}:model", "--data", "digits", "--target", "macs=0.8", "--ignore", "fc1",
-                     "--quantize", "int8", "--max-drop", "3", "--epochs", "0", "--latency-runs", "5",
+                     "--quantize", "int8", "--max-drop", "10", "--epochs", "0", "--latency-runs", "5",
                      "--threads", "1", "--no-curve", "--out", str(out), "--json"])
     assert result.exit_code == 3, result.output
     summary = json.loads(result.stdout)
     guard = summary["guard"]
     assert summary["status"] == "guard_failed"
-    assert guard["fp32_drop"] <= 3 < guard["drop"]  # the FP32 model passes; the INT8 file does not
+    # the FP32 model passes (a one-shot cut at 0.8x MACs costs ~3 points); the INT8 file does not (~58 points)
+    assert guard["fp32_drop"] <= 10 < guard["drop"]
     assert (out / "model.int8.onnx").is_file() and (out / "COMPLETE").is_file()  # the run is still written
 
 
