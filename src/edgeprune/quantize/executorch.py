@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgeprune.quantize.errors import CalibrationDataError, QuantizeError, require
+from edgeprune.quantize.calibration import check_batches
+from edgeprune.quantize.errors import QuantizeError, require
 from edgeprune.quantize.reference import ParityReport, compare_steps
 
 RUNTIME = "ExecuTorch"
@@ -71,10 +72,7 @@ def quantize_executorch(model: nn.Module, example: torch.Tensor, batches: Sequen
 
     out_path = Path(out_path)
     sample = tuple(example.shape[1:])
-    for i, b in enumerate(batches):
-        if tuple(b.shape[1:]) != sample:
-            raise CalibrationDataError(f"calibration batch {i} has shape {tuple(b.shape)}, but the model's input "
-                                       f"takes (batch, {', '.join(map(str, sample))})")
+    check_batches(batches, "input", ("batch", *sample))
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from edgeprune.quantize.errors import CalibrationDataError, QuantizeError, require
+from edgeprune.quantize.calibration import check_batches
+from edgeprune.quantize.errors import QuantizeError, require
 from edgeprune.quantize.reference import ParityReport, compare_steps
 
 RUNTIME = "LiteRT"
@@ -119,10 +120,7 @@ def quantize_litert(model: nn.Module, example: torch.Tensor, batches: Sequence[n
 
     out_path = Path(out_path)
     sample = tuple(example.shape[1:])
-    for i, b in enumerate(batches):
-        if tuple(b.shape[1:]) != sample:
-            raise CalibrationDataError(f"calibration batch {i} has shape {tuple(b.shape)}, but the model's input "
-                                       f"takes (batch, {', '.join(map(str, sample))})")
+    check_batches(batches, "input", ("batch", *sample))
     cls = _quantizer_class() if annotate_residual_adds else PT2EQuantizer
     quantizer = cls().set_global(get_symmetric_quantization_config(is_per_channel=True))
     tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.tmp")
