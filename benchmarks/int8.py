@@ -83,11 +83,11 @@ def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1) -> list[dic
 
 def pruned_ours(model, x, plan: str, threads: int, log):
     if plan == "speedup":
-        from edgeprune.latency_aware import LatencyBudget, MeasureConfig, prune_to_latency
+        from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
         from edgeprune.targets import LatencyPredictor, TableConfig, build_table
 
         predictor = LatencyPredictor(build_table(model, x, TableConfig(threads=threads), log=log))
-        found = prune_to_latency(model, x, predictor, LatencyBudget(speedup=2.0, max_attempts=4),
+        found = prune_to_latency(model, x, predictor, Budget(speedup=2.0), LatencySearch(max_attempts=4),
                                  measure=MeasureConfig(threads=threads, exporter="torchscript"), log=log)
         return found.model, "latency-aware speedup=2x"
     result = edgeprune.prune(model, x, budget=Budget(macs=0.5), strategy="uniform", criterion="l2", round_to=16)

@@ -4,7 +4,7 @@ For torchvision resnet18 and mobilenet_v2 (random init, seed 0; weight values do
 latency), batch 1, on this machine:
 
 * ``latency-aware``: the ONNX Runtime latency table (``edgeprune.targets.build_table``) and
-  ``edgeprune.latency_aware.prune_to_latency(speedup=2)`` verified on ORT;
+  ``edgeprune.strategies.latency_search.prune_to_latency(Budget(speedup=2))`` verified on ORT;
 * ``uniform L2``: ``edgeprune.prune(strategy="uniform")`` at the same MACs (ratio by bisection);
 * ``torch-pruning round_to=16``: Torch-Pruning 1.6 ``MetaPruner`` (L2 group magnitude) at the
   same MACs;
@@ -46,7 +46,8 @@ CLASSIFIER = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
 def variants(arch: str, x: torch.Tensor, args, log) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
     from latency_aware import bisect, macs_of, torch_pruning_model
 
-    from edgeprune.latency_aware import LatencyBudget, MeasureConfig, prune_to_latency
+    from edgeprune.budget import Budget
+    from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
     from edgeprune.targets import LatencyPredictor, TableConfig, build_table
 
     torch.manual_seed(0)
@@ -58,7 +59,7 @@ def variants(arch: str, x: torch.Tensor, args, log) -> tuple[torch.nn.Module, di
                                                   stat="min", spinning=False, rounds=args.rounds),
                             log=lambda m: log(f"  [{arch}] {m}"))
         log(f"[{arch}] ORT table at {args.threads[-1]} threads in {time.time() - started:.0f}s")
-        ours = prune_to_latency(model, x, LatencyPredictor(table), LatencyBudget(speedup=2.0, max_attempts=4),
+        ours = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=2.0), LatencySearch(max_attempts=4),
                                 measure=MeasureConfig(threads=args.threads[-1], rounds=args.rounds, runs=5,
                                                       exporter="torchscript"),
                                 log=lambda m: log(f"  [{arch}] {m}"))
