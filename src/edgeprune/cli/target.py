@@ -1,8 +1,11 @@
 """``edgeprune target ...``: latency tables of target devices.
 
     edgeprune target build torchvision:resnet18 --input-shape 1,3,224,224 --threads 2 --out resnet18.json
+    edgeprune target build torchvision:mobilenet_v2 --runtime litert --threads 2 --out mnv2-litert.json
     edgeprune target ops torchvision:resnet18 --input-shape 1,3,224,224 --out to-device/   # then, on the device:
         python to-device/lut_builder.py to-device/ops.json --threads 2 --out table.json
+    edgeprune target ops torchvision:resnet18 --runtime litert --out to-device/           # ai-edge-litert + numpy:
+        python to-device/lut_builder.py to-device/ops.json --runtime litert --threads 2 --out table.json
     edgeprune target script > lut_builder.py                  # the device-side builder alone
     edgeprune target show resnet18.json                       # target, staircases, calibration
 """
@@ -15,7 +18,8 @@ import typer
 
 from edgeprune.cli import app
 
-target_app = typer.Typer(help="Latency tables of target devices (ONNX Runtime), built here or on the device.",
+target_app = typer.Typer(help="Latency tables of target devices (ONNX Runtime, LiteRT, OpenVINO, ExecuTorch), "
+                              "built here or on the device.",
                          no_args_is_help=True)
 app.add_typer(target_app, name="target")
 
@@ -33,13 +37,23 @@ def _model_and_input(model: str, input_shape: Optional[str]):
 
 
 def _config(threads: int, runs: int, warmup: int, passes: int, levels: int, stat: str, no_spinning: bool,
-            probe_threads: Optional[int]):
-    from edgeprune.targets import TableConfig
+            probe_threads: Optional[int], runtime: str = "onnxruntime"):
+    from edgeprune.runtimes import RuntimeMissingError, get_runtime
+    from edgeprune.targets import TableConfig, lut_builder
 
     if stat not in ("median", "min", "p25"):
         raise typer.BadParameter(f"{stat!r}: use median, min or p25", param_hint="--stat")
-    return TableConfig(threads=threads, runs=runs, warmup=warmup, passes=passes, levels=levels, stat=stat,
-                       spinning=not no_spinning, probe_threads=probe_threads)
+    if runtime not in lut_builder.RUNTIMES:
+        raise typer.BadParameter(f"{runtime!r}: use one of {', '.join(lut_builder.RUNTIMES)}", param_hint="--runtime")
+    try:
+        get_runtime(runtime).require()
+    except RuntimeMissingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
+    return TableConfig(runtime=runtime, threads=threads, runs=runs, warmup=warmup, passes=passes, levels=levels,
+                       stat=stat, spinning=not no_spinning, probe_threads=probe_threads)
+
+
+RUNTIME_HELP = "the runtime the table is timed on: onnxruntime, litert, openvino or executorch (host only)"
 
 
 @target_app.command("build")
@@ -48,7 +62,8 @@ def build_command(
                                           "or a built-in task model"),
     out: Path = typer.Option(..., "--out", help="where to write the table (JSON)"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="deployed input shape, e.g. 1,3,224,224"),
-    threads: int = typer.Option(2, "--threads", min=1, help="ONNX Runtime intra-op threads of the target"),
+    threads: int = typer.Option(2, "--threads", min=1, help="the runtime's worker threads on the target"),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help=RUNTIME_HELP),
     runs: int = typer.Option(15, "--runs", min=1, help="timed runs per point"),
     warmup: int = typer.Option(3, "--warmup", min=0, help="untimed runs per point"),
     passes: int = typer.Option(1, "--passes", min=1, help="time the table this many times, keep each point's "
@@ -63,7 +78,7 @@ def build_command(
     from edgeprune.targets import LatencyPredictor, build_table
 
     net, example = _model_and_input(model, input_shape)
-    config = _config(threads, runs, warmup, passes, levels, stat, no_spinning, probe_threads)
+    config = _config(threads, runs, warmup, passes, levels, stat, no_spinning, probe_threads, runtime)
     table = build_table(net, example, config, log=lambda msg: typer.echo(msg, err=True))
     table.save(out)
     cal = LatencyPredictor(table).calibration
@@ -75,17 +90,23 @@ def build_command(
 @target_app.command("ops")
 def ops_command(
     model: str = typer.Argument(..., help="the model, as for 'build'"),
-    out: Path = typer.Option(..., "--out", help="folder for ops.json, the calibration ONNX files and lut_builder.py"),
+    out: Path = typer.Option(..., "--out", help="folder for ops.json, the calibration models and lut_builder.py"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="deployed input shape"),
     levels: int = typer.Option(8, "--levels", min=2, help="timed kept counts per group"),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="the device's runtime: onnxruntime, litert or openvino"),
 ) -> None:
-    """Write what a device needs to build MODEL's table itself (it needs onnxruntime and numpy only)."""
-    from edgeprune.targets import TableConfig, write_ops
+    """Write what a device needs to build MODEL's table itself (numpy and its runtime only)."""
+    from edgeprune.targets import TableError, write_ops
 
     net, example = _model_and_input(model, input_shape)
-    path = write_ops(net, example, out, TableConfig(levels=levels))
-    typer.echo(f"wrote {path.parent}/ (ops.json, calibration ONNX files, lut_builder.py); on the device run:\n"
-               f"  python lut_builder.py ops.json --threads 2 --out table.json")
+    config = _config(2, 15, 3, 1, levels, "median", False, None, runtime)
+    try:
+        path = write_ops(net, example, out, config)
+    except TableError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
+    flag = f" --runtime {runtime}" if runtime != "onnxruntime" else ""
+    typer.echo(f"wrote {path.parent}/ (ops.json, calibration models, lut_builder.py and its back end); on the device run:\n"
+               f"  python lut_builder.py ops.json{flag} --threads 2 --out table.json")
 
 
 @target_app.command("script")

@@ -277,9 +277,6 @@ class _Pipeline:
             self.notes.append(f"accuracy dropped {drop:.2f} points{what}, more than --max-drop {r.max_drop:g}")
         if r.max_drop is not None and drop is None:
             self.notes.append("--max-drop was not checked: no data to evaluate on")
-        if r.runtime != "onnxruntime" and any(t.metric in ("latency", "speedup") for t in r.targets):
-            self.notes.append(f"the latency table and the latency-aware allocation are built on ONNX Runtime; the "
-                              f"before/after latency and the verdict are measured on {r.runtime}")
         if r.is_sparse:
             self.notes.append("sparse weights run on dense kernels: latency is measured as it runs; the gain "
                               "is the smaller model.sparse.onnx file")

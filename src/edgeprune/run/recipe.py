@@ -62,8 +62,8 @@ class RunRecipe:
         latency_runs: timed runs per latency measurement.
         runtime: the runtime the pruned model is deployed on: its artifact is written into the run
             (checked against PyTorch) and the before/after latency and verdict are measured on it
-            (``onnxruntime``, ``litert``, ``executorch``, ``openvino``). Latency tables and the
-            latency-aware allocation are still built on ONNX Runtime.
+            (``onnxruntime``, ``litert``, ``executorch``, ``openvino``); so are the latency table
+            and the latency-aware allocation of a latency target.
         input_shape: example input shape, batch first (``None``: from the data or the model).
         val_fraction: share of an image folder held out for validation when it has no ``val/``.
         curve: evaluate the candidate plans of the search, to draw accuracy against MACs.

@@ -85,7 +85,7 @@ def budget_for(recipe: RunRecipe) -> Any:
     from edgeprune.budget import Budget
 
     return Budget.from_terms(recipe.targets, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
-                             runtime="onnxruntime", threads=recipe.threads)
+                             runtime=recipe.runtime, threads=recipe.threads)
 
 
 def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,

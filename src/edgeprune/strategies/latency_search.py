@@ -2,9 +2,9 @@
 
 1. The budget (``latency_ms``, or ``speedup`` over the unpruned model) becomes a predicted-latency
    target; :func:`~edgeprune.targets.allocate.allocate` picks kept counts on fast steps.
-2. The pruned model is exported to ONNX and measured on ONNX Runtime, interleaved with the unpruned
-   one (``edgeprune.targets.measured``), so a speed-up is a ratio of two figures taken under the
-   same load.
+2. The pruned model is exported to the table's runtime (ONNX Runtime, LiteRT, ExecuTorch or
+   OpenVINO) and measured there, interleaved with the unpruned one (``edgeprune.runtimes.timing``),
+   so a speed-up is a ratio of two figures taken under the same load on the runtime planned for.
 3. If the measurement misses the budget, the predicted target is tightened by the measured
    shortfall (NetAdapt's "measure, then adjust" loop) and the allocation runs again, up to
    ``max_attempts`` times. A ``speedup`` budget is tracked as a fraction of the unpruned model's
@@ -30,7 +30,7 @@ from edgeprune.plan import Plan
 from edgeprune.specs import ExampleInputs
 from edgeprune.surgery import apply_plan, named_tensors
 from edgeprune.targets.build import counts_plan, group_scores
-from edgeprune.targets.measured import measure_models
+from edgeprune.runtimes.timing import measure_models
 from edgeprune.targets.predictor import LatencyPredictor
 
 from edgeprune.targets.allocate import Allocation, allocate
@@ -106,7 +106,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
                      budget: Budget, search: LatencySearch = LatencySearch(), *, criterion: str = "l2",
                      scored: tuple | None = None, measure: MeasureConfig | None = None, value: str = "compute",
                      log: Callable[[str], None] | None = None) -> LatencyResult:
-    """Prune ``model`` (a copy) until its latency measured on ONNX Runtime meets ``budget``.
+    """Prune ``model`` (a copy) until its latency measured on the table's runtime meets ``budget``.
 
     Args:
         model: the unpruned model the predictor's table was built for.
@@ -157,9 +157,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
                            meta={"strategy": "latency", "criterion": criterion, "target_ms": round(target, 4),
                                  "target": predictor.table.target.get("key")})
         pruned = apply_plan(model, plan)  # a copy
-        got = measure_models({"dense": model, "pruned": pruned}, example_inputs, threads=measure.threads,
-                             rounds=measure.rounds, runs=measure.runs, warmup=measure.warmup,
-                             spinning=predictor.table.protocol.get("spinning", True), exporter=measure.exporter)
+        got = _measure(predictor, {"dense": model, "pruned": pruned}, example_inputs, measure)
         dense_ms, ms = got["dense"].ms, got["pruned"].ms
         goal = budget.latency_limit(dense_ms)
         met = ms <= goal
@@ -174,3 +172,15 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         else:
             goal_ms = alloc.predicted_ms * (goal / ms) * (1 - search.margin)
     return LatencyResult(pruned, plan, attempts[-1].met, attempts)
+
+
+def _measure(predictor: LatencyPredictor, models: dict[str, nn.Module], example_inputs: ExampleInputs,
+             measure: MeasureConfig):
+    """The models measured interleaved on the predictor's runtime, as its table measured its calibration."""
+    runtime = predictor.table.runtime
+    ort = runtime == "onnxruntime"
+    return measure_models(models, example_inputs, runtime=runtime, threads=measure.threads, rounds=measure.rounds,
+                          runs=measure.runs, warmup=measure.warmup,
+                          fresh=ort and predictor.table.protocol.get("spinning", True),
+                          export_options={"exporter": measure.exporter} if ort else None,
+                          open_options={"spin": False} if ort else None)

@@ -43,7 +43,9 @@ class TableConfig:
     """How a table is built.
 
     Attributes:
-        threads: ONNX Runtime intra-op threads of the target.
+        runtime: the runtime the table is timed on (``lut_builder.RUNTIMES``): its single-op graphs
+            and the calibration models run there.
+        threads: the runtime's worker threads on the target.
         runs: timed runs per point (and per calibration model).
         warmup: untimed runs before them.
         stat: statistic of the timed runs: ``"median"`` on a quiet device, ``"min"`` on a machine
@@ -67,8 +69,11 @@ class TableConfig:
             predictions of the plans it makes within a few percent, at the cost of a few percent on
             uniform ones.
         rounds: interleaved rounds of the whole-model measurements (``edgeprune.targets.measured``).
+        probe_channels: the channel range of the staircase sweeps (``None``: the back end's default,
+            40-97; a narrow range finds no staircase and is only for quick checks).
     """
 
+    runtime: str = "onnxruntime"
     threads: int = 2
     runs: int = 15
     warmup: int = 3
@@ -82,17 +87,27 @@ class TableConfig:
     calibrate_round: int = 16
     calibrate_latency: tuple[float, ...] = (0.85, 0.55)
     rounds: int = 20
+    probe_channels: tuple[int, int] | None = None
 
 
 def write_ops(model: nn.Module, example_inputs: ExampleInputs, folder: str | Path,
               config: TableConfig = TableConfig(), criterion: str = "l2") -> Path:
-    """Write what a device needs to build the table: ``ops.json``, calibration ONNX files, ``lut_builder.py``.
+    """Write what a device needs to build the table: ``ops.json``, the calibration models in the
+    runtime's format (``config.runtime``), ``lut_builder.py`` and the runtime's back end beside it.
 
     Returns:
         The path of ``ops.json``.
-    """
-    from edgeprune.export.onnx import export_onnx
 
+    Raises:
+        TableError: the runtime's table can only be built on the host (ExecuTorch).
+    """
+    from edgeprune.runtimes import get_runtime
+    from edgeprune.targets.table import TableError
+
+    if config.runtime not in lut_builder.DEVICE_RUNTIMES:
+        raise TableError(f"a {config.runtime} latency table is built on the host only (its single-op files need "
+                         f"torch to write); device-side builders: {', '.join(lut_builder.DEVICE_RUNTIMES)}")
+    rt = get_runtime(config.runtime)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     groups, layers = _groups_and_layers(model, example_inputs)
@@ -100,11 +115,14 @@ def write_ops(model: nn.Module, example_inputs: ExampleInputs, folder: str | Pat
     args, kwargs = split_inputs(example_inputs)
     shapes = [list(t.shape) for t in list(args) + list(kwargs.values())]
     for name, counts, pruned in calibration_models(model, example_inputs, groups, config, criterion):
-        export_onnx(pruned, example_inputs, folder / f"{name}.onnx")
-        models[name] = {"onnx": f"{name}.onnx", "counts": counts, "input_shapes": shapes}
+        path = rt.export(pruned, example_inputs, rt.artifact_path(folder, name))
+        models[name] = {"file": path.name, "counts": counts, "input_shapes": shapes}
     doc = ops_document(model_key(model, example_inputs), groups, layers, config, models, _weight_bytes(model))
     lut_builder.write_json(doc, str(folder / "ops.json"))
     shutil.copyfile(lut_builder.__file__, folder / "lut_builder.py")
+    if config.runtime != "onnxruntime":
+        source = Path(lut_builder.backend(config.runtime).__file__)
+        shutil.copyfile(source, folder / source.name)
     return folder / "ops.json"
 
 
@@ -124,17 +142,20 @@ def build_table(model: nn.Module, example_inputs: ExampleInputs, config: TableCo
     """
     import json
 
-    from edgeprune.targets.measured import measure_models
+    from edgeprune.runtimes.timing import measure_models
 
     groups, layers = _groups_and_layers(model, example_inputs)
     doc = ops_document(model_key(model, example_inputs), groups, layers, config, {}, _weight_bytes(model))
     doc = lut_builder.build(doc, threads=config.threads, runs=config.runs, warmup=config.warmup,
                             stat=config.stat, passes=config.passes, spinning=config.spinning,
-                            probe_threads=config.probe_threads, log=log)
+                            probe_threads=config.probe_threads, log=log, runtime=config.runtime,
+                            probe_channels=config.probe_channels)
     table = LatencyTable.from_dict(json.loads(json.dumps(doc)))
     variants = list(calibration_models(model, example_inputs, groups, config, criterion, table))
-    measured = measure_models({name: m for name, _, m in variants}, example_inputs, threads=config.threads,
-                              rounds=config.rounds, runs=5, spinning=config.spinning)
+    ort = config.runtime == "onnxruntime"
+    measured = measure_models({name: m for name, _, m in variants}, example_inputs, runtime=config.runtime,
+                              threads=config.threads, rounds=config.rounds, runs=5, fresh=ort and config.spinning,
+                              open_options={"spin": False} if ort else None)
     for name, counts, _ in variants:
         table.measured[name] = {"counts": counts, "ms": round(measured[name].ms, 5)}
         if log:
@@ -146,13 +167,16 @@ def ops_document(key: str, groups: Sequence[Group], layers: Sequence[LayerSpec],
                  models: Mapping[str, Any], weight_bytes: int = 0) -> dict[str, Any]:
     """The ``ops.json`` document ``lut_builder`` reads (``weight_bytes``: the model's parameter bytes)."""
     used = {n for layer in layers for n in (layer.in_group, layer.out_group) if n}
-    return {"format": lut_builder.OPS_FORMAT, "version": lut_builder.FORMAT_VERSION, "model": key,
+    doc = {"format": lut_builder.OPS_FORMAT, "version": lut_builder.FORMAT_VERSION, "model": key,
             "levels": config.levels, "min_keep": config.min_keep, "weight_bytes": int(weight_bytes),
             "groups": {g.name: {"size": g.size, "partitions": g.partitions} for g in groups if g.name in used},
             "layers": [{"spec": layer.to_dict(), "signature": layer.signature, "family": layer.family,
                         "op": layer.op_dict(), "c_in": layer.c_in, "c_out": layer.c_out,
                         "in_group": layer.in_group, "out_group": layer.out_group} for layer in layers],
             "models": dict(models)}
+    if config.probe_channels is not None:
+        doc["probe_channels"] = list(config.probe_channels)
+    return doc
 
 
 def calibration_models(model: nn.Module, example_inputs: ExampleInputs, groups: Sequence[Group],

@@ -21,11 +21,19 @@ and the channel counts to try. Each (op, c_in, c_out) point becomes one graph ``
 alone). Those two pieces are repeated here, in a dozen lines, only because that module imports
 torch; keep them in step (a test compares the session options).
 
+Other runtimes time the same points with their own single-op graphs: ``--runtime litert``
+(``lut_litert.py``: ``.tflite`` graphs written with the schema ``ai-edge-litert`` ships; needs only
+ai-edge-litert and numpy) and ``--runtime openvino`` (``lut_openvino.py``: these ONNX graphs compiled
+by OpenVINO; needs only openvino and numpy). Copy the back end's file beside this one (``edgeprune
+target ops MODEL --runtime R`` writes both). ExecuTorch has no torch-free way to write a ``.pte``: its
+table is built on the host (``edgeprune.targets.lut_torch``), which must then be the target.
+
 The output (format ``edgeprune.latency_table``) is plain JSON: see ``docs/hardware.md``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import json
 import os
@@ -220,14 +228,35 @@ def time_point(op: dict[str, Any], c_in: int, c_out: int, *, threads: int, runs:
     several copies with different weights (together 1.5x ``cold_bytes``) run in turn, so each
     copy's weights have been evicted by the others when its turn comes.
     """
-    wb = weight_bytes(op, c_in, c_out)
-    copies = 1
-    if cold_bytes and wb >= COLD_MIN_BYTES:
-        copies = int(min(COLD_MAX_COPIES, max(2, -(-3 * cold_bytes // (2 * wb)))))
+    copies = cold_copies(weight_bytes(op, c_in, c_out), cold_bytes)
     sessions = [session(conv_model_bytes(op, c_in, c_out, seed=k), threads, spinning=spinning) for k in range(copies)]
     feed = {"X": np.random.default_rng(1).standard_normal(_input_shape(op, c_in, c_out), dtype=np.float32)}
     turn = itertools.cycle(sessions)  # each call runs the next copy
-    return _timed(lambda: next(turn).run(None, feed), runs=runs, warmup=warmup * copies, stat=stat)
+    return timed(lambda: next(turn).run(None, feed), runs=runs, warmup=warmup * copies, stat=stat)
+
+
+CACHE_MAX_BYTES = 1 << 20  # back ends that compile slowly keep small ops' compiled graphs for reuse
+CACHE_ENTRIES = 512
+
+
+def cached(cache: dict, key: Any, weight_nbytes: int, make):
+    """``make()`` remembered in ``cache`` under ``key`` when the op's weights are small (the
+    staircase sweeps time each small op several times; compiling it once is enough)."""
+    if weight_nbytes > CACHE_MAX_BYTES:
+        return make()
+    if key not in cache:
+        if len(cache) >= CACHE_ENTRIES:
+            cache.pop(next(iter(cache)))
+        cache[key] = make()
+    return cache[key]
+
+
+def cold_copies(weight_nbytes: int, cold_bytes: int) -> int:
+    """How many copies of an op with ``weight_nbytes`` of weights run in turn so that each one's
+    weights come from memory (1: timed warm; see :func:`time_point`)."""
+    if not cold_bytes or weight_nbytes < COLD_MIN_BYTES:
+        return 1
+    return int(min(COLD_MAX_COPIES, max(2, -(-3 * cold_bytes // (2 * weight_nbytes)))))
 
 
 def last_level_cache_bytes() -> int:
@@ -248,7 +277,8 @@ def last_level_cache_bytes() -> int:
     return best or 8 << 20
 
 
-def _timed(call, *, runs: int, warmup: int, stat: str) -> float:
+def timed(call, *, runs: int, warmup: int, stat: str) -> float:
+    """``warmup`` untimed calls, then ``runs`` calls each timed alone; their ``stat`` in ms."""
     for _ in range(warmup):
         call()
     samples = []
@@ -269,22 +299,52 @@ def _input_shape(op: dict[str, Any], c_in: int, c_out: int) -> tuple[int, ...]:
     return (1, c_out if op.get("depthwise") else c_in, *op["hw"])
 
 
-def target_info(threads: int) -> dict[str, Any]:
-    """What a latency figure depends on: CPU model, ISA, onnxruntime version, threads; ``key`` joins them."""
+RUNTIMES = ("onnxruntime", "litert", "openvino", "executorch")
+DEVICE_RUNTIMES = RUNTIMES[:3]  # ExecuTorch's single-op files need torch: its tables are built on the host
+MODEL_SUFFIX = ".onnx"
+GRAPH = "Conv(+bias) or Gemm, random weights, batch 1"
+
+
+def runtime_version() -> str:
+    """The installed ``onnxruntime`` version."""
     import onnxruntime as ort
 
-    cpu = _cpu_model()
-    info = {"cpu": cpu, "machine": platform.machine(), "system": platform.system(),
+    return ort.__version__
+
+
+def backend(runtime: str = "onnxruntime"):
+    """The module that times points and models on ``runtime``: this one for ONNX Runtime, else
+    ``lut_<runtime>`` (beside this file on a device, ``edgeprune.targets.lut_<runtime>`` in the package).
+
+    A back end provides ``time_point``, ``time_model``, ``runtime_version``, ``MODEL_SUFFIX`` and ``GRAPH``.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"no latency-table back end for runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
+    if runtime == "onnxruntime":
+        return sys.modules[__name__]
+    name = "lut_torch" if runtime == "executorch" else f"lut_{runtime}"
+    return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
+
+
+def target_info(threads: int, runtime: str = "onnxruntime") -> dict[str, Any]:
+    """What a latency figure depends on: CPU model, ISA, runtime and its version, threads; ``key`` joins them."""
+    version = backend(runtime).runtime_version()
+    info = {"cpu": _cpu_model(), "machine": platform.machine(), "system": platform.system(),
             "cpu_count": os.cpu_count(), "isa": _isa_flags(), "llc_bytes": last_level_cache_bytes(),
-            "onnxruntime": ort.__version__,
+            "runtime": runtime, "runtime_version": version,
             "threads": int(threads), "numpy": np.__version__, "python": platform.python_version()}
+    if runtime == "onnxruntime":
+        info["onnxruntime"] = version  # tables written before other runtimes had only this field
     info["key"] = target_key(info)
     return info
 
 
 def target_key(info: dict[str, Any]) -> str:
-    """``"<cpu>|onnxruntime-<version>|threads-<n>"``: tables are only valid for the target they were built on."""
-    return f"{info['cpu']}|onnxruntime-{info['onnxruntime']}|threads-{info['threads']}"
+    """``"<cpu>|<runtime>-<version>|threads-<n>"``: tables are only valid for the target they were built on."""
+    runtime = info.get("runtime", "onnxruntime")
+    version = info.get("runtime_version", info.get("onnxruntime"))
+    return f"{info['cpu']}|{runtime}-{version}|threads-{info['threads']}"
+
 
 
 def _cpu_model() -> str:
@@ -329,17 +389,19 @@ def probe_op(family_op: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep(op: dict[str, Any], axis: str, *, threads: int, runs: int, warmup: int, stat: str,
-          spinning: bool = True, passes: int = 1) -> dict[str, float]:
+          spinning: bool = True, passes: int = 1, timer=None, counts: tuple[int, int] = PROBE_CHANNELS) -> dict[str, float]:
     """Latency at every channel count of ``PROBE_CHANNELS`` along ``axis`` ("c_in", "c_out"; "c" for depthwise).
 
     The sweep is repeated ``passes`` times and each count keeps its smallest figure (see :func:`build`).
+    ``timer`` is a back end's ``time_point`` (default: ONNX Runtime's); ``counts`` the swept range.
     """
+    timer = timer or time_point
     out: dict[str, float] = {}
     for _ in range(passes):
-        for c in range(PROBE_CHANNELS[0], PROBE_CHANNELS[1] + 1):
+        for c in range(counts[0], counts[1] + 1):
             ci, co = (PROBE_FIXED, c) if axis in ("c_out", "c") else (c, PROBE_FIXED)
-            ms = round(time_point(op, ci, co, threads=threads, runs=runs, warmup=warmup, stat=stat,
-                                  spinning=spinning), 5)
+            ms = round(timer(op, ci, co, threads=threads, runs=runs, warmup=warmup, stat=stat,
+                             spinning=spinning), 5)
             out[str(c)] = min(ms, out.get(str(c), ms))
     return out
 
@@ -397,16 +459,16 @@ def group_levels(size: int, step: int, min_keep: float, levels: int) -> list[int
     return sorted(set(fast))
 
 
-def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True) -> float:
-    """The cost of one ``session.run`` of a near-empty graph: subtracted from every timed point."""
+def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True, timer=None) -> float:
+    """The cost of one run of a near-empty graph: subtracted from every timed point."""
     op = {"kind": "gemm", "act": None}
-    return round(time_point(op, 1, 1, threads=threads, runs=runs * 4, warmup=warmup, stat=stat,
+    return round((timer or time_point)(op, 1, 1, threads=threads, runs=runs * 4, warmup=warmup, stat=stat,
                             spinning=spinning), 5)
 
 
 def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat: str = "median",
           passes: int = 1, spinning: bool = True, probe_threads: int | None = None, base_dir: str = ".",
-          log=None) -> dict[str, Any]:
+          log=None, runtime: str = "onnxruntime", probe_channels: tuple[int, int] | None = None) -> dict[str, Any]:
     """Measure everything an ``ops.json`` document asks for and return the table document.
 
     Steps: (1) the fixed cost of one run; (2) per op family (conv kxk, depthwise kxk, gemm) the
@@ -421,7 +483,10 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     pass, not all, and load only ever adds time. ``probe_threads`` (default ``threads``) times the
     staircase sweeps with another thread count: the steps come from the kernels' channel blocking,
     and a single thread sweeps cleanly on a machine where two threads rarely get two cores at once.
+    ``runtime`` picks the back end that builds and times the single-op graphs (:func:`backend`);
+    ``probe_channels`` the swept channel range (default: the back end's, else ``PROBE_CHANNELS``).
     """
+    be = backend(runtime)
     if ops_doc.get("format") != OPS_FORMAT:
         raise ValueError(f"not an op list (expected 'format': '{OPS_FORMAT}')")
     if threads < 1 or runs < 1 or warmup < 0 or stat not in STATISTICS:
@@ -431,7 +496,7 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     timing = {"threads": threads, "runs": runs, "warmup": warmup, "stat": stat, "spinning": spinning}
-    overhead = overhead_ms(**timing)
+    overhead = overhead_ms(**timing, timer=be.time_point)
     log(f"run overhead {overhead:.4f} ms")
     llc = last_level_cache_bytes()
     cold = int(ops_doc.get("weight_bytes", 0)) > llc
@@ -449,7 +514,10 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
         entry = {}
         for axis in axes:
             probe_timing = {**timing, "threads": probe_threads or threads}
-            curve = sweep(op, axis, passes=max(3, passes), **probe_timing)  # cheap, and decides a lot
+            curve = sweep(op, axis, passes=max(3, passes), timer=be.time_point,
+                          counts=tuple(probe_channels or ops_doc.get("probe_channels")
+                                       or getattr(be, "PROBE_CHANNELS", PROBE_CHANNELS)),
+                          **probe_timing)  # cheap, and decides a lot
             step = fast_step(curve)
             entry[axis] = {"step": step, "penalty": off_step_penalty(curve, step), "ms": curve}
         staircase[fam] = entry
@@ -491,7 +559,7 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     todo = list(dict.fromkeys(todo))
     for p in range(passes):
         for i, (sig, a, b) in enumerate(todo):
-            ms = time_point(ops[sig]["op"], a, b, cold_bytes=llc if cold else 0, **timing)
+            ms = be.time_point(ops[sig]["op"], a, b, cold_bytes=llc if cold else 0, **timing)
             ms = round(max(ms - overhead, 1e-4), 5)
             old = ops[sig]["points"][f"{a},{b}"]
             ops[sig]["points"][f"{a},{b}"] = ms if old is None else min(old, ms)
@@ -500,30 +568,28 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
 
     models = {}
     for name, entry in ops_doc.get("models", {}).items():
-        path = os.path.join(base_dir, entry["onnx"])
-        with open(path, "rb") as f:
-            data = f.read()
-        ms = time_model(data, entry["input_shapes"], **timing)
+        path = os.path.join(base_dir, entry.get("file", entry.get("onnx")))
+        ms = be.time_model(path, entry["input_shapes"], **timing)
         models[name] = {"counts": entry["counts"], "ms": round(ms, 5)}
         log(f"model {name}: {ms:.3f} ms")
 
-    return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads),
+    return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads, runtime),
             "protocol": {**timing, "passes": passes, "probe_threads": probe_threads or threads, "opset": OPSET,
                          "overhead_ms": overhead, "cold_weights": cold,
-                         "graph": "Conv(+bias) or Gemm, random weights, batch 1; run overhead subtracted",
+                         "graph": f"{be.GRAPH}; run overhead subtracted",
                          "seconds": round(time.perf_counter() - started, 1)},
             "staircase": staircase,
             "model": {"key": ops_doc["model"], "layers": layers, "groups": group_out, "measured": models},
             "ops": ops}
 
 
-def time_model(data: bytes, input_shapes: list[list[int]], *, threads: int, runs: int, warmup: int,
+def time_model(model: bytes | str, input_shapes: list[list[int]], *, threads: int, runs: int, warmup: int,
                stat: str, spinning: bool = True) -> float:
-    """Latency (ms) of a whole ONNX model on random float32 inputs, same protocol as the points."""
-    sess = session(data, threads, spinning=spinning)
+    """Latency (ms) of a whole ONNX model (bytes or a path) on random float32 inputs, same protocol as the points."""
+    sess = session(model, threads, spinning=spinning)
     rng = np.random.default_rng(1)
     feed = {i.name: rng.standard_normal(shape, dtype=np.float32) for i, shape in zip(sess.get_inputs(), input_shapes)}
-    return _timed(lambda: sess.run(None, feed), runs=runs, warmup=warmup, stat=stat)
+    return timed(lambda: sess.run(None, feed), runs=runs, warmup=warmup, stat=stat)
 
 
 def write_json(doc: dict[str, Any], path: str) -> None:
@@ -536,10 +602,13 @@ def write_json(doc: dict[str, Any], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build an edgeprune latency table on this device "
-                                                 "(needs only onnxruntime and numpy).")
+                                                 "(needs only numpy and the runtime: onnxruntime, "
+                                                 "ai-edge-litert or openvino).")
     parser.add_argument("ops", help="ops.json written by 'edgeprune target ops' (ONNX files beside it)")
     parser.add_argument("--out", required=True, help="where to write the table (JSON)")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=int, default=2, help="the runtime's worker threads")
+    parser.add_argument("--runtime", default="onnxruntime", choices=DEVICE_RUNTIMES,
+                        help="the runtime to time on (litert and openvino need their lut_<runtime>.py beside this file)")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per point")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per point")
     parser.add_argument("--passes", type=int, default=1, help="time the whole table this many times, keep the "
@@ -555,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         ops_doc = json.load(f)
     doc = build(ops_doc, threads=args.threads, runs=args.runs, warmup=args.warmup, stat=args.stat, passes=args.passes,
                 spinning=not args.no_spinning, probe_threads=args.probe_threads,
-                base_dir=os.path.dirname(os.path.abspath(args.ops)),
+                base_dir=os.path.dirname(os.path.abspath(args.ops)), runtime=args.runtime,
                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
     write_json(doc, args.out)
     print(f"wrote {args.out}: {sum(len(o['points']) for o in doc['ops'].values())} points, "

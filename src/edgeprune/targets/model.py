@@ -7,19 +7,24 @@ from typing import Any
 import torch.nn as nn
 
 from edgeprune.errors import BudgetError
+from edgeprune.targets import lut_builder
 from edgeprune.targets.build import TableConfig, build_table
 from edgeprune.targets.predictor import LatencyPredictor
 
-TABLE_RUNTIMES = ("onnxruntime",)
+TABLE_RUNTIMES = lut_builder.RUNTIMES
 
 
 def latency_model(model: nn.Module, example_inputs: Any, runtime: str = "onnxruntime", threads: int = 2) -> LatencyPredictor:
     """A latency predictor for ``model`` on ``runtime`` (its layers timed there, at ``threads``).
 
     Raises:
-        BudgetError: no latency table can be measured on ``runtime`` yet.
+        BudgetError: no latency table can be measured on ``runtime``.
+        RuntimeMissingError: the runtime's extra is not installed.
     """
     if runtime not in TABLE_RUNTIMES:
         raise BudgetError(f"latency tables are measured on {', '.join(TABLE_RUNTIMES)}; a latency budget on "
-                          f"{runtime!r} is not supported yet")
-    return LatencyPredictor(build_table(model, example_inputs, TableConfig(threads=threads)))
+                          f"{runtime!r} is not supported")
+    from edgeprune.runtimes import get_runtime
+
+    get_runtime(runtime).require()
+    return LatencyPredictor(build_table(model, example_inputs, TableConfig(runtime=runtime, threads=threads)))

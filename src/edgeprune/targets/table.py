@@ -70,7 +70,7 @@ class LatencyTable:
     """A parsed latency table (format ``edgeprune.latency_table``, see ``docs/hardware.md``).
 
     Attributes:
-        target: CPU, ISA, onnxruntime version, threads and the ``key`` joining them.
+        target: CPU, ISA, runtime and its version, threads and the ``key`` joining them.
         protocol: runs, warmup, statistic, fixed run overhead subtracted from every point.
         model_key: the model (architecture and input shape) the table was built for.
         layers: the timed layers of that model.
@@ -155,9 +155,15 @@ class LatencyTable:
 
     def check_target(self, threads: int | None = None) -> list[str]:
         """Reasons this table may not describe the machine running now (empty when it matches)."""
-        here = lut_builder.target_info(threads if threads is not None else self.target["threads"])
-        return [f"{k}: table has {self.target.get(k)!r}, this machine {here[k]!r}"
-                for k in ("cpu", "onnxruntime", "threads", "machine") if self.target.get(k) != here[k]]
+        here = lut_builder.target_info(threads if threads is not None else self.target["threads"], self.runtime)
+        mine = {**self.target, "runtime_version": self.target.get("runtime_version", self.target.get("onnxruntime"))}
+        return [f"{k}: table has {mine.get(k)!r}, this machine {here[k]!r}"
+                for k in ("cpu", "runtime_version", "threads", "machine") if mine.get(k) != here[k]]
+
+    @property
+    def runtime(self) -> str:
+        """The runtime the table was timed on (tables from before other runtimes: ONNX Runtime)."""
+        return str(self.target.get("runtime", "onnxruntime"))
 
     def step(self, family: str, axis: str) -> tuple[int, float]:
         """(fast step, off-step penalty) of ``family`` along ``axis`` ("c_in", "c_out", or "c")."""
