@@ -112,16 +112,11 @@ def test_executorch_tables_are_built_on_the_host_only(tmp_path):
         write_ops(model, x, tmp_path, TableConfig(runtime="executorch"))
 
 
-def test_the_executorch_back_end_times_an_exported_point_and_keeps_its_file():
-    from edgeprune.targets import lut_torch
-
-    op = {**CONV, "hw": [8, 8]}
-    module, x = lut_torch.op_module(op, 4, 6, seed=0)
-    assert module(x).shape == (1, 6, 8, 8)
-    before = len(lut_torch._cache)
-    ms = lut_torch.time_point(op, 4, 6, threads=1, runs=2, warmup=1)
-    again = lut_torch.time_point(op, 4, 6, threads=1, runs=2, warmup=1)
-    assert ms > 0 and again > 0 and len(lut_torch._cache) == before + 1
+def test_an_executorch_table_times_xnnpack_points_and_calibrates_on_pte_models():
+    model, x = _tiny()
+    table = build_table(model, x, TableConfig(runtime="executorch", **QUICK))
+    assert table.runtime == "executorch" and "ExecuTorch" in table.protocol["graph"]
+    assert set(table.measured) == {"dense", "uniform-0.5"} and all(m["ms"] > 0 for m in table.measured.values())
 
 
 def test_a_latency_model_on_an_unknown_runtime_is_refused_by_name():
@@ -133,9 +128,9 @@ def test_a_latency_model_on_an_unknown_runtime_is_refused_by_name():
 
 
 def test_a_latency_budget_on_litert_is_planned_on_its_table_and_measured_on_litert(monkeypatch):
-    import edgeprune as ep
     from edgeprune.budget import Budget
     from edgeprune.strategies import latency_search
+    from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
 
     seen = []
     real = latency_search.measure_models
@@ -147,7 +142,8 @@ def test_a_latency_budget_on_litert_is_planned_on_its_table_and_measured_on_lite
     monkeypatch.setattr(latency_search, "measure_models", spy)
     model, x = _tiny()
     predictor = LatencyPredictor(build_table(model, x, TableConfig(runtime="litert", **QUICK)))
-    budget = Budget(speedup=1.2, runtime="litert", threads=1).with_latency_model(predictor)
-    result = ep.prune(model, x, budget=budget, strategy="latency")
-    assert seen and set(seen) == {"litert"}
-    assert "litert" in result.plan.meta["target"]
+    found = prune_to_latency(model, x, predictor, Budget(speedup=1.5, runtime="litert", threads=1),
+                             LatencySearch(max_attempts=1), measure=MeasureConfig(threads=1, rounds=2, runs=2))
+    assert seen == ["litert"] and found.attempts[0].measured_ms > 0
+    assert "litert" in found.plan.meta["target"]
+    assert found.predicted_ms <= predictor.dense_ms() / 1.5 * 1.001

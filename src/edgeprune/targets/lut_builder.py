@@ -25,8 +25,8 @@ Other runtimes time the same points with their own single-op graphs: ``--runtime
 (``lut_litert.py``: ``.tflite`` graphs written with the schema ``ai-edge-litert`` ships; needs only
 ai-edge-litert and numpy) and ``--runtime openvino`` (``lut_openvino.py``: these ONNX graphs compiled
 by OpenVINO; needs only openvino and numpy). Copy the back end's file beside this one (``edgeprune
-target ops MODEL --runtime R`` writes both). ExecuTorch has no torch-free way to write a ``.pte``: its
-table is built on the host (``edgeprune.targets.lut_torch``), which must then be the target.
+target ops MODEL --runtime R`` writes both). ExecuTorch has no torch-free way to write a ``.pte``:
+its table is built on the host (``edgeprune.targets.lut_executorch``), which must then be the target.
 
 The output (format ``edgeprune.latency_table``) is plain JSON: see ``docs/hardware.md``.
 """
@@ -322,7 +322,7 @@ def backend(runtime: str = "onnxruntime"):
         raise ValueError(f"no latency-table back end for runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
     if runtime == "onnxruntime":
         return sys.modules[__name__]
-    name = "lut_torch" if runtime == "executorch" else f"lut_{runtime}"
+    name = f"lut_{runtime}"
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
