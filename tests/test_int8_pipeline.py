@@ -126,3 +126,46 @@ def test_mnist_half_macs_int8_within_one_point(tmp_path):
     by_hand = _file_accuracy(out / "model.int8.onnx", splits.x_val.numpy(), splits.y_val.numpy())
     assert stages["pruned_int8"]["accuracy"] == pytest.approx(by_hand)
     assert os.path.getsize(out / "model.int8.onnx") <= 0.35 * os.path.getsize(out / "model.onnx")
+
+
+def _litert_accuracy(path, x, y):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeprune.quantize.litert import run_int8_tflite
+
+    interp = Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    pred = np.concatenate([run_int8_tflite(interp, x[i:i + 1]) for i in range(len(x))]).argmax(1)
+    return 100.0 * float((pred == y).mean())
+
+
+@pytest.mark.parametrize("runtime, artifact", [
+    ("litert", "model.int8.tflite"),
+    # the same path as LiteRT's with another quantizer; benchmarks/int8.py runs ExecuTorch INT8 on three models
+    pytest.param("executorch", "model.int8.pte", marks=pytest.mark.slow)])
+def test_int8_for_litert_and_executorch_lands_and_is_judged_on_that_file(runtime, artifact, tmp_path):
+    from edgeprune.tasks import get_task
+
+    out = tmp_path / runtime
+    result = invoke(["prune", "digits", "--data", "digits", "--target", "macs=0.5", "--quantize", "int8",
+                     "--runtime", runtime, "--max-drop", "5", "--calibration-batches", "2", *FAST,
+                     "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    int8 = summary["int8"]
+    assert int8["runtime"] == runtime and int8["artifact"] == artifact and (out / artifact).exists()
+    assert int8["latency"]["runtime"] == runtime and summary["guard"]["judged_on"] == artifact
+    stages = int8["stages"]
+    assert stages["pruned_int8"]["bytes"] == os.path.getsize(out / artifact)
+    assert stages["pruned_int8"]["bytes"] < 0.5 * stages["pruned_fp32"]["bytes"]
+    if runtime == "litert":  # the reported accuracy is the file's own, run here independently
+        splits = get_task("digits").data()
+        x, y = splits.x_val.numpy(), splits.y_val.numpy()
+        assert stages["pruned_int8"]["accuracy"] == pytest.approx(_litert_accuracy(out / artifact, x, y))
+    assert "LiteRT" in (out / "report.html").read_text() if runtime == "litert" else True
+
+
+def test_int8_on_openvino_is_refused_by_name():
+    with pytest.raises(RecipeError, match="OpenVINO"):
+        recipe_from_mapping({"model": "digits", "data": "digits", "quantize": "int8", "runtime": "openvino",
+                             "target": ["macs=0.5"]})

@@ -50,8 +50,9 @@ def prune_command(
     runtime: Optional[str] = typer.Option(None, "--runtime", help="deploy on onnxruntime (default), litert, executorch "
                                           "or openvino: its artifact is written and the verdict measured on it"),
     no_curve: bool = typer.Option(False, "--no-curve", help="do not evaluate search candidates (faster on big data)"),
-    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: after fine-tuning, static INT8 for ONNX "
-                                           "Runtime (model.int8.onnx); the guard and size/latency targets judge it"),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: after fine-tuning, static INT8 for the "
+                                           "runtime (model.int8.onnx, .tflite or .pte); the guard and size/latency "
+                                           "targets judge that file"),
     calibration_batches: Optional[int] = typer.Option(None, "--calibration-batches", help="batches of training "
                                                       "data that calibrate INT8 (default 8, seeded by --seed)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="a YAML/TOML recipe; flags override it"),

@@ -24,6 +24,7 @@ _LAZY = {
     "quantize_onnx": "edgeprune.quantize.ort", "OrtInt8": "edgeprune.quantize.ort",
     "check_int8": "edgeprune.quantize.reference", "ParityReport": "edgeprune.quantize.reference",
     "OnnxModule": "edgeprune.quantize.artifact",
+    "FileModule": "edgeprune.quantize.artifact",
 }
 
 

@@ -45,3 +45,40 @@ class OnnxModule(nn.Module):
             raise ValueError(f"{self.path.name} takes batches of {self._fixed_batch}, got {array.shape[0]}")
         return torch.from_numpy(np.concatenate([self._session.run(None, {self._input: array[i:i + 1]})[0]
                                                 for i in range(array.shape[0])]))
+
+
+class FileModule(nn.Module):
+    """Calls a LiteRT ``.tflite`` (INT8 or FP32) or an ExecuTorch ``.pte`` sample by sample, wrapped as
+    a module, so the accuracy of that deployed file is measured with the run's evaluation function.
+
+    An INT8 ``.tflite`` with integer inputs is fed its input quantized with the file's own parameters
+    and its output dequantized (``edgeprune.quantize.litert.run_int8_tflite``); a ``.pte`` takes and
+    returns float tensors (its quantize/dequantize are inside the program).
+
+    Args:
+        path: the file (``.tflite`` or ``.pte``).
+        threads: the runtime's threads.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 2) -> None:
+        super().__init__()
+        self.path = Path(path)
+        if self.path.suffix == ".tflite":
+            from ai_edge_litert.interpreter import Interpreter
+
+            from edgeprune.quantize.litert import run_int8_tflite
+
+            interp = Interpreter(model_path=str(self.path), num_threads=threads)
+            interp.allocate_tensors()
+            self._run = lambda x: run_int8_tflite(interp, x)
+        elif self.path.suffix == ".pte":
+            from edgeprune.runtimes import get_runtime
+
+            session = get_runtime("executorch").open(self.path, threads)
+            self._run = lambda x: session.run([x])[0]
+        else:
+            raise ValueError(f"{self.path.name}: expected a .tflite or .pte file")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().cpu().contiguous().numpy().astype(np.float32, copy=False)
+        return torch.from_numpy(np.concatenate([self._run(array[i:i + 1]) for i in range(array.shape[0])]))

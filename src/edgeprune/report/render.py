@@ -165,14 +165,22 @@ def _int8(m: dict[str, Any]) -> str:
     stages = int8["stages"]
     head = "".join(f"<th class=num>{html.escape(STAGE_LABELS[s])}</th>" for s in STAGES)
     rows = []
-    for key, label, unit in (("accuracy", m.get("metric") or "accuracy", "%"), ("bytes", "ONNX file", "bytes"),
-                             ("latency_ms", "latency (ONNX Runtime median, interleaved)", "ms"), ("macs", "MACs", "")):
+    runtime = RUNTIME_NAMES.get(int8.get("runtime", "onnxruntime"), int8.get("runtime", "onnxruntime"))
+    lat = int8.get("latency") or {}
+    for key, label, unit in (("accuracy", m.get("metric") or "accuracy", "%"), ("bytes", "file", "bytes"),
+                             ("latency_ms", f"latency ({runtime}, {lat.get('threads', '?')} threads, median, "
+                                            f"interleaved)", "ms"), ("macs", "MACs", "")):
         cells = "".join(f"<td class=num>{html.escape(human(stages[s].get(key), unit))}</td>" for s in STAGES)
         rows.append(f"<tr><td>{html.escape(label)}</td>{cells}</tr>")
     cal, parity = int8.get("calibration") or {}, int8.get("parity") or {}
-    caption = (f"The INT8 files' accuracy is measured by running each file in ONNX Runtime over the validation "
-               f"data; the guard and size/latency targets read {int8['artifact']}. Static INT8 (QDQ): uint8 "
-               f"activations, int8 per-channel weights, calibrated on {cal.get('batches')} batches "
+    scheme = {"onnxruntime": "Static INT8 (QDQ): uint8 activations, int8 per-channel weights",
+              "litert": "Static INT8 (litert-torch PT2E, residual adds annotated): int8 activations per tensor, "
+                        "int8 per-channel weights",
+              "executorch": "Static INT8 (XNNPACK quantizer, delegated to XNNPACK): int8 activations per tensor, "
+                            "int8 per-channel weights"}.get(int8.get("runtime", "onnxruntime"), "Static INT8")
+    caption = (f"The INT8 files' accuracy is measured by running each file in {runtime} over the validation "
+               f"data; the guard and size/latency targets read {int8['artifact']}. {scheme}, "
+               f"calibrated on {cal.get('batches')} batches "
                f"({cal.get('samples')} samples, seed {cal.get('seed')}) of the {cal.get('data')} data. "
                f"Checked against its fake-quant reference (the same graph run unfused): "
                f"{parity.get('within_one_step', 1.0):.1%} of output values within one quantization step, "

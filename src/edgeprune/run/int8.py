@@ -1,14 +1,20 @@
 """The INT8 step of a run (``--quantize int8``) and how it changes what the run is judged on.
 
 After pruning and fine-tuning, the pruned model and (for the quantize-only baseline) the dense one
-are exported with a free batch dimension, calibrated on ``calibration_batches`` batches of the
-user's training data (seeded by the run's seed) and quantized by ONNX Runtime's static quantizer
-(:mod:`edgeprune.quantize.ort`). ``model.int8.onnx`` lands in the run directory, checked against
-its fake-quant reference. Then four files are measured side by side: dense FP32, pruned FP32,
-pruned INT8 and dense INT8. Accuracy of an INT8 file is its own, run in ONNX Runtime over the
-validation data with the run's evaluation function; latency is timed interleaved (single runs
-alternate between the four files, round after round), so the ratios do not depend on when each
-was taken.
+are quantized with the toolchain of the run's runtime, calibrated on ``calibration_batches``
+batches of the user's training data (seeded by the run's seed):
+
+- ``onnxruntime``: ONNX Runtime's static quantizer on the exported ONNX files (:mod:`edgeprune.quantize.ort`),
+  ``model.int8.onnx``;
+- ``litert``: litert-torch's PT2E quantizer with the residual adds annotated (:mod:`edgeprune.quantize.litert`),
+  ``model.int8.tflite``;
+- ``executorch``: the XNNPACK quantizer and delegate (:mod:`edgeprune.quantize.executorch`), ``model.int8.pte``.
+
+Each INT8 file lands in the run directory checked against its fake-quant reference. Then four
+files are measured side by side on that runtime: dense FP32, pruned FP32, pruned INT8 and dense
+INT8. Accuracy of an INT8 file is its own, run in its runtime over the validation data with the
+run's evaluation function; latency is timed interleaved (single runs alternate between the four
+files, round after round), so the ratios do not depend on when each was taken.
 
 What the run is judged on (:func:`judge_int8`): the accuracy guard reads the pruned INT8 file's
 accuracy (drop from the dense FP32 model), ``size=`` counts the INT8 file's bytes, and latency
@@ -25,7 +31,8 @@ import torch.nn as nn
 
 log = logging.getLogger("edgeprune.run")
 
-ARTIFACT = "model.int8.onnx"
+ARTIFACTS = {"onnxruntime": "model.int8.onnx", "litert": "model.int8.tflite", "executorch": "model.int8.pte"}
+ARTIFACT = ARTIFACTS["onnxruntime"]
 STAGES = ("dense_fp32", "pruned_fp32", "pruned_int8", "dense_int8")
 STAGE_LABELS = {"dense_fp32": "dense FP32", "pruned_fp32": "pruned FP32", "pruned_int8": "pruned INT8",
                 "dense_int8": "dense INT8 (quantize only)"}
@@ -33,65 +40,104 @@ STAGE_LABELS = {"dense_fp32": "dense FP32", "pruned_fp32": "pruned FP32", "prune
 
 def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, *, acc_dense: float | None,
                   acc_pruned: float | None, macs: tuple[float, float], notes: list[str]) -> dict[str, Any]:
-    """Quantize the pruned model into ``directory / model.int8.onnx`` and measure the four stages.
+    """Quantize the pruned model into ``directory`` (the runtime's INT8 file) and measure the four stages.
 
     Args:
         directory: the run's staging directory.
         inputs: the run's :class:`edgeprune.run.inputs.RunInputs` (model, example, loaders, evaluate).
         pruned: the pruned, fine-tuned model.
-        recipe: the run's recipe (seed, threads, latency_runs, calibration_batches).
-        acc_dense: accuracy of the dense FP32 model (PyTorch; its ONNX file is checked against it).
+        recipe: the run's recipe (runtime, seed, threads, latency_runs, calibration_batches).
+        acc_dense: accuracy of the dense FP32 model (PyTorch; its exported file is checked against it).
         acc_pruned: accuracy of the pruned FP32 model, likewise.
         macs: MACs of the dense and the pruned model (INT8 runs the same MACs).
         notes: the run's notes (a line is added when calibration falls back to validation data).
 
     Returns:
         The ``int8`` object of ``metrics.json``: ``stages`` (accuracy, bytes, latency_ms, macs per
-        stage), ``artifact``, ``calibration``, ``parity``, ``float_ops``, ``settings``, ``latency``.
+        stage), ``artifact``, ``runtime``, ``calibration``, ``parity``, ``float_ops``, ``settings``, ``latency``.
 
     Raises:
-        QuantizeError: calibration data that does not fit, an op that cannot be quantized (named).
+        QuantizeError: calibration data that does not fit, an op that cannot be quantized (named),
+            or a runtime with no INT8 path here (OpenVINO).
     """
-    from edgeprune.export.onnx import export_onnx
-    from edgeprune.quantize import Calibration, OnnxModule, calibration_batches, quantize_onnx
+    from edgeprune.quantize import Calibration, QuantizeError, calibration_batches
 
+    runtime = recipe.runtime
+    if runtime not in ARTIFACTS:
+        raise QuantizeError(f"--quantize int8 has no {runtime} path (INT8 is built for {', '.join(ARTIFACTS)}); "
+                            f"quantize for one of those or drop --quantize")
     loader = inputs.train if inputs.train is not None else inputs.val
     source = "training" if inputs.train is not None else "validation"
     if inputs.train is None:
         notes.append("INT8 was calibrated on the validation data (the data gives no training loader)")
     batches = calibration_batches(loader, Calibration(recipe.calibration_batches, seed=recipe.seed))
     with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
-        files = {"dense_fp32": Path(tmp) / "dense.onnx", "pruned_fp32": Path(tmp) / "pruned.onnx",
-                 "pruned_int8": directory / ARTIFACT, "dense_int8": Path(tmp) / "dense.int8.onnx"}
-        export_onnx(inputs.model, inputs.example, files["dense_fp32"], dynamic_batch=True)
-        export_onnx(pruned, inputs.example, files["pruned_fp32"], dynamic_batch=True)
-        q = quantize_onnx(files["pruned_fp32"], files["pruned_int8"], batches)
-        dense_q = quantize_onnx(files["dense_fp32"], files["dense_int8"], batches)
+        made = (_ort if runtime == "onnxruntime" else _from_torch)(
+            runtime, Path(tmp), directory / ARTIFACTS[runtime], inputs, pruned, batches, recipe.threads)
+        files, q, module = made["files"], made["pruned"], made["module"]
         accuracy = {"dense_fp32": acc_dense, "pruned_fp32": acc_pruned, "pruned_int8": None, "dense_int8": None}
         if inputs.evaluate is not None:
             for stage in ("pruned_int8", "dense_int8"):
-                accuracy[stage] = inputs.evaluate(OnnxModule(files[stage], threads=recipe.threads))
-        latency = interleaved_latency(files, inputs.example, threads=recipe.threads, runs=recipe.latency_runs)
+                accuracy[stage] = inputs.evaluate(module(files[stage]))
+        latency = interleaved_latency(files, inputs.example, threads=recipe.threads, runs=recipe.latency_runs,
+                                      runtime=runtime)
         stages = {s: {"accuracy": accuracy[s], "bytes": files[s].stat().st_size, "latency_ms": latency[s],
                       "macs": macs[0] if s.startswith("dense") else macs[1]} for s in STAGES}
     log.info("int8: %s", {s: (v["accuracy"], v["bytes"], round(v["latency_ms"], 4)) for s, v in stages.items()})
-    return {"artifact": ARTIFACT, "stages": stages,
-            "calibration": {"batches": q.calibration_batches, "samples": q.calibration_samples, "seed": recipe.seed,
-                            "data": source},
-            "parity": q.parity.to_dict(), "parity_dense": dense_q.parity.to_dict(), "float_ops": q.float_ops,
-            "ops": q.ops, "settings": q.settings,
+    return {"artifact": ARTIFACTS[runtime], "runtime": runtime, "stages": stages,
+            "calibration": {"batches": len(batches), "samples": int(sum(b.shape[0] for b in batches)),
+                            "seed": recipe.seed, "data": source},
+            "parity": q.parity.to_dict(), "parity_dense": made["dense"].parity.to_dict(),
+            "float_ops": q.float_ops if hasattr(q, "float_ops") else getattr(q, "undelegated", []),
+            "ops": getattr(q, "ops", {}), "settings": getattr(q, "settings", {}),
             "latency": {"threads": recipe.threads, "runs": max(2, recipe.latency_runs // 5) * 5, "batch": 1,
-                        "interleaved": True, "runtime": "onnxruntime"}}
+                        "interleaved": True, "runtime": runtime}}
 
 
-def interleaved_latency(files: dict[str, Path], example: Any, *, threads: int, runs: int) -> dict[str, float]:
-    """Latency (ms, batch 1) of several ONNX files on ONNX Runtime, timed interleaved by the one
-    protocol (:func:`edgeprune.runtimes.measure_interleaved`: single runs alternate between the files,
-    round by round, each relative to the first in the same round), ``runs`` timed runs per file in all."""
+def _ort(runtime: str, tmp: Path, out: Path, inputs: Any, pruned: nn.Module, batches, threads: int) -> dict[str, Any]:
+    """ONNX Runtime: export both models with a free batch, quantize the ONNX files."""
+    from edgeprune.export.onnx import export_onnx
+    from edgeprune.quantize import OnnxModule, quantize_onnx
+
+    files = {"dense_fp32": tmp / "dense.onnx", "pruned_fp32": tmp / "pruned.onnx", "pruned_int8": out,
+             "dense_int8": tmp / "dense.int8.onnx"}
+    export_onnx(inputs.model, inputs.example, files["dense_fp32"], dynamic_batch=True)
+    export_onnx(pruned, inputs.example, files["pruned_fp32"], dynamic_batch=True)
+    q = quantize_onnx(files["pruned_fp32"], files["pruned_int8"], batches)
+    dense_q = quantize_onnx(files["dense_fp32"], files["dense_int8"], batches)
+    return {"files": files, "pruned": q, "dense": dense_q, "module": lambda p: OnnxModule(p, threads=threads)}
+
+
+def _from_torch(runtime: str, tmp: Path, out: Path, inputs: Any, pruned: nn.Module, batches,
+                threads: int) -> dict[str, Any]:
+    """LiteRT / ExecuTorch: FP32 files by the runtime's plug-in, INT8 by its PT2E quantizer, at batch 1."""
+    from edgeprune.quantize import FileModule
+    from edgeprune.runtimes import get_runtime
+
+    if runtime == "litert":
+        from edgeprune.quantize.litert import quantize_litert as quantize
+    else:
+        from edgeprune.quantize.executorch import quantize_executorch as quantize
+    rt = get_runtime(runtime)
+    example = inputs.example[:1]
+    files = {"dense_fp32": rt.artifact_path(tmp, "dense"), "pruned_fp32": rt.artifact_path(tmp, "pruned"),
+             "pruned_int8": out, "dense_int8": tmp / f"dense.int8{rt.suffix}"}
+    rt.export(inputs.model, example, files["dense_fp32"])
+    rt.export(pruned, example, files["pruned_fp32"])
+    q = quantize(pruned, example, batches, files["pruned_int8"])
+    dense_q = quantize(inputs.model, example, batches, files["dense_int8"])
+    return {"files": files, "pruned": q, "dense": dense_q, "module": lambda p: FileModule(p, threads=threads)}
+
+
+def interleaved_latency(files: dict[str, Path], example: Any, *, threads: int, runs: int,
+                        runtime: str = "onnxruntime") -> dict[str, float]:
+    """Latency (ms, batch 1) of several files on ``runtime``, timed interleaved by the one protocol
+    (:func:`edgeprune.runtimes.measure_interleaved`: single runs alternate between the files, round by
+    round, each relative to the first in the same round), ``runs`` timed runs per file in all."""
     from edgeprune.runtimes import Artifact, measure_interleaved
 
     rounds = max(2, runs // 5)
-    got = measure_interleaved({name: Artifact("onnxruntime", path) for name, path in files.items()}, example[:1],
+    got = measure_interleaved({name: Artifact(runtime, path) for name, path in files.items()}, example[:1],
                               threads=threads, rounds=rounds, runs=5, warmup=2)
     return {name: m.ms for name, m in got.items()}
 

@@ -11,7 +11,8 @@ file is in place (see :mod:`edgeprune.run.rundir`). The run directory holds::
     model.edgeprune/   the pruned model: architecture spec + plans + safetensors weights
     model.onnx         the pruned model in ONNX, checked against PyTorch in ONNX Runtime
     model.sparse.onnx  (sparse kinds) the same with sparse initializers: the smaller file to ship
-    model.int8.onnx    (--quantize int8) the pruned model in static INT8, checked against fake-quant
+    model.int8.*       (--quantize int8) the pruned model in static INT8 for the runtime (.onnx, .tflite,
+                       .pte), checked against fake-quant
     metrics.json       before/after figures, targets, guard, search trials, per-layer table, timings
     run.log            what happened, step by step
     report.html        the report, one self-contained file
