@@ -3,21 +3,21 @@
 For torchvision resnet18 and mobilenet_v2 (random init, seed 0; weight values do not change
 latency), batch 1, on this machine:
 
-* ``latency-aware``: the ONNX Runtime latency table (``edgeprune.targets.build_table``) and
-  ``edgeprune.strategies.latency_search.prune_to_latency(Budget(speedup=2))`` verified on ORT;
-* ``uniform L2``: ``edgeprune.prune(strategy="uniform")`` at the same MACs (ratio by bisection);
-* ``torch-pruning round_to=16``: Torch-Pruning 1.6 ``MetaPruner`` (L2 group magnitude) at the
-  same MACs;
+* ``latency-aware (R table)``, for every runtime R of ``--tune-on``: R's latency table
+  (``edgeprune.targets.build_table(TableConfig(runtime=R))``) and
+  ``edgeprune.strategies.latency_search.prune_to_latency(Budget(speedup=2, runtime=R))``, planned on
+  R's table and verified on R (the search's own interleaved measurement);
+* ``torch-pruning round_to=16 @ R MACs``: Torch-Pruning 1.6 ``MetaPruner`` (L2 group magnitude,
+  channels rounded to 16) at the MACs of R's plan (ratio by bisection);
+* ``uniform L2``: ``edgeprune.prune(strategy="uniform")`` at the MACs of the first tuned plan;
 * mobilenet_v2 only, the case that motivated the issue: 60% of each expansion kept at odd widths
   (``uniform``, ratio 0.4), and the same cut with counts rounded to 8.
 
 Every variant is exported to each runtime's file (checked against PyTorch: the worst relative
 error is printed) and all variants of one architecture are timed together, interleaved, on one
 runtime at a time (``edgeprune.runtimes.measure_interleaved``); speed-up = unpruned / variant from
-that one session. The matrix is plan (tuned on ORT) x runtime measured on.
-
-Not covered yet: plans tuned on LiteRT, ExecuTorch or OpenVINO themselves (the latency tables are
-built on ORT only), so the diagonal exists for ORT alone.
+that one session. The matrix is plan (tuned on A) x runtime measured on (B), for every pair; the
+summary compares, on each runtime, its own plan with Torch-Pruning's at equal MACs.
 
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/runtimes.py            # 224 px, 1 and 2 threads
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/runtimes.py --quick    # 128 px, 2 threads
@@ -46,35 +46,55 @@ CLASSIFIER = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
 def variants(arch: str, x: torch.Tensor, args, log) -> tuple[torch.nn.Module, dict[str, torch.nn.Module]]:
     from latency_aware import bisect, macs_of, torch_pruning_model
 
-    from edgeprune.budget import Budget
-    from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
-    from edgeprune.targets import LatencyPredictor, TableConfig, build_table
-
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)().eval()
     out: dict[str, torch.nn.Module] = {}
-    if not args.no_latency_aware:
+    tuned: list[int] = []
+    threads = args.threads[-1]
+    for rt in ([] if args.no_latency_aware else args.tune_on):
         started = time.time()
-        table = build_table(model, x, TableConfig(threads=args.threads[-1], runs=args.table_runs, warmup=2,
-                                                  stat="min", spinning=False, rounds=args.rounds),
-                            log=lambda m: log(f"  [{arch}] {m}"))
-        log(f"[{arch}] ORT table at {args.threads[-1]} threads in {time.time() - started:.0f}s")
-        ours = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=2.0), LatencySearch(max_attempts=4),
-                                measure=MeasureConfig(threads=args.threads[-1], rounds=args.rounds, runs=5,
-                                                      exporter="torchscript"),
-                                log=lambda m: log(f"  [{arch}] {m}"))
-        out["latency-aware (ORT table)"] = ours.model
-        target = macs_of(ours.model, x)
-    else:
-        target = macs_of(model, x) // 2
+        try:
+            ours, built = tune(model, x, rt, threads, args, log, arch)
+        except Exception as exc:  # a runtime that fails to plan is reported, the others still run
+            log(f"[{arch}] {rt}: tuning FAILED: {type(exc).__name__}: {str(exc)[:300]}")
+            continue
+        log(f"[{arch}] {rt} table at {threads} threads in {built:.0f}s; search: {len(ours.attempts)} attempt(s), "
+            f"{'met' if ours.met else 'missed'}, {ours.measured_speedup:.2f}x measured on {rt}; "
+            f"{time.time() - started:.0f}s in all")
+        out[f"latency-aware ({rt} table)"] = ours.model
+        macs = macs_of(ours.model, x)
+        tuned.append(macs)
+        (_, tpm), _ = bisect(lambda r: torch_pruning_model(model, x, r, CLASSIFIER[arch]), macs, x)
+        out[f"torch-pruning round_to=16 @ {rt} MACs"] = tpm
+    target = tuned[0] if tuned else macs_of(model, x) // 2
     (_, uniform), _ = bisect(lambda r: edgeprune.prune(model, x, r, strategy="uniform").model, target, x)
-    (_, tpm), _ = bisect(lambda r: torch_pruning_model(model, x, r, CLASSIFIER[arch]), target, x)
     out["uniform L2, equal MACs"] = uniform
-    out["torch-pruning round_to=16, equal MACs"] = tpm
+    if not tuned:
+        (_, tpm), _ = bisect(lambda r: torch_pruning_model(model, x, r, CLASSIFIER[arch]), target, x)
+        out["torch-pruning round_to=16, equal MACs"] = tpm
     if arch == "mobilenet_v2":
         out["60% kept, odd widths"] = edgeprune.prune(model, x, 0.4, strategy="uniform").model
         out["60% kept, rounded to 8"] = edgeprune.prune(model, x, 0.4, strategy="uniform", round_to=8).model
     return model, out
+
+
+def tune(model, x, rt: str, threads: int, args, log, arch: str):
+    """``rt``'s latency table of ``model`` and the ``speedup=2x`` plan searched and verified on ``rt``."""
+    from edgeprune.budget import Budget
+    from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
+    from edgeprune.targets import LatencyPredictor, TableConfig, build_table
+
+    started = time.time()
+    table = build_table(model, x, TableConfig(runtime=rt, threads=threads, runs=args.table_runs, warmup=2,
+                                              stat="min", spinning=False, rounds=args.rounds, levels=args.levels),
+                        log=lambda m: log(f"  [{arch}] {m}"))
+    built = time.time() - started
+    ours = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=2.0, runtime=rt, threads=threads),
+                            LatencySearch(max_attempts=4),
+                            measure=MeasureConfig(threads=threads, rounds=args.rounds, runs=5,
+                                                  exporter="torchscript" if rt == "onnxruntime" else "auto"),
+                            log=lambda m: log(f"  [{arch}] {m}"))
+    return ours, built
 
 
 def measure(arch: str, model, plans: dict, x: torch.Tensor, runtimes: list[str], threads: int, folder: Path,
@@ -116,7 +136,7 @@ def markdown(rows: list[dict]) -> str:
     lines = []
     for arch in dict.fromkeys(r["model"] for r in rows):
         cols = list(dict.fromkeys((r["runtime"], r["threads"]) for r in rows if r["model"] == arch))
-        lines.append(f"\n{arch}: speed-up over unpruned (MAC reduction), plans tuned on ONNX Runtime\n")
+        lines.append(f"\n{arch}: speed-up over unpruned (MAC reduction); rows: plans, columns: the runtime measured on\n")
         lines.append("| plan | MACs | " + " | ".join(f"{rt} {t}t" for rt, t in cols) + " |")
         lines.append("|---|---|" + "---|" * len(cols))
         for plan in dict.fromkeys(r["plan"] for r in rows if r["model"] == arch):
@@ -127,6 +147,19 @@ def markdown(rows: list[dict]) -> str:
             lines.append(f"| {plan} | {red:.2f}x | " + " | ".join(f"{cells[c]['speedup']:.2f}x" for c in cols) + " |")
         worst = max(r["parity_max_rel"] for r in rows if r["model"] == arch)
         lines.append(f"\nworst parity over every artifact: {worst:.1e} (relative)")
+        summary = []
+        for rt, t in cols:
+            cell = {r["plan"]: r for r in rows if r["model"] == arch and r["runtime"] == rt and r["threads"] == t}
+            ours, tp = cell.get(f"latency-aware ({rt} table)"), cell.get(f"torch-pruning round_to=16 @ {rt} MACs")
+            if ours and tp:
+                verdict = "meets" if ours["speedup"] >= 2.0 and ours["speedup"] >= tp["speedup"] else "misses"
+                summary.append(f"| {rt} | {t} | {ours['speedup']:.2f}x ({ours['mac_reduction']:.2f}x MACs) | "
+                               f"{tp['speedup']:.2f}x | {verdict} |")
+        if summary:
+            lines.append(f"\n{arch}: each runtime's own plan against Torch-Pruning round_to=16 at equal MACs, on that runtime\n")
+            lines.append("| runtime | threads | ours (tuned there) | Torch-Pruning | >= 2.0x and >= TP |")
+            lines.append("|---|---|---|---|---|")
+            lines += summary
     return "\n".join(lines)
 
 
@@ -138,13 +171,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--table-runs", type=int, default=5)
-    parser.add_argument("--no-latency-aware", action="store_true", help="skip the ORT table and its plan (fast)")
+    parser.add_argument("--no-latency-aware", action="store_true", help="skip the tables and their plans (fast)")
+    parser.add_argument("--tune-on", default=None, help="runtimes whose tables plan (default: --runtimes)")
+    parser.add_argument("--levels", type=int, default=6, help="timed kept counts per group in each table")
     parser.add_argument("--quick", action="store_true", help="128 px, 2 threads, 5 rounds")
     parser.add_argument("--out", default="runs/runtimes")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.threads, args.rounds = 128, [2], 5
     runtimes = [r for r in args.runtimes.split(",") if r]
+    args.tune_on = [r for r in (args.tune_on or args.runtimes).split(",") if r]
     for r in runtimes:
         get_runtime(r).require()
     out = Path(args.out)
