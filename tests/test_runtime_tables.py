@@ -4,6 +4,7 @@ and a latency budget on a runtime is planned on that runtime's table and measure
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -147,3 +148,20 @@ def test_a_latency_budget_on_litert_is_planned_on_its_table_and_measured_on_lite
     assert seen == ["litert"] and found.attempts[0].measured_ms > 0
     assert "litert" in found.plan.meta["target"]
     assert found.predicted_ms <= predictor.dense_ms() / 1.5 * 1.001
+
+
+def test_target_cli_names_the_runtime_and_refuses_a_device_build_for_executorch(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import _register_commands, app
+
+    _register_commands()
+
+    def text(result):  # the error box wraps lines
+        return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+    bad = CliRunner().invoke(app, ["target", "build", "mnist", "--runtime", "tflm", "--out", str(tmp_path / "t.json")])
+    assert bad.exit_code == 2 and "tflm" in text(bad)
+    host_only = CliRunner().invoke(app, ["target", "ops", "mnist", "--runtime", "executorch", "--out", str(tmp_path)])
+    assert host_only.exit_code == 2 and "host only" in text(host_only)
+    assert not (tmp_path / "ops.json").exists()
