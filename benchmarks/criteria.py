@@ -78,7 +78,10 @@ def prune_ours(method: str, model, entry, keep: float, seed: int):
     return result.model, result.stats.get("ratio")
 
 
-def prune_tp(model, entry, keep: float):
+def prune_tp(model, entry, keep: float, heads_kept: int | None = None):
+    """Torch-Pruning at ``keep`` of the MACs; on a ViT it narrows every head (its default) or, given
+    ``heads_kept``, removes whole heads down to that many per block (the count our cut keeps), so the
+    two criteria choose within the same structure."""
     import torch_pruning as tp
 
     x = zoo.example_input(entry)
@@ -87,13 +90,23 @@ def prune_tp(model, entry, keep: float):
     def at(ratio: float):
         m = copy.deepcopy(model)
         heads = {mod.qkv: mod.num_heads for mod in m.modules() if isinstance(mod, zoo.Attention)}
+        dims = {mod: mod.head_dim for mod in m.modules() if isinstance(mod, zoo.Attention)}
+        whole_heads = heads_kept is not None
+        options = {}
+        if whole_heads:
+            options = {"prune_num_heads": True, "prune_head_dims": False,
+                       "head_pruning_ratio": 1 - heads_kept / next(iter(heads.values()))}
         pruner = tp.pruner.MetaPruner(m, x, importance=tp.importance.GroupMagnitudeImportance(p=2),
                                       pruning_ratio=ratio, ignored_layers=[m.classifier], global_pruning=False,
-                                      num_heads=heads)
+                                      num_heads=heads, **options)
         pruner.step()
-        for mod in m.modules():  # TP slices head dims; the forward reads head_dim
+        for mod in m.modules():  # TP slices heads or head dims; the forward reads both
             if isinstance(mod, zoo.Attention):
-                mod.head_dim = mod.qkv.out_features // (3 * mod.num_heads)
+                if whole_heads:
+                    mod.head_dim = dims[mod]
+                    mod.num_heads = mod.qkv.out_features // (3 * mod.head_dim)
+                else:
+                    mod.head_dim = mod.qkv.out_features // (3 * mod.num_heads)
         return m
 
     lo, hi, best = 0.0, 0.95, None
@@ -120,8 +133,14 @@ def run_cell(name: str, keep: float, method: str, seeds: list[int], cfg, done: s
         start = time.perf_counter()
         if cached is None or method == "random":
             try:
-                pruned, ratio = prune_tp(model, entry, keep) if method == "tp" else prune_ours(method, model, entry,
-                                                                                               keep, seed)
+                if method == "tp":
+                    pruned, ratio = prune_tp(model, entry, keep)
+                elif method == "tp-heads":  # our l2 cut's head count, Torch-Pruning's choice of heads and units
+                    ours, _ = prune_ours("l2", model, entry, keep, seed)
+                    kept = [m.num_heads for m in ours.modules() if isinstance(m, zoo.Attention)]
+                    pruned, ratio = prune_tp(model, entry, keep, heads_kept=kept[0] if kept else None)
+                else:
+                    pruned, ratio = prune_ours(method, model, entry, keep, seed)
             except Exception as e:  # a baseline that cannot prune this model: say so, keep going
                 log(f"{name} keep {keep} {method}: FAILED {type(e).__name__}: {e}")
                 return
@@ -171,7 +190,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25], help="MACs kept (0.25: 4x fewer)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS),
-                    help=f"our criteria by registry name ({', '.join(sorted(CRITERIA))}), {', '.join(VARIANTS)}, tp")
+                    help=f"our criteria by registry name ({', '.join(sorted(CRITERIA))}), {', '.join(VARIANTS)}, tp, "
+                         "tp-heads (a ViT: Torch-Pruning removing whole heads down to our cut's count)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)
