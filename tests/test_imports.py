@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 HEAVY = ("onnx", "onnxruntime", "onnxscript", "torchvision", "timm", "matplotlib", "safetensors", "yaml",
-         "executorch", "ai_edge_litert", "litert_torch", "openvino", "jax", "ultralytics", "rich", "typer")
+         "executorch", "ai_edge_litert", "litert_torch", "openvino", "jax", "ultralytics", "rich", "typer", "ray")
 
 
 def test_import_edgeprune_loads_no_heavy_optional_module():

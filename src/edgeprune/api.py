@@ -31,7 +31,8 @@ __all__ = ["apply_plan", "prune", "prune_blocks", "prune_weights"]
 def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = None, *, budget: Budget | None = None,
           kind: str | Kind = "channels", data: Iterable | None = None,
           evaluate: Callable[[nn.Module], float] | None = None, finetune: Finetune | None = None,
-          max_epochs: int | None = None, seed: int = 0, inplace: bool = False, **options: Any) -> PruneResult:
+          max_epochs: int | None = None, seed: int = 0, inplace: bool = False, evaluator: Any = None,
+          **options: Any) -> PruneResult:
     """Prune a model and return the smaller model with the plans that made it.
 
     Args:
@@ -58,6 +59,9 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
         max_epochs: the cap on fine-tuning epochs spent to meet the guard (default ``max(10, epochs)``).
         seed: for random choices.
         inplace: prune ``model`` itself instead of a copy.
+        evaluator: an ``edgeprune.scale.Evaluator``: the strategies' candidate evaluations (the
+            sensitivity scan, the guarded search) become tasks on its executor (Ray, or serial),
+            with the same results as measured here.
         **options: the kind's options, by name. ``channels``: ``criterion`` (``"l2"``, ``"l1"``, ``"bn"``,
             ``"taylor"``, ``"fisher"``, ...; see ``edgeprune.criteria``), ``strategy`` (``"uniform"``,
             ``"global"``, ``"sensitivity"``, ``"iterative"``, ``"guarded"``, ``"latency"`` or a config;
@@ -91,7 +95,7 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
         sparsity = options.pop("sparsity")
         ratio = sparsity if sparsity is not None else ratio
     config = make_kind(kind, options)
-    resources = Resources(data=data, evaluate=evaluate, finetune=finetune, seed=seed)
+    resources = Resources(data=data, evaluate=evaluate, finetune=finetune, seed=seed, evaluator=evaluator)
     sized = example_inputs is not None
     size = (MacsCost(), ParamsCost())
     before = {c.name: price(c, model, example_inputs, []) for c in size} if sized else {}

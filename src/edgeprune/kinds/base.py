@@ -31,12 +31,15 @@ class Resources:
             measure and for the guard.
         finetune: an ``edgeprune.recover.Finetune`` for recovery after the cut.
         seed: for random choices.
+        evaluator: an ``edgeprune.scale.Evaluator`` that measures candidate plans on an executor's
+            workers instead of here (``None``: here, one after another).
     """
 
     data: Iterable | None = None
     evaluate: Callable[[nn.Module], float] | None = None
     finetune: Any = None
     seed: int = 0
+    evaluator: Any = None
 
 
 class Kind(Protocol):

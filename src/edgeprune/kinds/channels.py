@@ -80,7 +80,7 @@ class Channels:
         session = Session(example_inputs, get_criterion(self.criterion), criterion_name(self.criterion),
                           ignore=self.ignore, rules=self.rules, round_to=self.round_to, seed=resources.seed,
                           data=resources.data, loss_fn=self.loss_fn, calibration_batches=self.calibration_batches,
-                          evaluate=resources.evaluate, finetune=finetune, teacher=teacher,
+                          evaluate=resources.evaluate, finetune=finetune, teacher=teacher, evaluator=resources.evaluator,
                           max_drop=budget.max_drop if budget is not None else None, budget=budget)
         targets = budget.targets(model, example_inputs) if budget is not None and budget.has_cost else []
         proposal = strategy.propose(session, model, targets, ratio)

@@ -102,7 +102,7 @@ def resolve_inputs(model_spec: str, data_spec: str | None = None, evaluate_spec:
     evaluate = None
     if val is not None:
         score = load_callable(evaluate_spec, "--evaluate") if evaluate_spec else None
-        evaluate = _bind_evaluate(score, val)
+        evaluate = bind_evaluate(score, val)
     elif evaluate_spec:
         raise BadInputError("--evaluate needs --data (its validation split is what gets evaluated)")
     return RunInputs(model, example, train, val, evaluate,
@@ -220,7 +220,8 @@ def _example_input(model: nn.Module, spec: str, val: Iterable | None,
         raise BadInputError(f"--input-shape: {exc}") from None
 
 
-def _bind_evaluate(score: Callable[..., Any] | None, val: Iterable) -> EvaluateFn:
+def bind_evaluate(score: Callable[..., Any] | None, val: Iterable) -> EvaluateFn:
+    """``evaluate(model) -> percent`` on ``val``: ``score(model, val)``, or top-1 accuracy when ``score`` is ``None``."""
     from edgeprune.tasks import evaluate as top1
 
     def evaluate(model: nn.Module) -> float:

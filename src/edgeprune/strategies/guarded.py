@@ -8,6 +8,7 @@ the bisection may miss a larger passing cut, but it never returns a failing one.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import torch.nn as nn
@@ -48,50 +49,85 @@ class Guarded:
             raise ValueError("the guarded strategy needs budget=Budget(max_drop=...) (accuracy points)")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {self.allocation!r}")
+        if self.finetune_each and session.evaluator is not None:
+            raise ValueError("finetune_each fine-tunes every candidate where it is measured; it does not run on an "
+                             "executor's workers yet (use the serial executor)")
         scored = session.score(model)
         base = session.accuracy(model)
         trials: list[dict] = []
-        measured: dict[float, dict] = {}  # ratio -> the weights that were measured (BatchNorm recalibrated)
+        plans: dict[float, Plan] = {}
+        drops: dict[float, float] = {}  # ratio -> measured drop, on the path or speculatively
+        weights: dict[float, dict] = {}  # finetune_each: ratio -> the fine-tuned weights that passed
 
-        def measure(r: float, plan: Plan) -> float:
-            trial = apply_plan(model, plan)  # a copy
+        def plan_of(r: float) -> Plan:
+            if r not in plans:
+                plans[r] = session.plan_at(scored, r, self.allocation)
+            return plans[r]
+
+        def prefetch(ratios: list[float]) -> None:
+            todo = [r for r in dict.fromkeys(ratios) if r not in drops]
             if self.finetune_each:
-                session.recover(trial)
-            drop = base - session.measure(trial)
-            trials.append({"ratio": r, "drop": drop, "removed_units": plan.removed_units})
-            if drop <= max_drop:
-                measured.clear()
-                measured[r] = trial.state_dict()
-            return drop
+                for r in todo:
+                    trial = apply_plan(model, plan_of(r))  # a copy
+                    session.recover(trial)
+                    drops[r] = base - session.measure(trial)
+                    if drops[r] <= max_drop:
+                        weights.clear()
+                        weights[r] = trial.state_dict()
+                return
+            got = session.measure_plans(model, [plan_of(r) for r in todo], [f"ratio {r:.4f}" for r in todo])
+            drops.update({r: base - acc for r, acc in zip(todo, got)})
 
+        def measure(r: float) -> float:
+            prefetch([r])
+            trials.append({"ratio": r, "drop": drops[r], "removed_units": plan_of(r).removed_units})
+            return drops[r]
+
+        # With an executor of w workers, the next levels of the bisection tree are measured at once
+        # (speculatively); the path taken through them is the serial one, so the plan is the same.
+        depth = max(1, int(math.log2(getattr(session.evaluator, "workers", 1) + 1)))
+
+        def frontier(lo: float, hi: float, levels: int) -> list[float]:
+            if levels <= 0:
+                return []
+            mid = (lo + hi) / 2
+            return [mid, *frontier(lo, mid, levels - 1), *frontier(mid, hi, levels - 1)]
+
+        speculate = session.evaluator is not None
         lo = 0.0
         if targets:
             fit = session.fit(model, scored, targets, self.allocation)
             lo, best = fit.ratio, fit.plan
-            if measure(lo, best) > max_drop:
-                raise BudgetError(f"the budget and the guard cannot both hold: meeting the budget costs "
-                                  f"{trials[-1]['drop']:.2f} points (> max_drop {max_drop})")
+            plans[lo] = best
         else:
-            best = session.plan_at(scored, 0.0, self.allocation)
+            best = plan_of(0.0)
         hi = self.hi
-        plan_hi = session.plan_at(scored, hi, self.allocation)
-        if measure(hi, plan_hi) <= max_drop:
-            lo, best = hi, plan_hi
+        if speculate:
+            prefetch(([lo] if targets else []) + [hi] + frontier(lo, hi, min(depth, self.iterations)))
+        if targets and measure(lo) > max_drop:
+            raise BudgetError(f"the budget and the guard cannot both hold: meeting the budget costs "
+                              f"{trials[-1]['drop']:.2f} points (> max_drop {max_drop})")
+        if measure(hi) <= max_drop:
+            lo, best = hi, plan_of(hi)
         else:
-            for _ in range(self.iterations):
+            for step in range(self.iterations):
                 mid = (lo + hi) / 2
-                plan = session.plan_at(scored, mid, self.allocation)
-                if measure(mid, plan) <= max_drop:
-                    lo, best = mid, plan
+                if speculate and mid not in drops:
+                    prefetch(frontier(lo, hi, min(depth, self.iterations - step)))
+                if measure(mid) <= max_drop:
+                    lo, best = mid, plan_of(mid)
                 else:
                     hi = mid
         best.meta.update({"strategy": "guarded", "max_drop": max_drop, "ratio": lo,
                           "measured_drop": next((t["drop"] for t in trials if t["ratio"] == lo), 0.0)})
         pruned = apply_plan(model, best)
-        if lo in measured:
-            pruned.load_state_dict(measured[lo])  # exactly the weights that passed the guard
+        if lo in weights:
+            pruned.load_state_dict(weights[lo])  # exactly the fine-tuned weights that passed the guard
+        elif lo in drops:
+            session.recalibrate_bn(pruned)  # the weights that were measured: the same calibration batches
         kept_finetune = self._recover_within_guard(session, pruned, base, max_drop)
         return Proposal(pruned, [best], {"ratio": lo, "trials": trials, "base_accuracy": base,
+                                         "speculative_evaluations": len(drops) - len({t["ratio"] for t in trials}),
                                          "finetune_kept": kept_finetune, **scored.summary()},
                         recovered=True, skipped=scored.analysis.skipped)
 

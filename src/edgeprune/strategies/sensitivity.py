@@ -108,18 +108,22 @@ def scan(session: Session, model: nn.Module, scored: Scored, ratios=DEFAULT_RATI
         raise ValueError(f"signal must be one of {sorted(SIGNALS)}, got {signal!r}")
     base = session.accuracy(model) if signal == "evaluate" else session.loss_points(model)
     curves = Curves(base, session.criterion_name, session.seed, metric=SIGNALS[signal])
+    # Every point's plan first (plain data), then every measurement at once: each is independent,
+    # so an executor may spread them over workers and the curves stay those of the serial scan.
+    points: dict[tuple[str, int], Plan] = {}
+    counts: dict[str, list[int]] = {}
     for g in scored.groups:
-        curve = Curve(g.size, [], [], [])
-        last_n, last_acc = 0, base
-        for r in ratios:
-            n = removable(g, int(round(g.size * r)), session.round_to)
-            if n != last_n:
-                plan = make_plan([g], {g.name: lowest(scored.scores[g.name], n, g.partitions)}, scored.tensors)
-                trial = apply_plan(model, plan)
-                last_acc, last_n = measure_signal(session, trial, signal), n
-            curve.ratios.append(float(r))
-            curve.removed.append(n)
-            curve.accuracy.append(float(last_acc))
+        counts[g.name] = [removable(g, int(round(g.size * r)), session.round_to) for r in ratios]
+        for n in counts[g.name]:
+            if n and (g.name, n) not in points:
+                points[g.name, n] = make_plan([g], {g.name: lowest(scored.scores[g.name], n, g.partitions)},
+                                              scored.tensors)
+    names = [f"{name} -{n}" for name, n in points]
+    scores = dict(zip(points, session.measure_plans(model, list(points.values()), names, signal)))
+    for g in scored.groups:
+        curve = Curve(g.size, [float(r) for r in ratios], list(counts[g.name]), [])
+        # a point that rounds to no unit removed scores as the unpruned model (as the serial scan did)
+        curve.accuracy = [float(scores[g.name, n]) if n else float(base) for n in counts[g.name]]
         curves.groups[g.name] = curve
     return curves
 
@@ -283,8 +287,8 @@ class Sensitivity:
         measured = {}
         if len(candidates) > 1:
             with session.meter.phase("scan"):
-                measured = {k: measure_signal(session, apply_plan(model, p), self.signal)
-                            for k, p in candidates.items()}
+                measured = dict(zip(candidates, session.measure_plans(
+                    model, list(candidates.values()), [f"candidate {k}" for k in candidates], self.signal)))
         chosen = max(measured, key=lambda k: (measured[k], k == "sensitivity")) if measured else "sensitivity"
         plan = candidates[chosen]
         plan.meta.update({"strategy": "sensitivity", "chosen": chosen})

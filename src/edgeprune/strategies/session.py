@@ -2,6 +2,7 @@
 it and fine-tune it, and a meter of what that cost. Internal to ``edgeprune.prune``."""
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +67,19 @@ class Session:
     teacher: nn.Module | None = None
     meter: Meter = field(default_factory=Meter)
     skipped: dict[str, str] = field(default_factory=dict)  # from the first analysis: group -> why it was kept
+    evaluator: Any = None  # edgeprune.scale.Evaluator: measures candidate plans on an executor's workers
+    _calibration: list | None = field(default=None, init=False, repr=False)
+
+    def calibration(self) -> list:
+        """The batches every candidate is recalibrated (and its loss measured) on: the first
+        ``calibration_batches`` of ``data``, drawn once, so a candidate's score depends on its plan
+        alone, not on how many candidates were measured before it (a shuffling loader draws a new
+        order each pass) — which is what lets candidates be measured in any order, on any worker."""
+        if self._calibration is None:
+            if self.data is None:
+                raise ValueError("no data= to recalibrate BatchNorm or measure the loss on")
+            self._calibration = list(itertools.islice(iter(self.data), self.calibration_batches))
+        return self._calibration
 
     def score(self, model: nn.Module) -> Scored:
         """Analyze ``model`` as it is now and score every group (collecting data if the criterion needs it)."""
@@ -128,7 +142,7 @@ class Session:
         from edgeprune.recover.batchnorm import recalibrate_bn
 
         with self.meter.phase("recalibrate"):
-            self.meter.forward += recalibrate_bn(model, self.data, self.calibration_batches)
+            self.meter.forward += recalibrate_bn(model, self.calibration(), None)
 
     def measure(self, model: nn.Module) -> float:
         """Accuracy of a freshly cut candidate: BatchNorm recalibrated first (see ``edgeprune.recover.batchnorm``)."""
@@ -144,10 +158,36 @@ class Session:
 
         self.recalibrate_bn(model)
         with self.meter.phase("evaluate"):
-            loss, batches = mean_loss(model, self.data, self.loss_fn, self.calibration_batches)
+            loss, batches = mean_loss(model, self.calibration(), self.loss_fn, None)
         self.meter.forward += batches
         self.meter.evaluations += 1
         return -100.0 * loss
+
+    def measure_plans(self, model: nn.Module, plans: list[Plan], names: list[str], signal: str = "evaluate"
+                      ) -> list[float]:
+        """The score of each plan cut on a copy of ``model``: the user's accuracy after BatchNorm
+        recalibration (``signal="evaluate"``) or -100 x the loss (``"loss"``).
+
+        Without an ``evaluator`` they are measured here, one after another; with one, each is a task
+        on its executor's workers (the same figures: every measurement depends on its plan alone).
+
+        Args:
+            model: the model the plans cut (not changed).
+            plans: the candidates.
+            names: one name per plan, for progress and for a failed task's report.
+            signal: ``"evaluate"`` or ``"loss"``.
+
+        Returns:
+            One score per plan, in order.
+        """
+        if self.evaluator is not None and plans:
+            scores = self.evaluator.measure(self, model, plans, names, signal)
+            self.meter.evaluations += len(plans)
+            return scores
+        from edgeprune.surgery import apply_plan
+
+        measure = self.loss_points if signal == "loss" else self.measure
+        return [measure(apply_plan(model, p)) for p in plans]
 
     def recover(self, model: nn.Module, max_steps: int | None = None,
                 lr_window: tuple[int, int] | None = None) -> None:
