@@ -116,3 +116,19 @@ def test_ray_executor_is_refused_without_ray_with_the_pip_command(monkeypatch):
     with pytest.raises(ExecutorError, match="unknown executor"):
         get_executor("dask")
     assert isinstance(get_executor(None), SerialExecutor)
+
+
+def test_cli_refuses_executor_ray_without_ray_before_any_work(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import _register_commands, app
+
+    _register_commands()
+    monkeypatch.setitem(sys.modules, "ray", None)
+    for args in (["prune", TASK, "--data", TASK, "--target", "macs=0.7", "--strategy", "sensitivity",
+                  "--executor", "ray", "--out", str(tmp_path / "run")],
+                 ["analyze", TASK, "--data", TASK, "--executor", "ray"]):
+        got = CliRunner().invoke(app, args, catch_exceptions=False)
+        assert got.exit_code == 2, got.output
+        assert "pip install 'edgeprune[ray]'" in got.output.replace("\n", "")
+    assert not (tmp_path / "run").exists()

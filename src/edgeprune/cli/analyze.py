@@ -12,7 +12,7 @@ from typing import Any, Optional
 import typer
 
 from edgeprune.cli import app
-from edgeprune.cli._common import EXIT_CODES_HELP, exit_on_errors, parse_shape, print_json
+from edgeprune.cli._common import EXIT_CODES_HELP, exit_on_errors, parse_shape, print_json, stderr_console
 
 
 @app.command("analyze", epilog=EXIT_CODES_HELP)
@@ -26,6 +26,10 @@ def analyze_command(
     criterion: str = typer.Option("l2", "--criterion", help="unit scores the sensitivity scan prunes by"),
     sensitivity: bool = typer.Option(True, "--sensitivity/--no-sensitivity", help="with --data, scan each "
                                      "group's accuracy as it is pruned alone (one evaluation per point)"),
+    executor: str = typer.Option("serial", "--executor", help="where the scan's evaluations run: serial, ray, auto "
+                                 "or ray://HOST:PORT (each one a Ray task; pip install 'edgeprune[ray]')"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads of each Ray task (default 1; each "
+                                          "reserves as many CPUs)"),
     as_json: bool = typer.Option(False, "--json", help="print the analysis as JSON"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="also write the analysis JSON to this file"),
 ) -> None:
@@ -33,7 +37,7 @@ def analyze_command(
     with exit_on_errors(as_json):
         shape = parse_shape(input_shape) if input_shape else None
         result = analyze_model(model, data, input_shape=shape, seed=seed, criterion=criterion,
-                               sensitivity=sensitivity)
+                               sensitivity=sensitivity, executor=executor, threads=threads)
     if out is not None:
         import json
 
@@ -45,11 +49,13 @@ def analyze_command(
 
 
 def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape: tuple[int, ...] | None = None,
-                  seed: int = 0, criterion: str = "l2", sensitivity: bool = True) -> dict[str, Any]:
+                  seed: int = 0, criterion: str = "l2", sensitivity: bool = True, executor: str = "serial",
+                  threads: int | None = None) -> dict[str, Any]:
     """The analysis of a model as plain data: groups, skipped groups with reasons, and totals.
 
     With data (and ``sensitivity``), each group is also pruned alone at several ratios on a copy
-    and evaluated (``edgeprune.strategies.sensitivity.scan``).
+    and evaluated (``edgeprune.strategies.sensitivity.scan``); with ``executor`` (``ray``, ``auto``,
+    ``ray://HOST:PORT``) each evaluation is a task there, at ``threads`` threads, with the same curves.
 
     Returns:
         ``{"model", "input_shape", "groups": [{"name", "size", "unit", "partitions", "modules"}],
@@ -69,18 +75,25 @@ def analyze_model(model_spec: str, data_spec: str | None = None, *, input_shape:
             "skipped": {str(k): str(v) for k, v in analysis.skipped.items()},
             "prunable_units": sum(g["size"] for g in groups), "probe_rounds": analysis.probe_rounds,
             "blocks": residual_blocks(inputs.model, inputs.example),
-            "sensitivity": _scan(inputs, criterion, seed) if sensitivity and inputs.evaluate is not None else None}
+            "sensitivity": _scan(inputs, criterion, seed, data_spec, input_shape, executor, threads)
+            if sensitivity and inputs.evaluate is not None else None}
 
 
-def _scan(inputs: Any, criterion: str, seed: int) -> dict[str, Any] | None:
+def _scan(inputs: Any, criterion: str, seed: int, data_spec: str | None, input_shape: tuple[int, ...] | None,
+          executor: str, threads: int | None) -> dict[str, Any] | None:
     from edgeprune.criteria import get_criterion
     from edgeprune.run.search import sensitivity_for_report
+    from edgeprune.scale import Evaluator, get_executor
     from edgeprune.strategies.sensitivity import scan
     from edgeprune.strategies.session import Session
 
-    session = Session(inputs.example, get_criterion(criterion), criterion, seed=seed, data=inputs.train,
-                      evaluate=inputs.evaluate)
-    return sensitivity_for_report(scan(session, inputs.model, session.score(inputs.model)).to_dict())
+    with get_executor(executor, threads=threads) as workers:
+        evaluator = None if executor == "serial" else Evaluator(
+            workers, data_spec, seed=seed, input_shape=input_shape,
+            on_done=lambda name, score, k, n: stderr_console().print(f"{workers.name}: {k}/{n} {name}: {score:.2f}"))
+        session = Session(inputs.example, get_criterion(criterion), criterion, seed=seed, data=inputs.train,
+                          evaluate=inputs.evaluate, evaluator=evaluator)
+        return sensitivity_for_report(scan(session, inputs.model, session.score(inputs.model)).to_dict())
 
 
 def _show(result: dict[str, Any]) -> None:

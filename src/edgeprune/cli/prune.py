@@ -55,6 +55,15 @@ def prune_command(
                                            "targets judge that file"),
     calibration_batches: Optional[int] = typer.Option(None, "--calibration-batches", help="batches of training "
                                                       "data that calibrate INT8 (default 8, seeded by --seed)"),
+    executor: Optional[str] = typer.Option(None, "--executor", help="where the strategy's evaluations run: serial "
+                                           "(default), ray (a local Ray cluster), auto (the running cluster) or "
+                                           "ray://HOST:PORT; needs pip install 'edgeprune[ray]'"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", help="fine-tune on this many processes of this node "
+                                        "(torchrun, DistributedDataParallel; gloo on CPU, nccl on GPUs)"),
+    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="nodes of the distributed fine-tuning (run the same "
+                                         "command on each)"),
+    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", help="HOST:PORT where the nodes meet "
+                                                "(torchrun's rendezvous; with --nnodes > 1)"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="a YAML/TOML recipe; flags override it"),
     force: bool = typer.Option(False, "--force", help="replace an existing complete run directory"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary (before/after) on stdout"),
@@ -66,7 +75,8 @@ def prune_command(
         "epochs": epochs, "max_epochs": max_epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
         "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
         "latency_runs": latency_runs, "curve": False if no_curve else None, "quantize": quantize,
-        "calibration_batches": calibration_batches, "runtime": runtime,
+        "calibration_batches": calibration_batches, "runtime": runtime, "executor": executor, "nproc": nproc,
+        "nnodes": nnodes, "rdzv_endpoint": rdzv_endpoint,
     }
     given = {k: v for k, v in given.items() if v is not None}
     with exit_on_errors(as_json):

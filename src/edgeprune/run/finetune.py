@@ -26,6 +26,8 @@ class FinetuneReport:
     curve: list = field(default_factory=list)
     extra_epochs: int = 0
     guard_met: bool | None = None
+    world: int = 1  # processes that fine-tuned (DistributedDataParallel ranks)
+    rank_max_abs_diff: float | None = None  # the largest parameter difference of any rank from rank 0
 
 
 def finetune_config(train: Iterable, *, epochs: int, lr: float, seed: int, distill: bool) -> Any:

@@ -92,8 +92,15 @@ def run_pipeline(recipe: RunRecipe, out: str | Path | None = None, *, force: boo
 
     get_runtime(recipe.runtime).require()  # a missing extra is named before any work
     progress = progress or SilentProgress()
-    with staged_run(target, force=force) as staging, _log_to(staging / "run.log"):
-        metrics = _Pipeline(recipe, staging, progress, list(notes or []), dict(hooks or {})).run()
+    from edgeprune.run.scale import open_executor
+
+    executor = open_executor(recipe)  # a missing Ray is named before any work
+    try:
+        with staged_run(target, force=force) as staging, _log_to(staging / "run.log"):
+            metrics = _Pipeline(recipe, staging, progress, list(notes or []), dict(hooks or {}), executor).run()
+    finally:
+        if executor is not None:
+            executor.close()
     return RunOutcome(Path(target), metrics, ExitCode(metrics["exit_code"]), list(metrics["notes"]))
 
 
@@ -101,8 +108,9 @@ class _Pipeline:
     """The steps of one run, sharing the state they build up."""
 
     def __init__(self, recipe: RunRecipe, staging: Path, progress: Progress, notes: list[str],
-                 hooks: dict[str, Callable[[], None]]) -> None:
+                 hooks: dict[str, Callable[[], None]], executor: Any = None) -> None:
         self.recipe, self.dir, self.progress, self.notes, self.hooks = recipe, staging, progress, notes, hooks
+        self.executor = executor  # edgeprune.scale: where the strategy's evaluations run (None: here)
         self.timings: dict[str, float] = {}
         self.latency: dict[str, Any] | None = None  # the interleaved before/after (run/verdict.py)
 
@@ -119,6 +127,11 @@ class _Pipeline:
         self.timings[name] = round(seconds, 3)
         log.info("done: %s in %.2fs %s", name, seconds, status["note"])
         self.progress.end(name, seconds, status["note"])
+
+    def _task_done(self, name: str, score: Any, finished: int, total: int) -> None:
+        """Progress as the executor's tasks finish (in any order)."""
+        log.info("task %d/%d done: %s -> %s", finished, total, name, score)
+        self.progress.advance(0, f"{self.executor.name}: {finished}/{total} evaluations ({name})")
 
     def run(self) -> dict[str, Any]:
         from edgeprune.export.saving import save
@@ -157,9 +170,12 @@ class _Pipeline:
             ft_config = finetune_config(inputs.train, epochs=r.epochs, lr=r.lr, seed=r.seed, distill=r.distill)
         curve_points = 0 if r.is_sparse or not r.curve or inputs.evaluate is None else len(CURVE_RATIOS)
         with self.step("choose plan", total=curve_points or None) as s:
+            from edgeprune.run.scale import evaluator_for
+
             outcome = choose_plan(inputs.model, inputs.example, r, evaluate=inputs.evaluate, train=inputs.train,
                                   finetune=ft_config,
-                                  on_trial=lambda t: self.progress.advance(1, f"curve: ratio {t.ratio:.2f}"))
+                                  on_trial=lambda t: self.progress.advance(1, f"curve: ratio {t.ratio:.2f}"),
+                                  evaluator=evaluator_for(self.executor, r, self._task_done), executor=self.executor)
             s["note"] = outcome.method
         dropped = outcome.result.plan.blocks
         if dropped:
@@ -174,7 +190,13 @@ class _Pipeline:
 
         ft = None
         with self.step("fine-tune") as s:
-            if ft_config is not None:
+            if ft_config is not None and r.nproc * r.nnodes > 1:
+                from edgeprune.run.scale import fine_tune_distributed
+
+                ft = fine_tune_distributed(pruned, r, inputs.model, baseline=acc_before, already=outcome.finetuned)
+                self.notes.append(f"fine-tuned on {ft.world} processes (DistributedDataParallel); the ranks' "
+                                  f"parameters differ by at most {ft.rank_max_abs_diff:.3g}")
+            elif ft_config is not None:
                 ft = fine_tune(pruned, ft_config, teacher=inputs.model, evaluate=inputs.evaluate, baseline=acc_before,
                                max_drop=r.max_drop, max_epochs=r.max_epochs, already=outcome.finetuned)
                 s["note"] = ("done by the iterative strategy between its steps" if outcome.finetuned else
@@ -292,7 +314,8 @@ class _Pipeline:
             "search": outcome.to_dict(),
             "finetune": None if ft is None else {"epochs": ft.epochs, "steps": ft.steps, "seconds": ft.seconds,
                                                  "lr": r.lr, "distill": ft.distill, "curve": ft.curve,
-                                                 "extra_epochs": ft.extra_epochs, "max_epochs": r.max_epochs},
+                                                 "extra_epochs": ft.extra_epochs, "max_epochs": r.max_epochs,
+                                                 "processes": ft.world, "rank_max_abs_diff": ft.rank_max_abs_diff},
             "layers": layer_table(inputs.model, outcome.result.model),
             "skipped": dict(outcome.result.skipped),
             "sensitivity": outcome.sensitivity,

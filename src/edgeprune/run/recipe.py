@@ -71,6 +71,11 @@ class RunRecipe:
             (``model.int8.onnx``, ``model.int8.tflite`` or ``model.int8.pte``; none for OpenVINO);
             the guard and the size and latency targets are then judged on it.
         calibration_batches: batches of the training data (validation without one) that calibrate INT8.
+        executor: where the strategies' candidate evaluations run: ``serial`` (here), ``ray`` (a
+            local Ray cluster), ``auto`` (the running cluster) or ``ray://HOST:PORT`` (``edgeprune.scale``).
+        nproc: fine-tuning processes on this node (torchrun, DistributedDataParallel); 1: none.
+        nnodes: nodes of the distributed fine-tuning (run the same command on each).
+        rdzv_endpoint: ``HOST:PORT`` where the nodes meet (with ``nnodes > 1``).
         out: the run directory.
     """
 
@@ -98,6 +103,10 @@ class RunRecipe:
     curve: bool = True
     quantize: str | None = None
     calibration_batches: int = 8
+    executor: str = "serial"
+    nproc: int = 1
+    nnodes: int = 1
+    rdzv_endpoint: str | None = None
     out: str | None = None
 
     @property
@@ -214,11 +223,15 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
     if recipe.quantize and not recipe.data:
         raise bad("quantize", "needs --data: INT8 is calibrated on the user's data and its accuracy measured on it")
     for name, low in (("epochs", 0), ("max_epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1),
-                      ("seed", 0), ("calibration_batches", 1)):
+                      ("seed", 0), ("calibration_batches", 1), ("nproc", 1), ("nnodes", 1)):
         if getattr(recipe, name) < low:
             raise bad(name, f"must be >= {low}, got {getattr(recipe, name)}")
     if recipe.lr <= 0:
         raise bad("lr", f"must be positive, got {recipe.lr}")
+    if recipe.executor not in ("serial", "ray", "auto") and not recipe.executor.startswith("ray://"):
+        raise bad("executor", f"is {recipe.executor!r}; use serial, ray, auto or ray://HOST:PORT")
+    if recipe.nnodes > 1 and not recipe.rdzv_endpoint:
+        raise bad("rdzv_endpoint", "is needed with nnodes > 1: HOST:PORT where the nodes meet")
     from edgeprune.runtimes import UnknownRuntimeError, get_runtime
 
     try:

@@ -90,7 +90,8 @@ def budget_for(recipe: RunRecipe) -> Any:
 
 def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
                 evaluate: Callable[[nn.Module], float] | None = None, train: Iterable | None = None,
-                finetune: Any = None, on_trial: Callable[[Trial], None] | None = None) -> SearchOutcome:
+                finetune: Any = None, on_trial: Callable[[Trial], None] | None = None, evaluator: Any = None,
+                executor: Any = None) -> SearchOutcome:
     """Prune ``model`` (a copy) to the recipe's targets with its kind and strategy, through ``edgeprune.prune``.
 
     Args:
@@ -103,6 +104,9 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         finetune: an ``edgeprune.recover.Finetune`` for the ``iterative`` strategy, which
             fine-tunes between its steps (the outcome then says ``finetuned``).
         on_trial: called after each curve point (progress).
+        evaluator: an ``edgeprune.scale.Evaluator``: the strategy's candidate evaluations become tasks.
+        executor: the run's executor; with a latency target on a Ray executor the whole latency
+            search runs as one task on the node that declares the runtime (``edgeprune.run.scale``).
 
     Returns:
         The :class:`SearchOutcome`.
@@ -124,10 +128,17 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         options = {"criterion": recipe.criterion, "strategy": "latency" if latency else recipe.strategy,
                    "ignore": recipe.ignore, "round_to": recipe.round_to}
     iterative = recipe.strategy == "iterative" and finetune is not None and recipe.kind == "channels"
+    remote_latency = executor is not None and recipe.kind == "channels" and not recipe.is_sparse and \
+        options.get("strategy") == "latency"
     try:
-        result = prune(model, example, kind=recipe.kind, budget=budget, data=train, seed=recipe.seed,
-                       finetune=finetune if iterative else None,
-                       evaluate=evaluate if recipe.strategy in STRATEGIES_THAT_EVALUATE else None, **options)
+        if remote_latency:
+            from edgeprune.run.scale import latency_prune_remote
+
+            result = latency_prune_remote(executor, model, example, recipe, budget)
+        else:
+            result = prune(model, example, kind=recipe.kind, budget=budget, data=train, seed=recipe.seed,
+                           finetune=finetune if iterative else None, evaluator=evaluator,
+                           evaluate=evaluate if recipe.strategy in STRATEGIES_THAT_EVALUATE else None, **options)
     except BudgetError as exc:
         raise BudgetNotMetError(f"{exc} (strategy {recipe.strategy!r}, targets {', '.join(recipe.target)})") from None
     details = result.stats.get("details", {})
