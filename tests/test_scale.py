@@ -4,6 +4,7 @@ then reported by name; latency is refused where no node declares the runtime; wi
 executor is refused with the pip command. The cluster is shut down when the module ends."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -132,3 +133,27 @@ def test_cli_refuses_executor_ray_without_ray_before_any_work(monkeypatch, tmp_p
         assert got.exit_code == 2, got.output
         assert "pip install 'edgeprune[ray]'" in got.output.replace("\n", "")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_sweep_on_ray_runs_every_point_as_the_serial_pipeline_would(cluster, tmp_path):
+    from edgeprune.run import is_complete, recipe_from_mapping
+    from edgeprune.run.search import choose_plan
+    from edgeprune.scale.sweep import SweepError, parse_grid, run_sweep
+
+    base = {"model": "digits", "data": "digits", "target": ["params=0.6"], "epochs": 1, "latency_runs": 3,
+            "curve": False, "threads": 1, "strategy": "global"}
+    with pytest.raises(Exception, match="nonsense"):  # every point is validated before any run
+        run_sweep(base, ["nonsense=1,2"], tmp_path / "bad")
+    with pytest.raises(SweepError, match="twice"):
+        parse_grid(["seed=0", "seed=1"])
+    done = []
+    rows = run_sweep(base, ["criterion=l2,l1"], tmp_path / "sweep", executor=cluster,
+                     on_done=lambda name, row, k, n: done.append(name))
+    assert sorted(done) == ["criterion=l1", "criterion=l2"]
+    assert [r["point"] for r in rows] == [{"criterion": "l2"}, {"criterion": "l1"}]
+    assert all(r["status"] == "ok" and is_complete(r["run_dir"]) for r in rows)
+    recipe = recipe_from_mapping({**base, "criterion": "l1"})  # the serial choice of the same point
+    inputs = resolve_inputs(recipe.model, recipe.data, seed=recipe.seed)
+    serial = choose_plan(inputs.model, inputs.example, recipe, evaluate=inputs.evaluate, train=inputs.train)
+    assert json.loads((Path(rows[1]["run_dir"]) / "plan.json").read_text()) == serial.result.plan.to_dict()
+    assert (tmp_path / "sweep" / "sweep.json").is_file()
