@@ -5,7 +5,9 @@ What travels to the ranks is a job directory: the pruned model as an edgeprune s
 spec, the plans and the weights), the original's weights when distilling, and ``job.json`` with the
 data spec and the fine-tuning settings. Every rank reads the same batches (the same seeded order) and
 computes on its 1/N slice of each, so N processes take the steps one process would take on the same
-global batch. Rank 0 alone writes the result (weights and report, beside then renamed); the
+global batch (exactly so on GPUs, where BatchNorm becomes SyncBatchNorm; on CPU torch has no
+synchronised BatchNorm, so each rank normalises its own slice and the ranks share rank 0's running
+statistics: close to one process, not identical). Rank 0 alone writes the result (weights and report, beside then renamed); the
 caller loads them and writes the run. A rank that dies makes torchrun stop the others and exit
 non-zero, and the caller raises :class:`DistributedError`: the run fails and leaves no run directory.
 """
@@ -134,9 +136,12 @@ def finetune_distributed(pruned: nn.Module, launch: Launch, job: dict[str, Any],
             raise DistributedError(f"distributed fine-tuning did not finish within {timeout:g} s") from None
         result = job_dir / RESULT
         if done.returncode != 0:
+            errors = sorted(job_dir.glob("error-rank-*.txt"))
+            said = (f"{errors[0].stem.replace('error-', '')} said:\n{_tail(errors[0].read_text(), 8)}" if errors
+                    else f"torchrun said:\n{_tail(done.stderr + done.stdout)}")
             raise DistributedError(f"distributed fine-tuning on {launch.nproc * launch.nnodes} processes failed "
                                    f"({_failed_rank(done.stderr)}; torchrun exit code {done.returncode}); no run "
-                                   f"directory is written. torchrun said:\n{_tail(done.stderr + done.stdout)}")
+                                   f"directory is written. {said}")
         if not result.is_file():
             raise DistributedError("this node did not host rank 0: the fine-tuned model is written on the node that did")
         pruned.load_state_dict(load_file(str(job_dir / WEIGHTS)))

@@ -43,8 +43,9 @@ def main(job_dir: Path) -> None:
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
-    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # statistics of the global batch
+    if cuda:  # statistics of the global batch; torch's SyncBatchNorm runs on GPUs only
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # on CPU each rank's BatchNorm normalises its own slice, and DDP gives every rank rank 0's running statistics
     model = model.to(device)
     teacher = teacher.to(device) if teacher is not None else None
     ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
@@ -72,5 +73,17 @@ def main(job_dir: Path) -> None:
     dist.destroy_process_group()
 
 
+def _run(job_dir: Path) -> None:
+    """``main``, with a failing rank's traceback left in ``JOB_DIR/error-rank-N.txt`` for the caller's message."""
+    try:
+        main(job_dir)
+    except BaseException:
+        import traceback
+
+        rank = os.environ.get("RANK", "?")
+        (job_dir / f"error-rank-{rank}.txt").write_text(traceback.format_exc())
+        raise
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    _run(Path(sys.argv[1]))
