@@ -1,6 +1,7 @@
 """Tasks on Ray: each item one Ray task; retries by Ray (``max_retries`` with ``retry_exceptions``).
 
-A local cluster (``ray.init(num_cpus=...)``) is started for the run and stopped by ``close``;
+A local cluster (``ray.init(num_cpus=...)``, declaring this machine's runtimes) is started for the
+run and stopped by ``close``;
 ``auto`` or ``ray://HOST:PORT`` joins a running cluster and leaves it running. Every task
 reserves ``threads`` CPUs and runs torch at ``threads`` threads (``OMP_NUM_THREADS`` too), so a
 node runs as many tasks at once as it has CPUs for.
@@ -33,19 +34,23 @@ class RayExecutor:
         threads: torch threads (and CPUs reserved) per task.
         num_cpus: CPUs of a local cluster (default: this machine's).
         retries: how many more times a task that raises, or whose worker dies, runs before it is reported.
+        runtimes: the runtimes a local cluster declares (``runtime:NAME``, one each): a local
+            cluster is this machine, so its latency is this machine's. Ignored when joining a cluster,
+            whose nodes declare their own.
     """
 
     name = "ray"
 
     def __init__(self, address: str | None = None, *, threads: int = 1, num_cpus: int | None = None,
-                 retries: int = 2) -> None:
+                 retries: int = 2, runtimes: tuple[str, ...] = ("onnxruntime",)) -> None:
         self.threads, self.retries = max(1, int(threads)), int(retries)
         self._owned = False
         if not ray.is_initialized():
             env = {"OMP_NUM_THREADS": str(self.threads)}
             if address is None:
                 ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
-                         configure_logging=False, runtime_env={"env_vars": env})
+                         configure_logging=False, runtime_env={"env_vars": env},
+                         resources={runtime_resource(r): 1 for r in runtimes})
             else:
                 ray.init(address=address, runtime_env={"env_vars": env}, configure_logging=False)
             self._owned = True
