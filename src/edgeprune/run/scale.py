@@ -24,7 +24,9 @@ def open_executor(recipe: RunRecipe) -> Any:
         return None
     from edgeprune.scale import get_executor
 
-    return get_executor(recipe.executor, threads=recipe.threads)
+    # a local cluster is this machine: it declares the run's runtime (checked installed before this)
+    return get_executor(recipe.executor, threads=recipe.threads, runtimes=tuple(dict.fromkeys(("onnxruntime",
+                                                                                               recipe.runtime))))
 
 
 def evaluator_for(executor: Any, recipe: RunRecipe, on_done: Callable[[str, Any, int, int], None] | None = None) -> Any:

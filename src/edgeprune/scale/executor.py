@@ -94,7 +94,7 @@ def run_pinned(threads: int | None, fn: Callable[[Any, Any], Any], shared: Any, 
 
 
 def get_executor(spec: str | None = None, *, threads: int | None = None, workers: int | None = None,
-                 retries: int = 2) -> Executor:
+                 retries: int = 2, runtimes: tuple[str, ...] = ("onnxruntime",)) -> Executor:
     """The executor a ``--executor`` value names.
 
     Args:
@@ -105,6 +105,7 @@ def get_executor(spec: str | None = None, *, threads: int | None = None, workers
         threads: torch threads of every task (each Ray task also reserves that many CPUs).
         workers: CPUs of a local cluster (default: all of this machine's).
         retries: how many more times a failed task runs before it is reported.
+        runtimes: the runtimes a local Ray cluster declares as resources (it is this machine).
 
     Returns:
         An :class:`Executor` (use it as a context manager, or call ``close``).
@@ -121,5 +122,6 @@ def get_executor(spec: str | None = None, *, threads: int | None = None, workers
             raise ExecutorError(f"--executor {spec} needs Ray, which is not installed: {RAY_INSTALL}") from None
         from edgeprune.scale.ray_executor import RayExecutor
 
-        return RayExecutor(None if spec == "ray" else spec, threads=threads or 1, num_cpus=workers, retries=retries)
+        return RayExecutor(None if spec == "ray" else spec, threads=threads or 1, num_cpus=workers, retries=retries,
+                           runtimes=runtimes)
     raise ExecutorError(f"unknown executor {spec!r}: use serial, ray, auto or ray://HOST:PORT")
