@@ -16,8 +16,15 @@ from edgeprune.scale.ddp import DistributedError, Launch, finetune_distributed
 TASK = "digits"
 
 
-def test_two_gloo_ranks_match_one_process_on_the_same_global_batch():
-    torch.set_num_threads(1)
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank runs
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(one_thread):
     inputs = resolve_inputs(TASK, TASK, seed=0)
     pruned = prune(inputs.model, inputs.example, 0.3).model
     single = copy.deepcopy(pruned)

@@ -28,10 +28,12 @@ RATIOS = (0.25, 0.5)
 
 @pytest.fixture(scope="module")
 def cluster():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers run at 1 thread too: the same kernels, the same sums
     executor = RayExecutor(threads=1, num_cpus=2, retries=1, runtimes=())  # a node without the runtime's device
     yield executor
     executor.close()
+    torch.set_num_threads(threads)
     assert not ray.is_initialized()
 
 
