@@ -28,7 +28,10 @@ class Guarded:
     both cannot hold). With ``finetune_each`` every candidate is fine-tuned before it is measured
     (more cut for much more compute); otherwise the guard holds before fine-tuning, and the final
     fine-tuning is kept only if it does not break the guard.
-    Costs: ``iterations + 2`` evaluations (and fine-tunings with ``finetune_each``).
+    Costs: ``iterations + 2`` evaluations (and fine-tunings with ``finetune_each``); with an
+    evaluator on ``w`` workers, the next ``log2(w + 1)`` levels of the bisection are measured at
+    once and only the serial path's trials are kept (``details["speculative_evaluations"]`` counts
+    the rest), so the plan is the serial one.
 
     Attributes:
         allocation: ``"global"`` or ``"uniform"``.
