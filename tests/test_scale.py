@@ -108,8 +108,15 @@ def test_a_raising_task_is_retried_then_reported_by_name(cluster, tmp_path):
 
 
 def test_latency_is_refused_where_no_node_declares_the_runtime(cluster):
+    from edgeprune.run import recipe_from_mapping
+    from edgeprune.run.search import choose_plan
+
     with pytest.raises(ExecutorError, match="runtime:onnxruntime"):
         cluster.on_runtime("onnxruntime", lambda shared, item: item, None, 1)
+    recipe = recipe_from_mapping({"model": TASK, "data": TASK, "target": "speedup=1.5x", "threads": 1})
+    inp = _inputs()
+    with pytest.raises(ExecutorError, match="declares the resource 'runtime:onnxruntime'"):  # never timed here
+        choose_plan(inp.model, inp.example, recipe, evaluate=inp.evaluate, train=inp.train, executor=cluster)
 
 
 def test_ray_executor_is_refused_without_ray_with_the_pip_command(monkeypatch):
