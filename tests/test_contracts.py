@@ -138,6 +138,7 @@ CASES = [
     Case("cat", "cat", "nchw", fn(lambda m, h: torch.cat([h, 2 * h], 1))),
     Case("stack", "stack", "nchw", fn(lambda m, h: torch.stack([h, -h], 2))),
     Case("chunk-gate", "chunk", "nchw", fn(lambda m, h: h.chunk(2, 1)[0] * torch.sigmoid(h.chunk(2, 1)[1]))),
+    Case("tensor-split-swap", "tensor_split", "nchw", fn(lambda m, h: torch.cat(torch.tensor_split(h, 2, 1)[::-1], 1))),
     Case("split-spatial", "split", "nchw", fn(lambda m, h: torch.cat(torch.split(h, 3, -1)[::-1], -1))),
     Case("narrow", "narrow", "nchw", fn(lambda m, h: h.narrow(-1, 1, 4))),
     Case("select", "select", "nchw", fn(lambda m, h: h.select(-1, 0))),

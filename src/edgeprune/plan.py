@@ -28,7 +28,7 @@ forward that reshapes by ``self.num_heads`` or ``self.attn_dim`` runs only if th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -125,17 +125,21 @@ class Plan:
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
             raise PlanError("not an edgeprune plan (missing 'format': 'edgeprune.plan')")
         if data.get("version") != PLAN_VERSION:
-            raise PlanError(f"plan version {data.get('version')!r} is not supported (expected {PLAN_VERSION})")
+            raise PlanError(f"plan version {str(data.get('version'))[:40]!r} is not supported (expected {PLAN_VERSION})")
         try:
             groups = [
-                GroupPlan(**{**g, "slots": [Slot(**s) for s in g["slots"]], "remove": list(g["remove"]),
-                             "attrs": [Attr(**a) for a in g.get("attrs", [])]})
-                for g in data.get("groups", [])
+                _typed(GroupPlan, {**_as(dict, g, "a group"), "slots": [_typed(Slot, s) for s in _as(list, g["slots"], "slots")],
+                                   "attrs": [_typed(Attr, a) for a in _as(list, g.get("attrs", []), "attrs")]})
+                for g in _as(list, data.get("groups", []), "groups")
             ]
-            masks = [MaskEntry(**m) for m in data.get("masks", [])]
-            return cls(kind=data["kind"], groups=groups, masks=masks,
-                       shapes={k: list(v) for k, v in data.get("shapes", {}).items()},
-                       meta=dict(data.get("meta", {})), blocks=[str(b) for b in data.get("blocks", [])])
+            masks = [_typed(MaskEntry, m) for m in _as(list, data.get("masks", []), "masks")]
+            shapes = _as(dict, data.get("shapes", {}), "shapes")
+            for name, shape in shapes.items():
+                _check_value(name, "shapes", "list[int]", shape)
+            return cls(kind=_as(str, data["kind"], "kind"), groups=groups, masks=masks,
+                       shapes={k: list(v) for k, v in shapes.items()},
+                       meta=dict(_as(dict, data.get("meta", {}), "meta")),
+                       blocks=[str(b) for b in _as(list, data.get("blocks", []), "blocks")])
         except (KeyError, TypeError) as exc:
             raise PlanError(f"malformed plan: {exc}") from exc
 
@@ -143,8 +147,8 @@ class Plan:
     def from_json(cls, text: str) -> Plan:
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise PlanError(f"plan is not valid JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, an int of too many digits, deep nesting
+            raise PlanError(f"plan is not valid JSON: {str(exc)[:200]}") from exc
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
@@ -152,7 +156,48 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        return cls.from_json(Path(path).read_text())
+        """Read a plan file; raises ``PlanError`` naming the file when it is missing or not a plan."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PlanError(f"cannot read plan {str(path)!r}: {exc}") from exc
+        try:
+            return cls.from_json(text)
+        except PlanError as exc:
+            raise PlanError(f"{path}: {exc}") from exc
+
+
+_NONNEGATIVE = ("dim", "offset", "stride", "size")
+_POSITIVE = ("inner", "outer", "row_groups", "unit", "partitions", "per_unit")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_value(name: str, where: str, kind: str, value: Any) -> None:
+    ok = {"str": lambda v: isinstance(v, str), "int": _is_int,
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "list[int]": lambda v: isinstance(v, list) and all(_is_int(x) for x in v)}.get(kind, lambda v: True)
+    if not ok(value):
+        raise PlanError(f"malformed plan: {where} {name!r} is {str(value)[:60]!r}, expected {kind}")
+    if kind == "int" and (name in _NONNEGATIVE and value < 0 or name in _POSITIVE and value < 1):
+        raise PlanError(f"malformed plan: {where} {name!r} is {value}, out of range")
+
+
+def _as(kind: type, value: Any, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise PlanError(f"malformed plan: {what} is a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
+def _typed(cls: type, data: Any) -> Any:
+    """``cls(**data)`` after checking each field's JSON type (and range) against its annotation."""
+    data = _as(dict, data, f"a {cls.__name__}")
+    for f in fields(cls):
+        if f.name in data:
+            _check_value(f.name, cls.__name__, str(f.type), data[f.name])
+    return cls(**data)
 
 
 _PLANS_ATTR = "_edgeprune_plans"

@@ -198,10 +198,28 @@ def default_input(spec_or_model: str | nn.Module, input_shape: Sequence[int] | N
     shape = shape or DEFAULT_IMAGE_SHAPE
     if any(d <= 0 for d in shape):
         raise SpecError(f"input shape {shape} has a dimension <= 0")
+    check_input_size(shape)
     gen = torch.Generator().manual_seed(seed)
     if dtype.is_floating_point:
         return torch.randn(shape, generator=gen, dtype=dtype)
     return torch.randint(0, 100, shape, generator=gen, dtype=dtype)
+
+
+MAX_INPUT_ELEMENTS = 2 ** 31  # 8 GiB of float32: no edge model's example input comes near it
+
+
+def check_input_size(shape: Sequence[int]) -> None:
+    """Refuse an input shape too large to allocate (a corrupt or hostile file's, not a real model's).
+
+    Raises:
+        SpecError: the shape holds more than ``MAX_INPUT_ELEMENTS`` elements.
+    """
+    n = 1
+    for d in shape:
+        n *= int(d)
+    if n > MAX_INPUT_ELEMENTS:
+        raise SpecError(f"input shape {tuple(shape)} has {n:.3g} elements, more than {MAX_INPUT_ELEMENTS:.3g}: "
+                        "not an edge model's input")
 
 
 def split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:

@@ -38,6 +38,7 @@ SAVE_FORMAT = "edgeprune.saved"
 SAVE_VERSION = 1
 META_FILE = "edgeprune.json"
 WEIGHTS_FILE = "model.safetensors"
+ZOO_PREFIXES = ("torchvision", "timm")  # specs that name a model, not code: rebuilt from a save without model=
 
 
 class LoadError(EdgepruneError, ValueError):
@@ -117,7 +118,8 @@ def load(path: str | os.PathLike, model: nn.Module | None = None) -> nn.Module:
         built from a spec, its spec (``spec_of(loaded)``).
 
     Raises:
-        LoadError: the save is missing, unreadable, of an unknown format or version; the weights
+        LoadError: the save is missing, unreadable, of an unknown format or version; its spec names
+            code (an import path or a .py file: pass ``model=`` to use it); the weights
             file's checksum does not match (truncated or tampered); a plan does not fit the model;
             tensor names, shapes or dtypes differ from the pruned model's.
 
@@ -176,8 +178,8 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads(meta_file.read_text())
     except FileNotFoundError as exc:
         raise LoadError(f"{path}: {META_FILE} is missing") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LoadError(f"{path}: {META_FILE} is not valid JSON (truncated or corrupt): {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many digits, deep nesting
+        raise LoadError(f"{path}: {META_FILE} is not valid JSON (truncated or corrupt): {str(exc)[:200]}") from exc
     if not isinstance(meta, dict) or meta.get("format") != SAVE_FORMAT:
         raise LoadError(f"{path}: {META_FILE} does not describe an edgeprune save")
     if meta.get("version") != SAVE_VERSION:
@@ -186,6 +188,11 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(weights, dict) or not isinstance(weights.get("file"), str) \
             or Path(weights["file"]).name != weights["file"]:
         raise LoadError(f"{path}: {META_FILE} has no valid 'weights' entry")
+    aliases = meta.get("aliases", {})
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+        raise LoadError(f"{path}: {META_FILE} has a malformed 'aliases' entry (expected names to names)")
+    if not isinstance(meta.get("plans", []), list):
+        raise LoadError(f"{path}: {META_FILE} has a malformed 'plans' entry (expected a list of plans)")
     return meta
 
 
@@ -258,6 +265,11 @@ def _base_model(meta: dict[str, Any], model: nn.Module | None) -> nn.Module:
     if not spec:
         raise LoadError(f"this save records no model spec ({meta.get('model_class')}); "
                         "pass the unpruned model: load(path, model=...)")
+    if not isinstance(spec, str) or (":" in spec and spec.split(":", 1)[0] not in ZOO_PREFIXES):
+        # An import path or a .py file names code to run; a file must never make edgeprune run code.
+        raise LoadError(f"this save's model spec {str(spec)[:120]!r} names code to run; edgeprune rebuilds only "
+                        f"zoo ({', '.join(ZOO_PREFIXES)}) and built-in models from a file: if you trust it, "
+                        "pass the unpruned model yourself: load(path, model=load_model(spec))")
     try:
         return load_model(spec, trained=False)  # the architecture: the saved weights replace its own
     except SpecError as exc:

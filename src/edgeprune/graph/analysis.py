@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from edgeprune.graph.groups import Group, build_groups
 from edgeprune.errors import ProbeError
-from edgeprune.graph.probe import freeze_at, freeze_heads_at, meta_agrees, run_probe
+from edgeprune.graph.probe import freeze_at, freeze_heads_at, meta_agrees, run_probe, uneven_subsets
 from edgeprune.graph.rules import RuleRegistry, default_rules
 from edgeprune.graph.trace import TraceResult, trace, warm_copy
 from edgeprune.surgery.structured import named_tensors
@@ -67,10 +67,13 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
             break
         if max_probe_rounds is None:
             max_probe_rounds = max(24, len(groups) + 1)
-        outcome = run_probe(model, example_inputs, tr, groups, meta=meta)
-        if outcome.mismatch is not None and meta:
-            outcome = run_probe(model, example_inputs, tr, groups, meta=False)
-            meta = outcome.mismatch is not None and meta_agrees(model, example_inputs, tr)
+        for only in [None, *uneven_subsets(groups)]:  # every group cut alike, then unevenly
+            outcome = run_probe(model, example_inputs, tr, groups, meta=meta, only=only)
+            if outcome.mismatch is not None and meta:
+                outcome = run_probe(model, example_inputs, tr, groups, meta=False, only=only)
+                meta = outcome.mismatch is not None and meta_agrees(model, example_inputs, tr)
+            if outcome.mismatch is not None:
+                break
         rounds += 1
         if outcome.mismatch is None:
             break

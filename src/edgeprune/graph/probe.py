@@ -96,14 +96,16 @@ def meta_agrees(model: nn.Module, example_inputs: Any, tr: TraceResult) -> bool:
 
 
 def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group],
-              meta: bool = False) -> ProbeOutcome:
+              meta: bool = False, only: set[str] | None = None) -> ProbeOutcome:
     """Remove one unit per partition from each group of a copy and compare every op's shapes.
 
     Comparison stops at the first op whose output sizes depend on values (``nms``, ``nonzero``,
-    boolean masks); after it, the copy must still run to the end.
+    boolean masks); after it, the copy must still run to the end. ``only``: remove units from
+    these groups only (the others keep theirs), to catch sizes that hold only for even removals.
     """
-    removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in groups}
-    removed = {g.root: g.partitions for g in groups}
+    cut = [g for g in groups if only is None or g.name in only]
+    removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in cut}
+    removed = {g.root: g.partitions for g in cut}
     probe_model, inputs = _copy(model, example_inputs, meta)
     remove_units(probe_model, make_plan(groups, removals, named_tensors(probe_model)))
     recorder, error = _record(probe_model, inputs)
@@ -124,6 +126,19 @@ def run_probe(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: li
         return ProbeOutcome(min(at, len(tr.records) - 1), f"{type(error).__name__}: {str(error).splitlines()[0][:200]}",
                             outside_op=recorder.failed_at is None)
     return ProbeOutcome(None)
+
+
+def uneven_subsets(groups: list[Group]) -> list[set[str]]:
+    """Subsets of groups such that any two groups are cut differently in at least one of them.
+
+    The groups whose index has bit ``j`` set, and those where it is clear (a size may come out right
+    when one side is cut and wrong when the other is): 2 ceil(log2 n) probes. The probe that
+    cuts every group alike cannot see a size the forward derives from several groups' widths
+    together (``x.split([C // 2, C // 2])`` with C read from the tensor, a chunk of a width shared
+    by two groups); cutting one without the other shows it.
+    """
+    bits = (len(groups) - 1).bit_length()
+    return [{g.name for i, g in enumerate(groups) if (i >> j & 1) == side} for j in range(bits) for side in (1, 0)]
 
 
 def freeze_heads_at(tr: TraceResult, index: int, detail: str, groups: list[Group]) -> int:

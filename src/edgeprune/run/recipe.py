@@ -184,9 +184,11 @@ def load_recipe(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not a text file (not UTF-8: {exc.reason} at byte {exc.start})") from None
     data = _parse(text, path)
     if data is None:
         data = {}
@@ -246,6 +248,13 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         raise bad("val_fraction", f"must be between 0 and 1, got {recipe.val_fraction}")
     if recipe.input_shape is not None and (not recipe.input_shape or min(recipe.input_shape) < 1):
         raise bad("input_shape", f"must be positive sizes, batch first, got {list(recipe.input_shape)}")
+    if recipe.input_shape is not None:
+        from edgeprune.specs import SpecError, check_input_size
+
+        try:
+            check_input_size(recipe.input_shape)
+        except SpecError as exc:
+            raise bad("input_shape", str(exc)) from None
     try:
         targets = recipe.targets
     except BadInputError as exc:

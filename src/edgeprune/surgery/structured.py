@@ -43,12 +43,18 @@ def remove_units(model: nn.Module, plan: Plan) -> nn.Module:
             if slot.row_groups > 1:
                 grouped[slot.tensor] = (slot.row_groups, list(group.remove))
                 continue
-            indices = slot.indices(group.remove)
-            extent = tensors[slot.tensor].shape[slot.dim]
-            if indices and max(indices) >= extent:
-                raise PlanError(f"plan group {group.name!r} removes index {max(indices)} of "
+            t = tensors[slot.tensor]
+            if not 0 <= slot.dim < t.dim():
+                raise PlanError(f"plan group {group.name!r} slices dim {slot.dim} of {slot.tensor}, "
+                                f"which has {t.dim()} dims")
+            extent = t.shape[slot.dim]
+            # Checked by arithmetic before any index list is built: a hostile inner/outer would make one enormous.
+            spans = slot.outer * group.size * slot.inner
+            top = slot.offset + (slot.outer - 1) * slot.stride + (max(group.remove, default=0) + 1) * slot.inner
+            if group.remove and (spans > extent or top > extent):
+                raise PlanError(f"plan group {group.name!r} removes index {top - 1} of "
                                 f"{slot.tensor} dim {slot.dim}, which has only {extent}")
-            removal[slot.tensor][slot.dim].update(indices)
+            removal[slot.tensor][slot.dim].update(slot.indices(group.remove))
 
     new: dict[str, torch.Tensor] = {}
     for name in set(removal) | set(grouped):

@@ -27,7 +27,7 @@ import torch.nn as nn
 
 from edgeprune.plan import Plan
 from edgeprune.targets.layers import LayerSpec
-from edgeprune.targets.table import LatencyTable
+from edgeprune.targets.table import LatencyTable, TableError
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,14 @@ class LatencyPredictor:
         """The kept count of each group, read from the channel counts of ``model``'s layers."""
         counts: dict[str, int] = {}
         for layer in self.table.layers:
-            m = model.get_submodule(layer.name)
-            c_in, c_out = ((m.in_features, m.out_features) if isinstance(m, nn.Linear)
-                           else (m.in_channels, m.out_channels))
+            try:
+                m = model.get_submodule(layer.name)
+                c_in, c_out = ((m.in_features, m.out_features) if isinstance(m, nn.Linear)
+                               else (m.in_channels, m.out_channels))
+            except AttributeError as exc:
+                raise TableError(f"the table's layer {layer.name!r} ({layer.signature}) is not a layer of this "
+                                 f"{type(model).__name__}: the table was built for another model "
+                                 f"({self.table.model_key})") from exc
             if layer.out_group:
                 counts[layer.out_group] = int(c_out)
             if layer.in_group and not layer.depthwise:

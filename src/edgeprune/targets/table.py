@@ -135,9 +135,9 @@ class LatencyTable:
     def load(cls, path: str | Path) -> LatencyTable:
         """Read a table file; raises :class:`TableError` naming the file when it is not one."""
         try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise TableError(f"cannot read latency table {path}: {exc}") from exc
+            doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:  # also not UTF-8, too many digits, deep nesting
+            raise TableError(f"cannot read latency table {path}: {str(exc)[:200]}") from exc
         try:
             return cls.from_dict(doc)
         except TableError as exc:

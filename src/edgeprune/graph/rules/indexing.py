@@ -94,6 +94,36 @@ def split(ctx, args, kwargs, out) -> None:
         start = stop
 
 
+def chunk(ctx, args, kwargs, out) -> None:
+    """chunk: the piece sizes follow the input's size (see :func:`_equal_pieces`)."""
+    _equal_pieces(ctx, args, kwargs, out, "chunk", arg(args, kwargs, 1, "chunks"))
+
+
+def tensor_split(ctx, args, kwargs, out) -> None:
+    """tensor_split: into a number of sections as chunk does; at given indices, as split does."""
+    _equal_pieces(ctx, args, kwargs, out, "tensor_split", arg(args, kwargs, 1, "indices_or_sections"))
+
+
+def _equal_pieces(ctx, args, kwargs, out, name: str, sections) -> None:
+    """Cut into a number of pieces whose sizes the op computes from the input's size.
+
+    After pruning, the op cuts the smaller input into pieces of its own choosing, so each piece must
+    lose as many units as the others: equal pieces are unified (unit i of each goes together), and
+    unequal ones (an odd size) are blocked. The probe, which removes one unit from every group at
+    once, cannot see this: it shrinks every piece alike.
+    """
+    split(ctx, args, kwargs, out)
+    if not isinstance(sections, int):
+        return  # at given indices: literal sizes, which the probe checks
+    x, dim = args[0], arg(args, kwargs, 2, "dim", 0) % args[0].dim()
+    pieces = tensors_in(out)
+    if len({p.shape[dim] for p in pieces}) > 1:
+        ctx.block(ctx.dims(x)[dim], f"{name} into unequal pieces")
+        return
+    for p in pieces[1:]:
+        ctx.unify(ctx.dims(pieces[0])[dim], ctx.dims(p)[dim], f"pieces of {name}")
+
+
 def narrow(ctx, args, kwargs, out) -> None:
     x, dim = args[0], arg(args, kwargs, 1, "dim") % args[0].dim()
     start, length = arg(args, kwargs, 2, "start"), arg(args, kwargs, 3, "length")
@@ -158,6 +188,6 @@ def flip(ctx, args, kwargs, out) -> None:
 
 
 RULES = {"__getitem__": getitem, "cat": cat, "concat": cat, "concatenate": cat, "stack": stack,
-         "split": split, "chunk": split, "tensor_split": split, "split_with_sizes": split, "unsafe_split": split,
+         "split": split, "chunk": chunk, "tensor_split": tensor_split, "split_with_sizes": split, "unsafe_split": split,
          "narrow": narrow, "select": select, "unbind": unbind, "index_select": index_select, "glu": glu,
          "roll": roll, "flip": flip}
