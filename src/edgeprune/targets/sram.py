@@ -75,6 +75,9 @@ class SramReport:
         live: bytes alive after each lowered op, in order (for plots).
         buffers: the lowered buffers with their offsets.
         ops: the lowered op count.
+        flash: the predicted ``.tflite`` bytes: weights at the precision plus each tensor's record
+            in the flatbuffer (~190 bytes FP32, ~230 INT8 with its quantization parameters, fitted
+            on the files of the tests within ~10%).
     """
 
     total: int
@@ -85,10 +88,11 @@ class SramReport:
     live: list[int]
     buffers: list[tuple[Buffer, int]] = field(default_factory=list)
     ops: int = 0
+    flash: int = 0
 
     def to_dict(self) -> dict:
         return {"total": self.total, "head": self.head, "tail": self.tail, "peak_time": self.peak_time,
-                "peak_layers": list(self.peak_layers), "ops": self.ops}
+                "peak_layers": list(self.peak_layers), "ops": self.ops, "flash": self.flash}
 
 
 def plan_offsets(buffers: list[Buffer]) -> list[int]:
@@ -166,6 +170,8 @@ class _Lowering:
         self.owner: list[tuple[str, str]] = []  # buffer -> (op, layer)
         self.consts = 0
         self.persist = 0
+        self.weight_bytes = 0
+        self.layer_of: dict[int, str] = {}  # tensor -> the layer that produced it (copies count as it)
         self.nc_wanted: set[int] = set()
 
     # -- buffers and ops -----------------------------------------------------------------------
@@ -194,6 +200,7 @@ class _Lowering:
         forms, shape = self.forms[key], self.shape[key]
         if want in forms:
             return forms[want]
+        layer = self.layer_of.get(key, layer)  # a copy of a tensor is charged to the layer that made it
         if len(shape) not in (3, 4) or (want == "nchw4" and len(shape) == 4):
             want = "nc"
             if want in forms:
@@ -226,12 +233,15 @@ class _Lowering:
 
     def _set(self, key: int, shape: tuple[int, ...], form: str, buf: int, family: str) -> None:
         self.shape[key], self.forms[key], self.made_by[key] = shape, {form: buf}, family
+        self.layer_of[key] = self.owner[buf][1]
 
     def _alias(self, src: int, dst: int, shape: tuple[int, ...] | None = None) -> None:
         self.shape[dst] = shape or self.shape[src]
         self.forms[dst] = self.forms[src] if shape is None or shape == self.shape[src] else \
             {"nc": self.forms[src].get("nc", next(iter(self.forms[src].values())))}
         self.made_by[dst] = self.made_by[src]
+        if src in self.layer_of:
+            self.layer_of[dst] = self.layer_of[src]
 
     # -- ops -----------------------------------------------------------------------------------
     def lower(self, rec) -> None:
@@ -257,6 +267,7 @@ class _Lowering:
                     padded[2 + d] += 2 * p
                 buf = self._op("PAD", layer, [buf], tuple(padded), 1)
             groups = getattr(module, "groups", 1)
+            self._weights(module, shape[1])
             self._set(out, shape, "nhwc", self._op("DEPTHWISE_CONV_2D" if groups > 1 else "CONV_2D", layer,
                                                    [buf], shape, 2), "conv")
             self.persist += 96 + 8 * shape[1]
@@ -269,6 +280,7 @@ class _Lowering:
                 mul = self._op("MUL", layer, [buf], shape, 1)
                 self._set(out, shape, "nc", self._op("ADD", layer, [mul], shape, 1), "batch_norm")
                 self.persist += 32
+                self.weight_bytes += 2 * 4 * shape[1]
         elif name in _FUSED_ACT and self.made_by.get(src) in _FUSES_ACT:
             self._alias(src, out)  # a fused activation
         elif name.startswith("max_pool") or name.startswith("avg_pool"):
@@ -295,6 +307,7 @@ class _Lowering:
                 self._set(out, shape, "nc", self._op("RESHAPE", layer, [buf], shape, 1), "reshape")
                 self.persist += 16
         elif name == "linear":
+            self._weights(module, shape[-1])
             self._set(out, shape, "nc", self._op("FULLY_CONNECTED", layer, [self.form(src, "nc", layer)], shape, 2),
                       "linear")
             self.persist += 96
@@ -311,6 +324,12 @@ class _Lowering:
             # channels-first at once, and channels-last readers get a transpose of that copy.
             self.form(out, "nc", layer)
             del forms["nhwc"]
+
+    def _weights(self, module: nn.Module | None, out_channels: int) -> None:
+        weight, bias = getattr(module, "weight", None), getattr(module, "bias", None)
+        n_w = int(weight.numel()) if isinstance(weight, torch.Tensor) else 0
+        n_b = int(bias.numel()) if isinstance(bias, torch.Tensor) else out_channels
+        self.weight_bytes += n_w * self.itemsize + 4 * n_b + (12 * out_channels if self.int8 else 0)
 
     # -- the plan ------------------------------------------------------------------------------
     def report(self, outputs: list[int]) -> SramReport:
@@ -338,7 +357,8 @@ class _Lowering:
         tensors = len(self.sizes) + self.consts
         tail = 31 * tensors + 64 * n + 128 + (64 if self.int8 else 0) + self.persist + 600
         tail = -(-tail // ALIGN) * ALIGN
-        return SramReport(head + tail, head, tail, peak_time, peak_layers, live, list(zip(buffers, offsets)), n)
+        flash = self.weight_bytes + (230 if self.int8 else 190) * tensors + 1000
+        return SramReport(head + tail, head, tail, peak_time, peak_layers, live, list(zip(buffers, offsets)), n, flash)
 
 
 def _channels_first_consumers(records) -> set[int]:
