@@ -67,3 +67,48 @@ def test_an_impossible_arena_names_the_smallest_it_reached():
     model, x = make("cnn1d")
     with pytest.raises(BudgetError, match=r"smallest arena reached is [\d,]+ bytes"):
         ep.prune(model, x, budget=Budget(ram=1000, precision="int8"), strategy="sram")
+
+
+# -- the command line: ram=/flash= verified in TFLite Micro --------------------------------------------
+def _invoke(args):
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import _register_commands, app
+
+    _register_commands()
+    return CliRunner().invoke(app, args, catch_exceptions=False)
+
+
+QUICK = ["--epochs", "1", "--latency-runs", "3", "--threads", "1", "--no-curve"]
+
+
+def test_an_unknown_device_exits_2_naming_the_known_ones(tmp_path):
+    result = _invoke(["prune", "digits", "--device", "cortex-m99", *QUICK, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "cortex-m4" in " ".join(result.output.split())
+
+
+def test_an_impossible_arena_exits_3_naming_the_smallest_arena_and_writes_nothing(tmp_path):
+    result = _invoke(["prune", "digits", "--target", "ram=100B", *QUICK, "--out", str(tmp_path / "run")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 3 and "smallest arena reached is" in text and "'sram'" in text, text
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_ram_budget_is_met_as_measured_in_tflm(tmp_path):
+    import json
+
+    from edgeprune.runtimes.tflm import measure_arena
+
+    out = tmp_path / "run"
+    result = _invoke(["prune", "digits", "--data", "digits", "--target", "ram=0.9", "--target", "flash=0.8",
+                      "--runtime", "tflm", *QUICK, "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    ram = next(c for c in m["targets"] if c["metric"] == "ram")
+    flash = next(c for c in m["targets"] if c["metric"] == "flash")
+    measured = measure_arena(out / "model.tflite").total  # the file in the run, measured again here
+    dense = m["mcu"]["stages"]["dense"]["arena"]["total"]
+    assert ram["reached"] == measured <= ram["limit"] == pytest.approx(0.9 * dense) and ram["met"]
+    assert flash["reached"] == (out / "model.tflite").stat().st_size <= flash["limit"] and flash["met"]
+    assert m["mcu"]["stages"]["pruned"]["accuracy"] is not None and "TFLite Micro" in m["guard"]["judged_on"] \
+        if m["guard"] else True

@@ -173,6 +173,9 @@ class Budget:
                 parts.append(f"{name}={v:g}" if plain else f"{name}<={v:g}x")
         if self.has_latency:
             parts.append(f"on {self.runtime} at {self.threads} thread(s)")
+        if self.ram is not None or self.flash is not None:
+            parts.append(f"{self.precision} on tflm" + (f" (+{self.runtime_flash:,.0f} B runtime code)"
+                                                       if self.runtime_flash else ""))
         return ", ".join(parts) or "no target"
 
 

@@ -47,19 +47,25 @@ class PeakFirst:
         owners = _groups_by_layer(scored)
         removed = {g.name: 0 for g in scored.groups}
         smallest, history = None, []
+        ram = next((t for t in targets if t.name == "ram"), None)
+        others = [t for t in targets if t.name != "ram"]
         for _ in range(self.max_steps):
             plan = self._plan(scored, removed, session)
-            costs = session.costs(targets, model, [plan])
+            costs = session.costs(others, model, [plan]) if others else {}
+            report = None
+            if ram is not None:  # one prediction gives the arena and the layers that set it
+                report = predict_arena(apply_plan(copy.deepcopy(model), plan), session.example_inputs, precision)
+                costs["ram"] = float(report.total)
+                history.append(report.total)
+                smallest = min(smallest or report.total, report.total)
             missed = [t for t in targets if not t.met(costs[t.name])]
-            if "ram" in costs:
-                history.append(int(costs["ram"]))
-                smallest = min(smallest or costs["ram"], costs["ram"])
             if not missed:
                 break
-            if any(t.name == "ram" for t in missed):
-                report = predict_arena(apply_plan(copy.deepcopy(model), plan), session.example_inputs, precision)
+            fraction = self.step
+            if report is not None and not ram.met(report.total):
                 names = [g for layer in report.peak_layers for g in owners.get(layer, [])]
                 names = [g for g in dict.fromkeys(names) if self._more(scored, g, removed, session)]
+                fraction = min(0.5, max(self.step, 1 - ram.limit / report.total))  # bigger steps far from it
             else:
                 names = [g.name for g in scored.groups if self._more(scored, g.name, removed, session)]
             if not names:  # the peak's layers are as thin as they go: take a step everywhere else
@@ -67,7 +73,7 @@ class PeakFirst:
             if not names:
                 raise BudgetError(_impossible(missed, costs, smallest))
             for g in names:
-                removed[g] = self._next(scored, g, removed, session)
+                removed[g] = self._next(scored, g, removed, session, fraction)
         else:
             raise BudgetError(_impossible(missed, costs, smallest))
         plan.meta["budget_fit"] = {k: float(v) for k, v in costs.items()}
@@ -84,10 +90,11 @@ class PeakFirst:
         return make_plan(scored.groups, removals, scored.tensors, meta={
             "criterion": session.criterion_name, "strategy": self.name, "round_to": session.round_to})
 
-    def _next(self, scored: Scored, name: str, removed: dict[str, int], session: Session) -> int:
+    def _next(self, scored: Scored, name: str, removed: dict[str, int], session: Session,
+              fraction: float | None = None) -> int:
         g = next(g for g in scored.groups if g.name == name)
         left = g.size - removed[name]
-        want = removed[name] + max(g.partitions * max(1, session.round_to), int(left * self.step))
+        want = removed[name] + max(g.partitions * max(1, session.round_to), int(left * (fraction or self.step)))
         return max(removed[name], removable(g, want, session.round_to))
 
     def _more(self, scored: Scored, name: str, removed: dict[str, int], session: Session) -> bool:
