@@ -73,11 +73,13 @@ def mcu_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, notes
     stages: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="edgeprune-tflm-") as tmp:
         for stage, model, path in (("dense", inputs.model, Path(tmp) / name), ("pruned", pruned, directory / name)):
-            if int8:
+            if path.exists():  # the INT8 step or --runtime tflm's verdict wrote it already: the same file
+                pass
+            elif int8:
                 from edgeprune.quantize.litert import quantize_litert
 
                 quantize_litert(model, example, batches, path)
-            elif not path.exists():  # --runtime tflm wrote it already for the verdict's timing
+            else:
                 get_runtime("tflm").export(model, example, path)
             arena = measure_arena(path)
             size = path.stat().st_size
