@@ -103,6 +103,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/mcu")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--no-latency", action="store_true", help="skip the interleaved timing (memory and metrics only)")
     args = ap.parse_args()
     torch.manual_seed(0)
     started = time.time()
@@ -139,6 +140,32 @@ def main() -> None:
                                                                            else "int8").total,
                                           "file_bytes": path.stat().st_size,
                                           "flash": path.stat().st_size + m4.runtime_flash, "macs": macs[name]}
+        hop_ms = 1000 * 512 / 2000
+        base = rows["dense fp32"]["event_f1"]
+        ours_int8, tp_int8 = rows["ours int8"], rows["torch_pruning int8"]
+        result = {
+            "device": m4.name, "limits": {"flash": m4.flash, "sram": m4.sram, "runtime_flash": m4.runtime_flash},
+            "rows": rows, "window_hop_ms": hop_ms, "torch_pruning_ratio": tp_ratio, "prune_seconds": prune_s,
+            "checks": {
+                "ours_int8_fits": ours_int8["arena"] <= m4.sram and ours_int8["flash"] <= m4.flash,
+                "dense_fp32_does_not_fit": rows["dense fp32"]["arena"] > m4.sram or rows["dense fp32"]["flash"] > m4.flash,
+                "drop_points": base - ours_int8["event_f1"],
+                "arena_ours_over_tp": ours_int8["arena"] / tp_int8["arena"],
+                "macs_ours_over_tp": macs["ours"] / macs["torch_pruning"],
+            },
+            "load_before_timing": os.getloadavg(),
+        }
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(f"Cortex-M4 class: {m4.flash:,} B flash ({m4.runtime_flash:,} B runtime allowance), {m4.sram:,} B SRAM")
+        print(f"{'model':22s} {'F1':>6s} {'AUC':>6s} {'arena':>9s} {'pred.':>9s} {'flash':>9s} {'MACs':>10s}")
+        for k, r in rows.items():
+            print(f"{k:22s} {r['event_f1']:6.1f} {r['auc']:6.1f} {r['arena']:9,d} {r['predicted_arena']:9,d} "
+                  f"{r['flash']:9,d} {r['macs']:10,.0f}")
+        print(json.dumps(result["checks"], default=float), f"load {os.getloadavg()}", flush=True)
+        if args.no_latency:
+            return
         lite = get_runtime("litert").open(files["dense"]["int8"])
         q = lite.interp.get_input_details()[0]
         xq = np.clip(np.round(x.numpy() / q["quantization"][0]) + q["quantization"][1], -128, 127).astype(np.int8)
@@ -152,35 +179,14 @@ def main() -> None:
         with timing_lock():  # only the timing waits for the machine's timing lock
             load_before = os.getloadavg()
             lat = measure_interleaved(arts, x, threads=1, rounds=args.rounds, runs=5, warmup=2)
-    hop_ms = 1000 * 512 / 2000
-    base = rows["dense fp32"]["event_f1"]
-    ours_int8, tp_int8 = rows["ours int8"], rows["torch_pruning int8"]
-    result = {
-        "device": m4.name, "limits": {"flash": m4.flash, "sram": m4.sram, "runtime_flash": m4.runtime_flash},
-        "rows": rows, "latency_ms": {k: v.ms for k, v in lat.items()}, "window_hop_ms": hop_ms,
-        "torch_pruning_ratio": tp_ratio, "prune_seconds": prune_s, "seconds": time.time() - started,
-        "checks": {
-            "ours_int8_fits": ours_int8["arena"] <= m4.sram and ours_int8["flash"] <= m4.flash,
-            "dense_fp32_does_not_fit": rows["dense fp32"]["arena"] > m4.sram or rows["dense fp32"]["flash"] > m4.flash,
-            "drop_points": base - ours_int8["event_f1"],
-            "arena_ours_over_tp": ours_int8["arena"] / tp_int8["arena"],
-            "macs_ours_over_tp": macs["ours"] / macs["torch_pruning"],
-        },
-        "load_during_timing": load_before, "load_after": os.getloadavg(),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
-    print(f"Cortex-M4 class: {m4.flash:,} B flash ({m4.runtime_flash:,} B runtime allowance), {m4.sram:,} B SRAM")
-    print(f"{'model':22s} {'F1':>6s} {'AUC':>6s} {'arena':>9s} {'pred.':>9s} {'flash':>9s} {'MACs':>10s}")
-    for k, r in rows.items():
-        print(f"{k:22s} {r['event_f1']:6.1f} {r['auc']:6.1f} {r['arena']:9,d} {r['predicted_arena']:9,d} "
-              f"{r['flash']:9,d} {r['macs']:10,.0f}")
-    print(f"latency per window (ms, batch 1, 1 thread, interleaved; hop {hop_ms:.0f} ms):")
-    for k, v in lat.items():
-        print(f"  {k:22s} {v.ms:8.3f}")
-    print(json.dumps(result["checks"], default=float))
-    print(f"load {os.getloadavg()}")
+        result["latency_ms"] = {k: v.ms for k, v in lat.items()}
+        result["load_during_timing"], result["load_after"] = load_before, os.getloadavg()
+        result["seconds"] = time.time() - started
+        (out / "results.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(f"latency per window (ms, batch 1, 1 thread, interleaved; hop {hop_ms:.0f} ms):")
+        for k, v in lat.items():
+            print(f"  {k:22s} {v.ms:8.3f}")
+        print(f"load during timing {load_before}, after {os.getloadavg()}")
 
 
 if __name__ == "__main__":
