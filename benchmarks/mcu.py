@@ -198,7 +198,7 @@ def main() -> None:
         for name in ("dense", "ours"):
             arts[f"{name} ORT fp32"] = Artifact("onnxruntime", files[name]["onnx"])
             arts[f"{name} LiteRT fp32"] = Artifact("litert", files[name]["fp32"])
-            arts[f"{name} LiteRT int8"] = Artifact("litert", files[name]["int8"], inputs=[xq])
+            arts[f"{name} LiteRT int8"] = Artifact("litert", files[name]["int8"], inputs=(torch.from_numpy(xq),))
             arts[f"{name} TFLM fp32"] = Artifact("tflm", files[name]["fp32"])
             arts[f"{name} TFLM int8"] = Artifact("tflm", files[name]["int8"])
         with timing_lock():  # only the timing waits for the machine's timing lock
