@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(VENV)/bin/pip install -q -e '.[dev]'
+	# the sensors task reads the data files aeon ships; --no-deps: its pins would downgrade numpy and pandas
+	$(VENV)/bin/pip install -q --no-deps 'aeon>=1.6'
 	touch $(STAMP)
 
 demo: $(STAMP)

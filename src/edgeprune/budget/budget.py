@@ -14,12 +14,13 @@ from typing import Any
 import torch.nn as nn
 
 from edgeprune.budget.costs import BytesCost, CostModel, MacsCost, ParamsCost, Target, price
+from edgeprune.budget.memory import FlashCost, SramCost
 from edgeprune.budget.terms import LATENCY_METRICS, Term, parse_terms
 from edgeprune.errors import BudgetError
 
-_COSTS = ("macs", "params", "bytes", "latency_ms", "speedup")
+_COSTS = ("macs", "params", "bytes", "latency_ms", "speedup", "ram", "flash")
 _TERM_FIELD = {"macs": "macs", "params": "params", "size": "bytes", "sparsity": "sparsity",
-               "latency": "latency_ms", "speedup": "speedup"}
+               "latency": "latency_ms", "speedup": "speedup", "ram": "ram", "flash": "flash"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ class Budget:
         threads: the runtime's thread count.
         latency_model: a ``CostModel`` that predicts latency; ``edgeprune.prune`` builds one from a
             latency table measured on ``runtime`` when it is not given.
+        ram: the TensorFlow Lite Micro arena in bytes (peak SRAM of activations, scratch and the
+            interpreter's records), planned on the arena predicted from the traced graph
+            (``edgeprune.targets.sram``) and judged by TFLM on the deployed file.
+        flash: the deployed ``.tflite`` bytes plus ``runtime_flash`` (the runtime's code).
+        precision: what will be deployed, ``"float32"`` or ``"int8"``: the arena and flash are
+            priced at that precision (``--quantize int8`` sets it).
+        runtime_flash: bytes of flash the runtime's code takes beside the model (a stated
+            allowance, not a measurement; see ``edgeprune.targets.devices``).
 
     Example:
         >>> Budget.parse("macs=0.5", "speedup=2x", max_drop=1).describe()
@@ -58,8 +67,14 @@ class Budget:
     sparsity: float | None = None
     runtime: str = "onnxruntime"
     threads: int = 2
+    ram: float | None = None
+    flash: float | None = None
+    precision: str = "float32"
+    runtime_flash: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.precision not in ("float32", "int8"):
+            raise BudgetError(f"Budget.precision must be 'float32' or 'int8', got {self.precision!r}")
         for name in (*_COSTS, "max_drop", "sparsity"):
             value = getattr(self, name)
             if value is not None and not value > 0 and not (name == "max_drop" and value == 0):
@@ -119,7 +134,8 @@ class Budget:
                               "latency, e.g. from edgeprune.targets); edgeprune.prune builds one on "
                               f"{self.runtime!r} when it is missing")
         wanted: list[tuple[str, CostModel, float, bool]] = []  # name, model, value, value is a divisor
-        for name, cm in (("macs", MacsCost()), ("params", ParamsCost()), ("bytes", BytesCost())):
+        for name, cm in (("macs", MacsCost()), ("params", ParamsCost()), ("bytes", BytesCost()),
+                         ("ram", SramCost(self.precision)), ("flash", FlashCost(self.precision, self.runtime_flash))):
             if getattr(self, name) is not None:
                 wanted.append((name, cm, float(getattr(self, name)), False))
         if self.latency_ms is not None:
@@ -150,13 +166,16 @@ class Budget:
     def describe(self) -> str:
         """A short human form, e.g. ``"macs<=0.5x, max_drop=1.0"``."""
         parts = []
-        for name in ("macs", "params", "bytes", "sparsity", "latency_ms", "speedup", "max_drop"):
+        for name in ("macs", "params", "bytes", "ram", "flash", "sparsity", "latency_ms", "speedup", "max_drop"):
             v = getattr(self, name)
             if v is not None:
                 plain = name in ("max_drop", "latency_ms", "speedup", "sparsity") or v > 1
                 parts.append(f"{name}={v:g}" if plain else f"{name}<={v:g}x")
         if self.has_latency:
             parts.append(f"on {self.runtime} at {self.threads} thread(s)")
+        if self.ram is not None or self.flash is not None:
+            parts.append(f"{self.precision} on tflm" + (f" (+{self.runtime_flash:,.0f} B runtime code)"
+                                                       if self.runtime_flash else ""))
         return ", ".join(parts) or "no target"
 
 

@@ -8,6 +8,8 @@
 ``sparsity=0.9``            fraction of weights zeroed (``--kind weights``)
 ``latency=8ms``             latency measured on the budget's runtime at its thread count
 ``speedup=2x``              measured latency at most 1/2 of the original (likewise; ``latency=2x`` too)
+``ram=64KB``, ``ram=0.5``   the TFLite Micro arena (peak SRAM) of the deployed artifact, bytes or a fraction
+``flash=256KB``             the deployed artifact's bytes plus the runtime code allowance (``--device``)
 ==========================  ==============================================================
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from edgeprune.errors import BudgetError
 class BudgetSyntaxError(BudgetError, ValueError):
     """A budget term does not parse (unknown metric, bad number or unit, out of range)."""
 
-METRICS = ("macs", "params", "size", "sparsity", "latency", "speedup")
+METRICS = ("macs", "params", "size", "sparsity", "latency", "speedup", "ram", "flash")
 LATENCY_METRICS = ("latency", "speedup")
 _COUNT_SUFFIX = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
 _BYTE_SUFFIX = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -55,7 +57,7 @@ class Term:
     def describe(self) -> str:
         """A phrase for reports, e.g. ``MACs <= 0.5x original``."""
         names = {"macs": "MACs", "params": "parameters", "size": "weight bytes", "sparsity": "sparsity",
-                 "latency": "latency", "speedup": "speedup"}
+                 "latency": "latency", "speedup": "speedup", "ram": "TFLM arena", "flash": "flash"}
         if self.metric == "sparsity":
             return f"sparsity of the pruned weight tensors >= {self.value:g}"
         if self.metric == "speedup":
@@ -64,7 +66,7 @@ class Term:
             return f"{names[self.metric]} <= {self.value:g}x original"
         if self.metric == "latency":
             return f"latency <= {self.value:.3g} ms"
-        unit = " bytes" if self.metric == "size" else ""
+        unit = " bytes" if self.metric in ("size", "ram", "flash") else ""
         return f"{names[self.metric]} <= {self.value:,.0f}{unit}"
 
 
@@ -96,7 +98,7 @@ def parse_term(text: str) -> Term:
     if metric not in METRICS:
         raise BudgetSyntaxError(f"target {text!r}: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     parse = {"macs": _count, "params": _count, "size": _bytes, "sparsity": _sparsity,
-             "latency": _latency, "speedup": _speedup}[metric]
+             "latency": _latency, "speedup": _speedup, "ram": _bytes, "flash": _bytes}[metric]
     try:
         value, relative = parse(raw)
     except ValueError as exc:

@@ -47,8 +47,11 @@ def prune_command(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="batch size of loaders edgeprune builds"),
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="example input shape, e.g. 1,3,224,224"),
     latency_runs: Optional[int] = typer.Option(None, "--latency-runs", help="timed runs per latency figure (default 50)"),
-    runtime: Optional[str] = typer.Option(None, "--runtime", help="deploy on onnxruntime (default), litert, executorch "
-                                          "or openvino: its artifact is written and the verdict measured on it"),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="deploy on onnxruntime (default), litert, executorch, "
+                                          "openvino or tflm: its artifact is written and the verdict measured on it"),
+    device: Optional[str] = typer.Option(None, "--device", help="a microcontroller profile (cortex-m4, cortex-m7, "
+                                         "cortex-m33, cortex-m0plus, esp32-s3): sets ram= and flash=, verified in "
+                                         "TFLite Micro"),
     no_curve: bool = typer.Option(False, "--no-curve", help="do not evaluate search candidates (faster on big data)"),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: after fine-tuning, static INT8 for the "
                                            "runtime (model.int8.onnx, .tflite or .pte); the guard and size/latency "
@@ -75,7 +78,8 @@ def prune_command(
         "epochs": epochs, "max_epochs": max_epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
         "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
         "latency_runs": latency_runs, "curve": False if no_curve else None, "quantize": quantize,
-        "calibration_batches": calibration_batches, "runtime": runtime, "executor": executor, "nproc": nproc,
+        "calibration_batches": calibration_batches, "runtime": runtime, "device": device, "executor": executor,
+        "nproc": nproc,
         "nnodes": nnodes, "rdzv_endpoint": rdzv_endpoint,
     }
     given = {k: v for k, v in given.items() if v is not None}

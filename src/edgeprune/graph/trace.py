@@ -43,6 +43,8 @@ class OpRecord:
     outputs: list[Dims]
     out_shapes: list[tuple[int, ...]]
     data_dependent: bool = False  # output sizes follow the values (nms, nonzero, boolean masks)
+    in_ids: list[int] = field(default_factory=list)  # id() of each tensor input (stable while the trace runs)
+    out_ids: list[int] = field(default_factory=list)  # tensor lifetimes follow from these (targets/sram.py)
 
 
 @dataclass
@@ -244,7 +246,7 @@ class Tracer(TorchFunctionMode):
                     self.set_dims(t, tuple(fixed(n) for n in t.shape))
         self.records.append(OpRecord(len(self.records), name, self.module_stack[-1], in_dims,
                                      [self._dims[id(t)] for t in outs], [tuple(t.shape) for t in outs],
-                                     is_data_dependent(name, args)))
+                                     is_data_dependent(name, args), [id(t) for t in ins], [id(t) for t in outs]))
         return out
 
     def result(self) -> TraceResult:

@@ -31,7 +31,8 @@ import torch.nn as nn
 
 log = logging.getLogger("edgeprune.run")
 
-ARTIFACTS = {"onnxruntime": "model.int8.onnx", "litert": "model.int8.tflite", "executorch": "model.int8.pte"}
+ARTIFACTS = {"onnxruntime": "model.int8.onnx", "litert": "model.int8.tflite", "executorch": "model.int8.pte",
+             "tflm": "model.int8.tflite"}  # TFLite Micro runs LiteRT's INT8 file
 ARTIFACT = ARTIFACTS["onnxruntime"]
 STAGES = ("dense_fp32", "pruned_fp32", "pruned_int8", "dense_int8")
 STAGE_LABELS = {"dense_fp32": "dense FP32", "pruned_fp32": "pruned FP32", "pruned_int8": "pruned INT8",
@@ -114,7 +115,7 @@ def _from_torch(runtime: str, tmp: Path, out: Path, inputs: Any, pruned: nn.Modu
     from edgeprune.quantize import FileModule
     from edgeprune.runtimes import get_runtime
 
-    if runtime == "litert":
+    if runtime in ("litert", "tflm"):
         from edgeprune.quantize.litert import quantize_litert as quantize
     else:
         from edgeprune.quantize.executorch import quantize_executorch as quantize

@@ -13,6 +13,8 @@ file is in place (see :mod:`edgeprune.run.rundir`). The run directory holds::
     model.sparse.onnx  (sparse kinds) the same with sparse initializers: the smaller file to ship
     model.int8.*       (--quantize int8) the pruned model in static INT8 for the runtime (.onnx, .tflite,
                        .pte), checked against fake-quant
+    model.tflite       (ram=/flash=/--device/--runtime tflm) the file a microcontroller runs, measured in
+                       TFLite Micro (model.int8.tflite with --quantize int8; see run/mcu.py)
     metrics.json       before/after figures, targets, guard, search trials, per-layer table, timings
     run.log            what happened, step by step
     report.html        the report, one self-contained file
@@ -39,7 +41,7 @@ from edgeprune.run.rundir import check_out, staged_run
 log = logging.getLogger("edgeprune.run")
 
 STEPS = ("load", "evaluate original", "profile original", "choose plan", "fine-tune", "evaluate pruned",
-         "profile pruned + export ONNX", "save model", "quantize INT8", "write report")
+         "profile pruned + export ONNX", "save model", "quantize INT8", "verify on TFLite Micro", "write report")
 
 
 @dataclass
@@ -244,7 +246,15 @@ class _Pipeline:
                 acc_q = int8["stages"]["pruned_int8"]["accuracy"]
                 s["note"] = f"{acc_q:.2f}%" if acc_q is not None else ""
 
-        metrics = self._metrics(inputs, before, after, acc_before, acc_pruned, acc_after, outcome, ft, int8)
+        mcu = None
+        if r.on_microcontroller:
+            from edgeprune.run.mcu import mcu_step
+
+            with self.step("verify on TFLite Micro") as s:
+                mcu = mcu_step(self.dir, inputs, pruned, r, self.notes)
+                p = mcu["stages"]["pruned"]
+                s["note"] = f"arena {p['arena']['total']:,} B, file {p['bytes']:,} B"
+        metrics = self._metrics(inputs, before, after, acc_before, acc_pruned, acc_after, outcome, ft, int8, mcu)
         (self.dir / "metrics.json").write_text(json.dumps(metrics, indent=1, default=_json_default) + "\n")
         with self.step("write report"):
             from edgeprune.report import write_report
@@ -254,7 +264,7 @@ class _Pipeline:
         return metrics
 
     def _metrics(self, inputs, before, after, acc_before, acc_pruned, acc_after, outcome, ft,
-                 int8=None) -> dict[str, Any]:
+                 int8=None, mcu=None) -> dict[str, Any]:
         from edgeprune.run.search import figures
 
         r = self.recipe
@@ -274,6 +284,8 @@ class _Pipeline:
                 lat_b, lat_a = b["latency_ms"], a["latency_ms"]
                 limit = t.limit_for(lat_b) if t.metric == "speedup" or t.relative else t.value
                 reached, met = lat_a, lat_a is not None and lat_a <= limit
+            elif t.metric in ("ram", "flash"):  # judged on the deployed file in TFLite Micro (judge_mcu)
+                limit, reached, met = t.value, None, False
             else:
                 limit, reached = t.limit_for(original.get(t.metric)), final.get(t.metric)
                 met = reached <= limit * (1 + 1e-9)
@@ -288,6 +300,11 @@ class _Pipeline:
             from edgeprune.run.int8 import judge_int8
 
             checks, guard = judge_int8(int8, checks, guard, acc_before)
+            drop = guard["drop"] if guard is not None else drop
+        if mcu is not None:  # the microcontroller's file is what is deployed: it judges memory and the guard
+            from edgeprune.run.mcu import judge_mcu
+
+            checks, guard = judge_mcu(mcu, checks, guard, acc_before, r.targets)
             drop = guard["drop"] if guard is not None else drop
         failed = [c["target"] for c in checks if not c["met"]]
         status, code = "ok", ExitCode.OK
@@ -322,6 +339,7 @@ class _Pipeline:
             "profiles": {"before": before.to_dict(), "after": after.to_dict()},
             "latency": self.latency,
             "int8": int8,
+            "mcu": mcu,
             "timings": dict(self.timings),
             "notes": list(self.notes),
             "files": sorted(set(files)),

@@ -71,6 +71,9 @@ class RunRecipe:
             (``model.int8.onnx``, ``model.int8.tflite`` or ``model.int8.pte``; none for OpenVINO);
             the guard and the size and latency targets are then judged on it.
         calibration_batches: batches of the training data (validation without one) that calibrate INT8.
+        device: a microcontroller profile (``cortex-m4``, ``edgeprune.targets.devices``): adds
+            ``ram=`` (its SRAM) and ``flash=`` (its flash, the runtime's code allowance counted)
+            unless the targets give them; the deployed ``.tflite`` is then verified in TFLite Micro.
         executor: where the strategies' candidate evaluations run: ``serial`` (here), ``ray`` (a
             local Ray cluster), ``auto`` (the running cluster) or ``ray://HOST:PORT`` (``edgeprune.scale``).
         nproc: fine-tuning processes on this node (torchrun, DistributedDataParallel); 1: none.
@@ -103,6 +106,7 @@ class RunRecipe:
     curve: bool = True
     quantize: str | None = None
     calibration_batches: int = 8
+    device: str | None = None
     executor: str = "serial"
     nproc: int = 1
     nnodes: int = 1
@@ -113,9 +117,21 @@ class RunRecipe:
     def targets(self) -> list[Term]:
         """The parsed targets (the budget vocabulary's terms, ``edgeprune.budget.terms``)."""
         try:
-            return parse_terms(self.target)
+            terms = parse_terms(self.target)
         except BudgetSyntaxError as exc:
             raise BadInputError(str(exc)) from None
+        if self.device:  # the device's limits, where the targets do not set them
+            from edgeprune.targets.devices import get_device
+
+            d, given = get_device(self.device), {t.metric for t in terms}
+            terms += [Term(m, float(v), False, f"{m}={v}B ({d.name})")
+                      for m, v in (("ram", d.sram), ("flash", d.flash)) if m not in given]
+        return terms
+
+    @property
+    def on_microcontroller(self) -> bool:
+        """Whether the run is judged in TFLite Micro (a ``ram=``/``flash=`` target, ``--device`` or ``--runtime tflm``)."""
+        return self.runtime == "tflm" or any(t.metric in ("ram", "flash") for t in self.targets)
 
     @property
     def is_sparse(self) -> bool:
@@ -240,6 +256,13 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         get_runtime(recipe.runtime)
     except UnknownRuntimeError as exc:
         raise bad("runtime", str(exc)) from None
+    if recipe.device is not None:
+        from edgeprune.targets.devices import UnknownDeviceError, get_device
+
+        try:
+            get_device(recipe.device)
+        except UnknownDeviceError as exc:
+            raise bad("device", str(exc)) from None
     if recipe.max_drop is not None and recipe.max_drop < 0:
         raise bad("max_drop", f"must be >= 0 accuracy points, got {recipe.max_drop}")
     if recipe.batch_size is not None and recipe.batch_size < 1:
@@ -280,6 +303,9 @@ def _check_targets(recipe: RunRecipe, targets: list[Term], bad) -> None:
         if "sparsity" in metrics:
             raise bad("target", "sparsity=... needs --kind weights (or 2:4); channel pruning removes whole "
                                 "channels: use macs=, params=, size= or speedup=")
+        if metrics & {"ram", "flash"} and metrics & set(LATENCY_METRICS):
+            raise bad("target", "ram=/flash= and a latency target do not go together (TFLite Micro's host "
+                                "interpreter gives no device latency)")
         if not targets:
             raise bad("target", "is missing: give at least one, e.g. macs=0.5, params=0.5, size=4MB or speedup=2x")
     elif recipe.kind == "blocks":

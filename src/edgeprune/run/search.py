@@ -84,8 +84,14 @@ def budget_for(recipe: RunRecipe) -> Any:
     """
     from edgeprune.budget import Budget
 
+    mcu = {}
+    if recipe.on_microcontroller:  # priced at the precision deployed, with the runtime's code beside the file
+        from edgeprune.targets.devices import get_device
+
+        mcu = {"precision": "int8" if recipe.quantize == "int8" else "float32",
+               "runtime_flash": float(get_device(recipe.device).runtime_flash) if recipe.device else 0.0}
     return Budget.from_terms(recipe.targets, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
-                             runtime=recipe.runtime, threads=recipe.threads)
+                             runtime=recipe.runtime, threads=recipe.threads, **mcu)
 
 
 def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
@@ -125,7 +131,10 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         options = {}
     else:
         latency = any(t.metric in LATENCY_METRICS for t in recipe.targets)
-        options = {"criterion": recipe.criterion, "strategy": "latency" if latency else recipe.strategy,
+        # an arena budget takes the peak-first allocation unless the run names another strategy than the default
+        sram = budget.ram is not None and recipe.strategy == "uniform"
+        options = {"criterion": recipe.criterion,
+                   "strategy": "latency" if latency else ("sram" if sram else recipe.strategy),
                    "ignore": recipe.ignore, "round_to": recipe.round_to}
     iterative = recipe.strategy == "iterative" and finetune is not None and recipe.kind == "channels"
     remote_latency = executor is not None and recipe.kind == "channels" and not recipe.is_sparse and \
@@ -140,7 +149,9 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
                            finetune=finetune if iterative else None, evaluator=evaluator,
                            evaluate=evaluate if recipe.strategy in STRATEGIES_THAT_EVALUATE else None, **options)
     except BudgetError as exc:
-        raise BudgetNotMetError(f"{exc} (strategy {recipe.strategy!r}, targets {', '.join(recipe.target)})") from None
+        used = options.get("strategy", recipe.strategy)
+        targets = ", ".join(t.text for t in recipe.targets)
+        raise BudgetNotMetError(f"{exc} (strategy {used!r}, targets {targets})") from None
     details = result.stats.get("details", {})
     if recipe.is_sparse:
         return SearchOutcome(result, float(result.stats.get("sparsity_pruned", budget.sparsity or 0.0)), "fixed sparsity")
@@ -154,7 +165,7 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
     ratio = details.get("ratio")
     trials = curve(model, example, recipe, evaluate, on_trial) if recipe.curve and evaluate is not None else []
     outcome = SearchOutcome(result, float(ratio) if ratio is not None else float("nan"),
-                            f"{recipe.strategy} strategy, budget {budget.describe()}", trials)
+                            f"{options.get('strategy', recipe.strategy)} strategy, budget {budget.describe()}", trials)
     outcome.finetuned = iterative
     outcome.sensitivity = sensitivity_for_report(details.get("curves"))
     return outcome

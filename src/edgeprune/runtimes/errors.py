@@ -47,4 +47,4 @@ class ParityError(ExportError):
             f"{input_label}: max abs diff {max_abs:.3g}, max rel diff {max_rel:.3g}{detail}")
 
 
-_LABEL = {"onnxruntime": "ONNX", "litert": "LiteRT", "executorch": "ExecuTorch", "openvino": "OpenVINO"}
+_LABEL = {"onnxruntime": "ONNX", "litert": "LiteRT", "executorch": "ExecuTorch", "openvino": "OpenVINO", "tflm": "TFLite Micro"}

@@ -17,8 +17,9 @@ _PLUGINS: dict[str, str] = {
     "litert": "edgeprune.runtimes.litert:LiteRT",
     "executorch": "edgeprune.runtimes.executorch:ExecuTorch",
     "openvino": "edgeprune.runtimes.openvino:OpenVINO",
+    "tflm": "edgeprune.runtimes.tflm:TFLM",
 }
-_ALIASES = {"ort": "onnxruntime", "tflite": "litert", "et": "executorch", "ov": "openvino"}
+_ALIASES = {"ort": "onnxruntime", "tflite": "litert", "et": "executorch", "ov": "openvino", "tflite-micro": "tflm"}
 _loaded: dict[str, Runtime] = {}
 
 

@@ -17,6 +17,7 @@ from edgeprune.strategies.latency import LatencyAware
 from edgeprune.strategies.oneshot import OneShot
 from edgeprune.schedule import scheduled_amount, step_amounts
 from edgeprune.strategies.sensitivity import Curves, Sensitivity, sensitivity_curves
+from edgeprune.strategies.sram import PeakFirst
 from edgeprune.strategies.uniform import uniform
 
 PRESETS = {
@@ -27,8 +28,9 @@ PRESETS = {
     "iterative": Iterative(),
     "guarded": Guarded(),
     "latency": LatencyAware(),
+    "sram": PeakFirst(),  # cuts the layers that set the TFLite Micro arena's peak first (ram= budgets)
 }
 
-__all__ = ["Curves", "Guarded", "Iterative", "LatencyAware", "OneShot", "PRESETS", "Sensitivity", "Strategy", "global_ranking",
+__all__ = ["Curves", "Guarded", "Iterative", "LatencyAware", "OneShot", "PRESETS", "PeakFirst", "Sensitivity", "Strategy", "global_ranking",
            "lowest", "make_plan", "removable", "scheduled_amount", "sensitivity_curves", "step_amounts",
            "uniform"]
