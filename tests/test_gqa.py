@@ -177,3 +177,17 @@ def test_gpt2_prunes_heads_mlp_and_width_and_its_onnx_agrees():
     replayed = ep.apply_plan(copy.deepcopy(model), Plan.from_json(result.plan.to_json()))
     with torch.no_grad():
         torch.testing.assert_close(replayed(x).logits, result.model(x).logits)
+
+
+def test_an_eager_gqa_decoder_prunes_whole_kv_groups_with_their_query_heads():
+    # eager code repeats each key/value head in place (repeat_kv) to meet the query heads: the trace
+    # reads every query head as a copy of its key/value head, so a unit is one key/value group
+    model = _llama(attn="eager")
+    x = _tokens()
+    result = ep.prune(model, x, ratio=0.5)
+    assert result.stats["attention_checked"] == ["eager", "sdpa"]
+    attn = result.model.model.layers[0].self_attn
+    assert (attn.q_proj.out_features, attn.k_proj.out_features, attn.num_key_value_groups) == (32, 8, 4)
+    _assert_llama_counts(result.model)
+    torch.testing.assert_close(_logits_under(result.model, x, "eager"), _logits_under(result.model, x, "sdpa"),
+                               rtol=1e-5, atol=1e-5)

@@ -12,27 +12,16 @@ def _batch(ctx, a_dims, b_dims, n_out):
         ia, ib = k - (n_out - len(a_dims)), k - (n_out - len(b_dims))
         la = a_dims[ia] if ia >= 0 else None
         lb = b_dims[ib] if ib >= 0 else None
-        same = la is not None and lb is not None and sum(s.length for s in la) == sum(s.length for s in lb)
-        if same and (ctx.share_heads(la, lb, "batched matmul") or ctx.share_heads(lb, la, "batched matmul")):
-            # grouped-query attention in eager code: key/value heads repeated in place (repeat_kv) meet
-            # the query heads; the query heads go on
-            labels.append(la if _plain(ctx, la) else lb)
-            continue
-        if same:
+        # Eager grouped-query attention meets here: key/value heads repeated in place (repeat_kv:
+        # expand, then merge) against the query heads. Unifying them defines each query head as a
+        # repeat of its key/value head, so whole key/value groups go with their query heads.
+        if la is not None and lb is not None and sum(s.length for s in la) == sum(s.length for s in lb):
             ctx.unify(la, lb, "batched matmul")
             labels.append(la)
         else:
             pick = [x for x in (la, lb) if x is not None and sum(s.length for s in x) != 1]
             labels.append(pick[0] if pick else (la or lb))
     return labels
-
-
-def _plain(ctx, dm) -> bool:
-    try:
-        resolved = ctx.spaces.resolve(dm)
-    except Exception:
-        return False
-    return len(resolved) == 1 and resolved[0].plain
 
 
 def matmul(ctx, args, kwargs, out) -> None:
