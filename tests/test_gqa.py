@@ -191,3 +191,33 @@ def test_an_eager_gqa_decoder_prunes_whole_kv_groups_with_their_query_heads():
     _assert_llama_counts(result.model)
     torch.testing.assert_close(_logits_under(result.model, x, "eager"), _logits_under(result.model, x, "sdpa"),
                                rtol=1e-5, atol=1e-5)
+
+
+def _pruned_decode():
+    from edgeprune.export.decoder import decode_inputs
+
+    model = _llama()
+    prompt, nxt = _tokens(), _tokens(1)[:, :1]
+    pruned = ep.prune(model, prompt, ratio=0.3).model
+    return pruned, prompt, nxt, decode_inputs(pruned, prompt, nxt)
+
+
+def test_the_decode_step_of_a_pruned_gqa_decoder_takes_its_cache_as_tensors_exactly():
+    from edgeprune.export.decoder import DecodeStep, NoCache
+
+    pruned, prompt, nxt, inputs = _pruned_decode()
+    assert [tuple(t.shape) for t in inputs[1:3]] == [(1, 2, SEQ, 8)] * 2  # key/value heads kept whole
+    with torch.no_grad():
+        step = DecodeStep(pruned)(*inputs)
+        full = NoCache(pruned)(torch.cat([prompt, nxt], 1))
+    torch.testing.assert_close(step[0][:, -1], full[:, -1], rtol=1e-4, atol=1e-5)  # the cache is exact
+    assert step[1].shape == (1, 2, SEQ + 1, 8)
+
+
+@pytest.mark.slow  # the export takes ~15 s quiet; benchmarks/decoder_cache.py exports and checks all three files
+def test_a_pruned_gqa_decoder_exports_its_decode_step_and_onnx_agrees(tmp_path):
+    from edgeprune.export.decoder import DecodeStep
+    from edgeprune.export.onnx import export_onnx
+
+    pruned, _, _, inputs = _pruned_decode()
+    export_onnx(DecodeStep(pruned), inputs, tmp_path / "decode.onnx")  # checked against PyTorch on ORT
