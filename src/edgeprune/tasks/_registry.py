@@ -11,6 +11,7 @@ _MODULES: dict[str, str] = {
     "mnist1d": "edgeprune.tasks.mnist1d",
     "digits": "edgeprune.tasks.digits",
     "mnist-vit": "edgeprune.tasks.mnist_vit",
+    "minilm": "edgeprune.tasks.minilm",
 }
 _EXTRA: dict[str, Task] = {}
 
