@@ -105,3 +105,11 @@ def test_the_cli_reports_fidelity_before_and_after_recovery(tmp_path):
     assert figures["original"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert figures["pruned"]["mean_cosine"] > figures["pruned_before_finetune"]["mean_cosine"]
     assert summary["metric"].startswith("mean cosine")
+
+
+def test_a_wrapped_hf_model_is_checked_under_each_attention_path(encoder, analysis):
+    from edgeprune.verify import check_attention_variants
+
+    half = {analysis.groups[0].name: list(range(6))}
+    pruned = ep.apply_plan(encoder, make_plan(analysis.groups, half, named_tensors(encoder)))
+    assert check_attention_variants(pruned, tokenize(list(pydoc_sentences()[:2]))) == ["sdpa", "eager"]

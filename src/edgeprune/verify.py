@@ -91,12 +91,21 @@ def attention_variants(model: nn.Module) -> list[str]:
     with ``set_attn_implementation``. Each path reads head counts its own way, so a cut that one
     accepts, another may not. Models without such a switch have one path: ``[]``.
     """
-    config = getattr(model, "config", None)
-    current = getattr(config, "_attn_implementation", None)
-    if not isinstance(current, str) or not callable(getattr(model, "set_attn_implementation", None)):
+    holder = _switch_holder(model)
+    if holder is None:
         return []
-    offered = ["eager"] + (["sdpa"] if getattr(model, "_supports_sdpa", False) else [])
+    current = holder.config._attn_implementation
+    offered = ["eager"] + (["sdpa"] if getattr(holder, "_supports_sdpa", False) else [])
     return [current] + [name for name in offered if name != current]
+
+
+def _switch_holder(model: nn.Module) -> nn.Module | None:
+    """The outermost module with an attention switch (the model itself, or one it wraps)."""
+    for module in model.modules():  # pre-order: outermost first
+        current = getattr(getattr(module, "config", None), "_attn_implementation", None)
+        if isinstance(current, str) and callable(getattr(module, "set_attn_implementation", None)):
+            return module
+    return None
 
 
 def check_attention_variants(pruned: nn.Module, example_inputs: Any, rtol: float = 1e-4) -> list[str]:
@@ -118,11 +127,12 @@ def check_attention_variants(pruned: nn.Module, example_inputs: Any, rtol: float
     variants = attention_variants(pruned)
     if len(variants) < 2:
         return variants
+    holder = _switch_holder(pruned)
     reference: list[torch.Tensor] = []
     try:
         with torch.no_grad(), eval_mode(pruned):
             for name in variants:
-                pruned.set_attn_implementation(name)
+                holder.set_attn_implementation(name)
                 try:
                     got = _tensors(call_model(pruned, example_inputs))
                 except Exception as exc:  # the point of the check
@@ -139,5 +149,5 @@ def check_attention_variants(pruned: nn.Module, example_inputs: Any, rtol: float
                                                 f"attention implementation {name!r} than under {variants[0]!r} "
                                                 f"(max difference {worst:.3g})")
     finally:
-        pruned.set_attn_implementation(variants[0])
+        holder.set_attn_implementation(variants[0])
     return variants
