@@ -24,6 +24,7 @@ from edgeprune.recover import Finetune
 from edgeprune.recover.goal import recover_to_guard
 from edgeprune.result import Proposal, PruneResult
 from edgeprune.surgery import apply_plan
+from edgeprune.verify import check_attention_variants
 
 __all__ = ["apply_plan", "prune", "prune_blocks", "prune_weights"]
 
@@ -101,6 +102,8 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
     before = {c.name: price(c, model, example_inputs, []) for c in size} if sized else {}
     accuracy_before = evaluate(model) if evaluate is not None else None
     proposal = config.propose(model, example_inputs, ratio, budget, resources)
+    if sized:  # every attention code path the model offers must accept the cut (eager and SDPA, say)
+        proposal.stats["attention_checked"] = check_attention_variants(proposal.model, example_inputs)
     max_drop = budget.max_drop if budget is not None else None
     recovery = _recover(model, proposal, resources, accuracy_before, max_drop, max_epochs)
     stats = _stats(config, proposal, budget, before, started)

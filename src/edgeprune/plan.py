@@ -64,11 +64,17 @@ class Slot:
 
 @dataclass(frozen=True)
 class Attr:
-    """An integer module attribute that counts a group's units: ``value == units * per_unit``."""
+    """An integer attribute that counts a group's units: ``value == units * per_unit // divisor``.
+
+    ``name`` may be dotted (``config.num_attention_heads``: an attribute of the module's config
+    object). ``divisor`` counts per partition: grouped-query attention's ``num_key_value_groups``
+    is the query heads per key/value head (``divisor`` = the key/value heads).
+    """
 
     module: str
     name: str
     per_unit: int = 1
+    divisor: int = 1
 
 
 @dataclass

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from edgeprune.graph.spaces import Unresolvable
+from edgeprune.graph.spaces import Seg, Unresolvable
 from edgeprune.graph.trace import TraceResult
 import torch
 
@@ -74,8 +74,18 @@ def build_groups(tr: TraceResult) -> tuple[list[Group], dict[str, str]]:
 
     counters: dict[int, list[Attr]] = defaultdict(list)
     for space, attr in tr.counters:
-        if attr not in counters[spaces.find(space)]:
-            counters[spaces.find(space)].append(attr)
+        try:  # a counted space may since be defined by another (a layer reading merged heads)
+            segs = spaces.resolve((Seg(space, spaces.size[space]),))
+        except Unresolvable:
+            segs = ()
+        roots = {seg.space for seg in segs}
+        if len(roots) != 1 or None in roots:  # several spaces (or fixed runs) behind one count
+            spaces.block_space(space, f"{attr.module}.{attr.name} counts its units, and cannot follow this layout")
+            continue
+        (root,) = roots  # q, k and v heads of one fused projection: each unit counts once per piece
+        attr = replace(attr, per_unit=attr.per_unit * sum(seg.inner * seg.outer for seg in segs))
+        if attr not in counters[root]:
+            counters[root].append(attr)
     produced = set()
     for dm in tr.produced:
         produced |= spaces.atoms(dm)

@@ -22,7 +22,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from edgeprune.graph.spaces import DimMap, Seg, SpaceTable, fixed
+from edgeprune.graph.spaces import DimMap, Seg, SpaceTable, Unresolvable, fixed, length
 from edgeprune.plan import Attr
 from edgeprune.specs import eval_mode
 
@@ -183,13 +183,61 @@ class Tracer(TorchFunctionMode):
         """
         space = self.spaces.coarsen(seg.space, size, inner, outer, f"channels split into {size} units in {self.where}")
         module_name = self.module_stack[-1]
-        for name, value in vars(self._modules.get(module_name, object())).items():
-            if isinstance(value, bool) or not isinstance(value, int):
-                continue
-            per_unit = _counting_attribute(name.lower(), value, size, inner, outer)
-            if per_unit:
+        for name, value, in_config in _int_attributes(self._modules.get(module_name)):
+            per_unit = _counting_attribute(name.rpartition(".")[2].lower(), value, size, inner, outer)
+            if per_unit and (per_unit == 1 or not in_config):  # a config's widths are the model's, not a layer's
                 self.counters.append((space, Attr(module_name, name, per_unit)))
         return (Seg(space, size),)
+
+    def note_features(self, inputs: DimMap, outputs: DimMap, n_in: int, n_out: int) -> None:
+        """Note the running module's integer attributes that count a weight's input or output features.
+
+        A layer that sizes its output from an attribute (HF's ``Conv1D``: ``x.size()[:-1] + (self.nf,)``)
+        must have it follow the cut. Matched by value; when the input and output counts are equal,
+        by name as well (``out``/``nf`` for outputs, ``in``/``nx`` for inputs).
+        """
+        module_name = self.module_stack[-1]
+        for name, value, in_config in _int_attributes(self._modules.get(module_name)):
+            if in_config or value not in (n_in, n_out):
+                continue
+            leaf = name.lower()
+            is_out = value == n_out and (n_in != n_out or "out" in leaf or leaf == "nf")
+            is_in = value == n_in and (n_in != n_out or leaf.startswith("in") or leaf == "nx")
+            for dm, hit in ((outputs, is_out and not is_in), (inputs, is_in and not is_out)):
+                if hit and len(dm) == 1 and dm[0].space is not None:
+                    self.counters.append((dm[0].space, Attr(module_name, name, 1)))
+
+    def share_heads(self, queries: DimMap, shared: DimMap, why: str) -> bool:
+        """Grouped-query attention: each of ``shared``'s heads serves a contiguous group of ``queries``' heads.
+
+        Query head ``h`` reads key/value head ``h // (queries / shared)``. Query heads are then removed
+        in equal numbers from every group (the space is partitioned by the key/value heads), and the
+        key/value heads stay whole: a group never loses its last query head, and the query heads
+        kept still line up with their key/value head. The running module's attributes that hold
+        the query heads per group (``num_key_value_groups``) follow the cut. Returns False when the
+        labels are not one query-head space and one key/value-head space.
+        """
+        try:
+            q, kv = self.spaces.resolve(queries), self.spaces.resolve(shared)
+        except Unresolvable:
+            return False
+        if len(q) != 1 or len(kv) != 1 or q[0].space is None or not q[0].plain:
+            return False
+        n_q, n_kv = q[0].size, length(kv)
+        if kv[0].space is not None and kv[0].outer == 1 and kv[0].inner > 1:
+            n_kv = kv[0].size  # key/value heads repeated in place (repeat_kv: expand, then merge)
+        if n_kv < 1 or n_q % n_kv or n_q == n_kv:
+            return False
+        rep = n_q // n_kv
+        self.spaces.set_partitions(queries, n_kv, f"query heads grouped by key/value head in {self.where}")
+        self.block(shared, f"key/value heads shared by a group of query heads ({why}; the query heads are "
+                           f"pruned within their groups)")
+        module_name = self.module_stack[-1]
+        for name, value, in_config in _int_attributes(self._modules.get(module_name)):
+            leaf = name.rpartition(".")[2].lower()
+            if value == rep and not in_config and any(w in leaf for w in ("group", "rep", "per_kv")):
+                self.counters.append((q[0].space, Attr(module_name, name, 1, divisor=n_kv)))
+        return True
 
     def unify(self, a: DimMap, b: DimMap, why: str) -> None:
         self.spaces.unify(a, b, f"{why} in {self.where}")
@@ -265,6 +313,30 @@ def _counting_attribute(name: str, value: int, size: int, inner: int, outer: int
             if value == size * per_unit:
                 return per_unit
     return 0
+
+
+def _int_attributes(module: nn.Module | None):
+    """``(name, value, in_config)`` for the integer attributes of ``module`` and of its config object.
+
+    A config object (``self.config``: any plain object with a ``to_dict``, or an attribute named
+    ``config``) is where Hugging Face modules keep their head counts; its attributes are named
+    ``config.<name>``.
+    """
+    if module is None:
+        return
+    for name, value in vars(module).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            yield name, value, False
+        elif _is_config(name, value):
+            for key, item in vars(value).items():
+                if isinstance(item, int) and not isinstance(item, bool):
+                    yield f"{name}.{key}", item, True
+
+
+def _is_config(name: str, value: Any) -> bool:
+    if isinstance(value, (nn.Module, torch.Tensor, type)) or not hasattr(value, "__dict__"):
+        return False
+    return name == "config" or callable(getattr(value, "to_dict", None))
 
 
 def _named_tensors(model: nn.Module):

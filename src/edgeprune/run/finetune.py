@@ -30,11 +30,14 @@ class FinetuneReport:
     rank_max_abs_diff: float | None = None  # the largest parameter difference of any rank from rank 0
 
 
-def finetune_config(train: Iterable, *, epochs: int, lr: float, seed: int, distill: bool) -> Any:
-    """The ``edgeprune.recover.Finetune`` of a run (also handed to the iterative strategy)."""
+def finetune_config(train: Iterable, *, epochs: int, lr: float, seed: int, distill: bool,
+                    loss_fn: Callable[..., Any] | None = None) -> Any:
+    """The ``edgeprune.recover.Finetune`` of a run (also handed to the iterative strategy); ``loss_fn``
+    is a built-in task's own loss (cross-entropy when None)."""
     from edgeprune.recover import Distill, Finetune
 
-    return Finetune(train_loader=train, epochs=epochs, lr=lr, seed=seed, distill=Distill() if distill else None)
+    return Finetune(train_loader=train, epochs=epochs, lr=lr, seed=seed, distill=Distill() if distill else None,
+                    loss_fn=loss_fn)
 
 
 def fine_tune(model: nn.Module, config: Any, teacher: nn.Module | None = None, *,

@@ -47,6 +47,8 @@ class RunInputs:
     val: Iterable | None = None
     evaluate: EvaluateFn | None = None
     metric: str = "top-1 accuracy"
+    loss_fn: Callable[..., Any] | None = None  # a built-in task's fine-tuning loss (None: cross-entropy)
+    figures: Callable[[nn.Module], dict[str, float]] | None = None  # a built-in task's extra figures on val
 
 
 def task_names() -> list[str]:
@@ -100,13 +102,27 @@ def resolve_inputs(model_spec: str, data_spec: str | None = None, evaluate_spec:
                            input_shape=input_shape, val_fraction=val_fraction) if data_spec else (None, None)
     example = _example_input(model, model_spec, val, input_shape)
     evaluate = None
+    task = _task(data_spec)
+    metric = "score" if evaluate_spec else task.metric if task is not None else "top-1 accuracy"
     if val is not None:
-        score = load_callable(evaluate_spec, "--evaluate") if evaluate_spec else None
+        score = load_callable(evaluate_spec, "--evaluate") if evaluate_spec else task.score if task else None
         evaluate = bind_evaluate(score, val)
     elif evaluate_spec:
         raise BadInputError("--evaluate needs --data (its validation split is what gets evaluated)")
-    return RunInputs(model, example, train, val, evaluate,
-                     metric="score" if evaluate_spec else "top-1 accuracy")
+    figures = None
+    if task is not None and task.figures is not None and val is not None:
+        figures = lambda m: task.figures(m, val)  # noqa: E731
+    return RunInputs(model, example, train, val, evaluate, metric=metric,
+                     loss_fn=task.loss_fn if task is not None else None, figures=figures)
+
+
+def _task(data_spec: str | None):
+    """The built-in task a data spec names, or None."""
+    if data_spec is None or data_spec not in task_names():
+        return None
+    from edgeprune.tasks import get_task
+
+    return get_task(data_spec)
 
 
 def load_data(spec: str, *, seed: int = 0, batch_size: int | None = None, model: nn.Module | None = None,

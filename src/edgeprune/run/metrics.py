@@ -86,4 +86,6 @@ def json_summary(metrics: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """What ``edgeprune prune --json`` prints: status, exit code, run directory, before/after, checks."""
     return {"status": metrics["status"], "exit_code": metrics["exit_code"], "run_dir": run_dir,
             "before": metrics["before"], "after": metrics["after"], "ratios": metrics["ratios"],
-            "targets": metrics["targets"], "guard": metrics["guard"], "int8": metrics.get("int8")}
+            "targets": metrics["targets"], "guard": metrics["guard"], "int8": metrics.get("int8"),
+            **({"metric": metrics["metric"], "task_figures": metrics["task_figures"]}
+               if metrics.get("task_figures") else {})}

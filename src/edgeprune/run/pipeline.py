@@ -115,6 +115,7 @@ class _Pipeline:
         self.executor = executor  # edgeprune.scale: where the strategy's evaluations run (None: here)
         self.timings: dict[str, float] = {}
         self.latency: dict[str, Any] | None = None  # the interleaved before/after (run/verdict.py)
+        self.task_figures: dict[str, dict[str, float]] | None = None  # a built-in task's own figures
 
     @contextmanager
     def step(self, name: str, total: float | None = None) -> Iterator[dict[str, str]]:
@@ -169,7 +170,8 @@ class _Pipeline:
         if inputs.train is not None and r.epochs > 0:
             from edgeprune.run.finetune import finetune_config
 
-            ft_config = finetune_config(inputs.train, epochs=r.epochs, lr=r.lr, seed=r.seed, distill=r.distill)
+            ft_config = finetune_config(inputs.train, epochs=r.epochs, lr=r.lr, seed=r.seed, distill=r.distill,
+                                        loss_fn=inputs.loss_fn)
         curve_points = 0 if r.is_sparse or not r.curve or inputs.evaluate is None else len(CURVE_RATIOS)
         with self.step("choose plan", total=curve_points or None) as s:
             from edgeprune.run.scale import evaluator_for
@@ -189,6 +191,10 @@ class _Pipeline:
         acc_pruned = None
         if inputs.evaluate is not None and not outcome.finetuned:
             acc_pruned = inputs.evaluate(pruned)
+        if inputs.figures is not None:  # a task's own figures (minilm: cosine, retrieval agreement)
+            self.task_figures = {"original": inputs.figures(inputs.model)}
+            if not outcome.finetuned:
+                self.task_figures["pruned_before_finetune"] = inputs.figures(pruned)
 
         ft = None
         with self.step("fine-tune") as s:
@@ -215,6 +221,8 @@ class _Pipeline:
         with self.step("evaluate pruned") as s:
             if inputs.evaluate is not None:
                 acc_after = inputs.evaluate(pruned)
+            if inputs.figures is not None:
+                self.task_figures["pruned"] = inputs.figures(pruned)
                 s["note"] = f"{acc_after:.2f}%"
         with self.step("profile pruned + export ONNX") as s:
             after = profile(pruned, inputs.example, threads=r.threads, runs=r.latency_runs,
@@ -341,6 +349,7 @@ class _Pipeline:
             "int8": int8,
             "mcu": mcu,
             "timings": dict(self.timings),
+            "task_figures": self.task_figures,
             "notes": list(self.notes),
             "files": sorted(set(files)),
         }

@@ -5,7 +5,9 @@ before the model changes.
 """
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -67,8 +69,8 @@ def remove_units(model: nn.Module, plan: Plan) -> nn.Module:
         new[name] = t.contiguous()
     counts = _counting_attributes(model, plan)
     _swap_tensors(model, tensors, new)
-    for (module, name), value in counts.items():
-        setattr(module, name, value)
+    for owner, name, value in counts:
+        setattr(owner, name, value)
     return model
 
 
@@ -82,9 +84,15 @@ def _check_shapes(plan: Plan, tensors: dict[str, torch.Tensor]) -> None:
                             f"(a different architecture, or a model already pruned)")
 
 
-def _counting_attributes(model: nn.Module, plan: Plan) -> dict[tuple[nn.Module, str], int]:
-    """The new value of every attribute that counts a group's units (``num_heads``), checked first."""
-    out = {}
+def _counting_attributes(model: nn.Module, plan: Plan) -> list[tuple[Any, str, int]]:
+    """The new value of every attribute that counts a group's units (``num_heads``), checked first.
+
+    An attribute may live on an object several groups share (a Hugging Face config holds the head
+    count of every layer): it follows the cut when all of them keep the same count, and stays as
+    it was, with a warning, when they differ (one number cannot describe them).
+    """
+    out: dict[tuple[int, str], tuple[Any, str, int]] = {}
+    conflicts: set[tuple[int, str]] = set()
     for group in plan.groups:
         for attr in group.attrs:
             try:
@@ -92,12 +100,24 @@ def _counting_attributes(model: nn.Module, plan: Plan) -> dict[tuple[nn.Module, 
             except AttributeError:
                 raise PlanError(f"plan group {group.name!r} updates {attr.module}.{attr.name}, "
                                 f"but this model has no module {attr.module!r}") from None
-            before = getattr(module, attr.name, None)
-            if before != group.size * attr.per_unit:
+            *path, leaf = attr.name.split(".")
+            owner = module
+            for part in path:
+                owner = getattr(owner, part, None)
+            before = getattr(owner, leaf, None)
+            if before != group.size * attr.per_unit // attr.divisor:
                 raise PlanError(f"plan group {group.name!r} expects {attr.module or 'the model'}.{attr.name} == "
-                                f"{group.size * attr.per_unit}, found {before!r}")
-            out[(module, attr.name)] = (group.size - len(group.remove)) * attr.per_unit
-    return out
+                                f"{group.size * attr.per_unit // attr.divisor}, found {before!r}")
+            value = (group.size - len(group.remove)) * attr.per_unit // attr.divisor
+            key = (id(owner), leaf)
+            if key in out and out[key][2] != value:
+                conflicts.add(key)
+            out[key] = (owner, leaf, value)
+    for key in conflicts:
+        owner, leaf, _ = out.pop(key)
+        warnings.warn(f"{type(owner).__name__}.{leaf} is shared by groups that keep different counts: "
+                      f"left at {getattr(owner, leaf)}", stacklevel=3)
+    return list(out.values())
 
 
 def _check_group(group: GroupPlan) -> None:

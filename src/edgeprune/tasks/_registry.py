@@ -12,6 +12,7 @@ _MODULES: dict[str, str] = {
     "digits": "edgeprune.tasks.digits",
     "mnist-vit": "edgeprune.tasks.mnist_vit",
     "sensors": "edgeprune.tasks.sensors",
+    "minilm": "edgeprune.tasks.minilm",
 }
 _EXTRA: dict[str, Task] = {}
 

