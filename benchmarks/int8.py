@@ -1,4 +1,4 @@
-"""Prune + INT8 on ONNX Runtime: accuracy on real tasks, latency at 224 px, against Torch-Pruning.
+"""Prune + INT8 on ONNX Runtime, LiteRT or ExecuTorch: accuracy on real tasks, latency at 224 px, against Torch-Pruning.
 
 Accuracy (``--accuracy``): ``edgeprune prune TASK --data TASK --target macs=0.5 --quantize int8
 --max-drop 1`` on ``mnist`` and ``mnist1d`` (their pretrained models, seed 0), through
@@ -20,12 +20,15 @@ change latency), 1x3x224x224, batch 1, ONNX Runtime CPU at ``--threads``:
 All six files of one architecture (dense FP32, dense INT8, ours FP32/INT8, Torch-Pruning FP32/INT8)
 are timed in one process, interleaved (``edgeprune.runtimes.measure_interleaved``: single runs
 alternate between the files, 20 rounds; each figure relative to dense FP32 in the same round).
-``--litert`` adds LiteRT INT8 files of the dense and our pruned model (``edgeprune.quantize.litert``,
-its residual adds annotated; int8 input fed pre-quantized) to the same interleaved session, so
-they are compared with the same dense ORT FP32 reference.
+``--runtime litert`` (or ``executorch``) makes every file for that runtime instead: FP32 by its
+plug-in, INT8 by its PT2E quantizer (``edgeprune.quantize.litert`` with the residual adds annotated,
+int8 input fed pre-quantized; ``edgeprune.quantize.executorch``), timed on it; with ``--plan
+speedup`` the latency table and the search run on it too, so each ratio is dense FP32 -> pruned
+INT8 on the runtime the device runs.
 The goal: pruned + INT8 >= 4x (resnet18) and >= 3x (mobilenet_v2) faster than dense FP32.
 
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency
+    flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency --plan speedup --runtime litert
     .venv/bin/python benchmarks/int8.py --accuracy
     .venv/bin/python benchmarks/int8.py --latency --size 96 --rounds 4     # a quick smoke test
 
@@ -58,18 +61,18 @@ CLASSIFIER = {"resnet18": "fc", "mobilenet_v2": "classifier.1"}
 GOAL = {"resnet18": 4.0, "mobilenet_v2": 3.0}
 
 
-def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1) -> list[dict]:
+def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1, runtime: str = "onnxruntime") -> list[dict]:
     from edgeprune.run import recipe_from_mapping, run_pipeline
 
     rows = []
     for task in tasks:
         started = time.time()
         recipe = recipe_from_mapping({"model": task, "data": task, "target": "macs=0.5", "quantize": "int8",
-                                      "max_drop": 1.0, "seed": 0, "epochs": epochs})
-        outcome = run_pipeline(recipe, out / f"run-{task}", force=True)
+                                      "max_drop": 1.0, "seed": 0, "epochs": epochs, "runtime": runtime})
+        outcome = run_pipeline(recipe, out / f"run-{task}-{runtime}", force=True)
         m = outcome.metrics
         st = m["int8"]["stages"]
-        row = {"task": task, "epochs": epochs, "exit_code": m["exit_code"],
+        row = {"task": task, "runtime": runtime, "epochs": epochs, "exit_code": m["exit_code"],
                "macs_ratio": st["pruned_int8"]["macs"] / st["dense_fp32"]["macs"],
                **{f"{k}_acc": st[k]["accuracy"] for k in st},
                **{f"{k}_bytes": st[k]["bytes"] for k in st},
@@ -81,24 +84,51 @@ def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1) -> list[dic
     return rows
 
 
-def pruned_ours(model, x, plan: str, threads: int, log):
+def pruned_ours(model, x, plan: str, threads: int, log, runtime: str = "onnxruntime"):
     if plan == "speedup":
         from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
         from edgeprune.targets import LatencyPredictor, TableConfig, build_table
 
-        predictor = LatencyPredictor(build_table(model, x, TableConfig(threads=threads), log=log))
-        found = prune_to_latency(model, x, predictor, Budget(speedup=2.0), LatencySearch(max_attempts=4),
-                                 measure=MeasureConfig(threads=threads, exporter="torchscript"), log=log)
-        return found.model, "latency-aware speedup=2x"
+        table = build_table(model, x, TableConfig(runtime=runtime, threads=threads, stat="min", spinning=False,
+                                                  levels=6, runs=5, rounds=10), log=log)
+        found = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=2.0, runtime=runtime, threads=threads),
+                                 LatencySearch(max_attempts=4),
+                                 measure=MeasureConfig(threads=threads, rounds=10,
+                                                       exporter="torchscript" if runtime == "onnxruntime" else "auto"),
+                                 log=log)
+        return found.model, f"latency-aware speedup=2x on the {runtime} table"
     result = edgeprune.prune(model, x, budget=Budget(macs=0.5), strategy="uniform", criterion="l2", round_to=16)
     return result.model, "uniform L2 macs=0.5 round_to=16"
+
+
+def files_for(runtime: str, name: str, m, x, batches, tmp: Path, log) -> tuple[Path, Path, dict]:
+    """The FP32 and INT8 files of ``m`` for ``runtime``, and the INT8 file's check against fake-quant."""
+    if runtime == "onnxruntime":
+        fp32 = export_onnx(m, x, tmp / f"{name}.onnx", dynamic_batch=True, exporter="torchscript")
+        q = quantize_onnx(fp32, tmp / f"{name}.int8.onnx", batches, check_inputs=batches[:1])
+        extra = f"float ops {q.float_ops}"
+    else:
+        from edgeprune.runtimes import get_runtime
+
+        rt = get_runtime(runtime)
+        fp32 = rt.export(m, x, rt.artifact_path(tmp, name))
+        if runtime == "litert":
+            from edgeprune.quantize.litert import quantize_litert as quantize
+        else:
+            from edgeprune.quantize.executorch import quantize_executorch as quantize
+        q = quantize(m, x, batches[:2], tmp / f"{name}.int8{rt.suffix}", check_inputs=[batches[0][:2]])
+        extra = f"float ops {getattr(q, 'float_ops', getattr(q, 'undelegated', []))}"
+    log(f"{name}: INT8 {q.bytes / os.path.getsize(fp32):.3f}x the bytes, {q.parity.within_one_step:.1%} within one "
+        f"step of fake-quant (max {q.parity.max_steps:.2f}), {extra}")
+    return fp32, q.path, {"steps": q.parity.max_steps, "within": q.parity.within_one_step}
 
 
 def latency_rows(arch: str, args, log) -> list[dict]:
     torch.manual_seed(0)
     model = getattr(torchvision.models, arch)().eval()
     x = torch.randn(1, 3, args.size, args.size)
-    ours, how = pruned_ours(model, x, args.plan, args.threads, log)
+    rt = args.runtime
+    ours, how = pruned_ours(model, x, args.plan, args.threads, lambda m: log(f"  [{arch}] {m}"), rt)
     target = macs_of(ours, x)
     (ratio, tpm), _ = bisect(lambda r: torch_pruning_model(model, x, r, CLASSIFIER[arch]), target, x)
     log(f"[{arch}] ours {how}: MACs x{target / macs_of(model, x):.3f}; Torch-Pruning ratio {ratio:.4f} "
@@ -106,43 +136,31 @@ def latency_rows(arch: str, args, log) -> list[dict]:
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((8, 3, args.size, args.size)).astype(np.float32) for _ in range(4)]
     with tempfile.TemporaryDirectory(prefix="edgeprune-int8-bench-") as tmp:
-        files, parity, within = {}, {}, {}
+        files, checks, artifacts = {}, {}, {}
         for name, m in (("dense", model), ("ours", ours), ("torch-pruning", tpm)):
-            fp32 = export_onnx(m, x, Path(tmp) / f"{name}.onnx", dynamic_batch=True, exporter="torchscript")
-            q = quantize_onnx(fp32, Path(tmp) / f"{name}.int8.onnx", batches, check_inputs=batches[:1])
-            files[f"{name} FP32"], files[f"{name} INT8"] = fp32, q.path
-            parity[name], within[name] = q.parity.max_steps, q.parity.within_one_step
-            log(f"[{arch}] {name}: INT8 {q.bytes / q.fp32_bytes:.3f}x the bytes, {q.parity.max_steps:.2f} steps "
-                f"from fake-quant, float ops {q.float_ops}")
+            fp32, int8, checks[name] = files_for(rt, name, m, x, batches, Path(tmp), lambda t: log(f"[{arch}] {t}"))
+            files[f"{name} FP32"], files[f"{name} INT8"] = fp32, int8
+            artifacts[f"{name} FP32"] = Artifact(rt, fp32)
+            inputs = None
+            if rt == "litert":  # the INT8 file takes int8 input: fed pre-quantized, as a device would
+                scale, zero = _tflite_input_quant(int8)
+                inputs = torch.from_numpy(np.clip(np.round(x.numpy() / scale) + zero, -128, 127).astype(np.int8))
+            artifacts[f"{name} INT8"] = Artifact(rt, int8, inputs=inputs)
         order = ["dense FP32", "dense INT8", "ours FP32", "ours INT8", "torch-pruning FP32", "torch-pruning INT8"]
-        artifacts = {k: Artifact("onnxruntime", files[k]) for k in order}
-        if args.litert:
-            from edgeprune.quantize.litert import quantize_litert
-
-            for name, m in (("dense", model), ("ours", ours)):
-                q = quantize_litert(m, x, batches[:2], Path(tmp) / f"{name}.int8.tflite", check_inputs=[batches[0][:2]])
-                key = f"{name} LiteRT INT8"
-                files[key], parity[name + " litert"], within[name + " litert"] = q.path, q.parity.max_steps, \
-                    q.parity.within_one_step
-                scale, zero = _tflite_input_quant(q.path)
-                xq = np.clip(np.round(x.numpy() / scale) + zero, -128, 127).astype(np.int8)
-                artifacts[key] = Artifact("litert", q.path, inputs=torch.from_numpy(xq))
-                order.append(key)
-                log(f"[{arch}] {name}: LiteRT INT8 {q.bytes / 1e6:.2f} MB, float ops {q.float_ops}, "
-                    f"{q.parity.within_one_step:.1%} within one step of fake-quant")
-        got = measure_interleaved(artifacts, x, threads=args.threads, rounds=args.rounds, runs=5, warmup=2)
+        got = measure_interleaved({k: artifacts[k] for k in order}, x, threads=args.threads, rounds=args.rounds,
+                                  runs=5, warmup=2)
         sizes = {k: os.path.getsize(files[k]) for k in order}
     macs = {"dense": macs_of(model, x), "ours": target, "torch-pruning": macs_of(tpm, x)}
     dense_ms = got["dense FP32"].ms
     rows = []
     for k in order:
         who = k.split(" ")[0]
-        check = who + (" litert" if "LiteRT" in k else "")
-        rows.append({"model": arch, "variant": k, "plan": how if who == "ours" else "", "gmacs": macs[who] / 1e9,
+        rows.append({"model": arch, "runtime": rt, "version": got[k].version, "threads": args.threads,
+                     "variant": k, "plan": how if who == "ours" else "", "gmacs": macs[who] / 1e9,
                      "ms": got[k].ms, "speedup_vs_dense_fp32": dense_ms / got[k].ms, "bytes": sizes[k],
-                     "spread": got[k].spread, "parity_steps": parity[check] if k.endswith("INT8") else None,
-                     "within_one_step": within[check] if k.endswith("INT8") else None})
-        log(f"[{arch}] {k:20s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f}")
+                     "spread": got[k].spread, "parity_steps": checks[who]["steps"] if k.endswith("INT8") else None,
+                     "within_one_step": checks[who]["within"] if k.endswith("INT8") else None})
+        log(f"[{arch}] {rt} {k:20s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f}")
     return rows
 
 
@@ -157,7 +175,7 @@ def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
     lines = [f"`{meta['command']}` ({meta['date']}, load before: {meta['uptime_before']}; after: "
              f"{meta['uptime_after']})", ""]
     if acc:
-        lines += ["| task | fine-tuning epochs | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | "
+        lines += [f"runtime: {acc[0]['runtime']}", "", "| task | fine-tuning epochs | MACs | dense FP32 | dense INT8 | pruned FP32 | pruned INT8 | "
                   "pruned INT8 drop | INT8 / FP32 bytes (pruned) | exit |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in acc:
             lines.append(f"| {r['task']} | {r['epochs']} | {r['macs_ratio']:.2f}x | {r['dense_fp32_acc']:.2f} | "
@@ -174,13 +192,13 @@ def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
             lines.append(f"| {r['model']} | {r['variant']} | {r['gmacs']:.3f} | {r['ms']:.2f} | "
                          f"{r['speedup_vs_dense_fp32']:.2f}x | {r['bytes'] / 1e6:.2f} | {steps} |")
         for arch in dict.fromkeys(r["model"] for r in lat):
-            for variant in ("ours INT8", "ours LiteRT INT8"):
-                ours = next((r for r in lat if r["model"] == arch and r["variant"] == variant), None)
-                if ours is None:
-                    continue
-                verdict = "met" if ours["speedup_vs_dense_fp32"] >= GOAL[arch] else "missed"
-                lines.append(f"\n{arch}: pruned + {variant.split(' ', 1)[1]} {ours['speedup_vs_dense_fp32']:.2f}x "
-                             f"faster than dense ORT FP32 (goal {GOAL[arch]:g}x: {verdict}; plan {ours['plan']}).")
+            ours = next((r for r in lat if r["model"] == arch and r["variant"] == "ours INT8"), None)
+            if ours is None:
+                continue
+            verdict = "met" if ours["speedup_vs_dense_fp32"] >= GOAL[arch] else "missed"
+            lines.append(f"\n{arch}: pruned + INT8 {ours['speedup_vs_dense_fp32']:.2f}x faster than dense FP32, both "
+                         f"on {ours['runtime']} {ours['version']} at {ours['threads']} threads (goal {GOAL[arch]:g}x: "
+                         f"{verdict}; plan {ours['plan']}).")
     return "\n".join(lines) + "\n"
 
 
@@ -192,7 +210,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of the accuracy runs")
     p.add_argument("--archs", default="resnet18,mobilenet_v2")
     p.add_argument("--plan", choices=("macs", "speedup"), default="macs")
-    p.add_argument("--litert", action="store_true", help="also LiteRT INT8 of the dense and our pruned model")
+    p.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "litert", "executorch"),
+                   help="the runtime every file is made for and timed on (and, with --plan speedup, planned on)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=20)
@@ -206,7 +225,7 @@ def main() -> None:
     meta = {"command": " ".join(["benchmarks/int8.py", *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "uptime_before": os.popen("uptime").read().strip()}
-    acc = accuracy_rows(args.tasks.split(","), out, log, args.epochs) if args.accuracy else []
+    acc = accuracy_rows(args.tasks.split(","), out, log, args.epochs, args.runtime) if args.accuracy else []
     lat = [r for arch in args.archs.split(",") for r in latency_rows(arch, args, log)] if args.latency else []
     meta["uptime_after"] = os.popen("uptime").read().strip()
     (out / "results.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "latency": lat}, indent=1))
