@@ -30,7 +30,8 @@ from edgeprune.graph.trace import call_model
 from edgeprune.strategies import lowest, make_plan, removable
 from edgeprune.surgery import named_tensors
 
-STATISTICS = (nn.LayerNorm, nn.GroupNorm)  # their outputs depend on every unit, dead or not
+from tests.test_equivalence import _reads_statistics, make_dead  # the engine tests' dead-unit oracle
+
 RTOL = 1e-5
 
 
@@ -59,28 +60,6 @@ def _max_error(reference: Any, result: Any) -> float:
     if [t.shape for t in ref] != [t.shape for t in got]:
         return float("inf")
     return max(float((g - r).abs().max() / r.abs().max().clamp_min(1e-6)) for r, g in zip(ref, got))
-
-
-def _reads_statistics(model: nn.Module, group) -> bool:
-    modules = dict(model.named_modules())
-    return any(isinstance(modules.get(s.tensor.rpartition(".")[0]), STATISTICS) for s in group.slots)
-
-
-def make_dead(model: nn.Module, group, units: list[int]) -> None:
-    """Zero every weight that reads ``units`` of ``group`` (its "in" slots)."""
-    tensors = named_tensors(model)
-    with torch.no_grad():
-        for slot in group.slots:
-            if slot.role != "in":
-                continue
-            t = tensors[slot.tensor]
-            if slot.row_groups > 1:  # a grouped conv's input dim: unit u is column j of row block k
-                per_group_in, rows = t.shape[1], t.shape[0] // slot.row_groups
-                for u in units:
-                    k, j = divmod(u, per_group_in)
-                    t[k * rows:(k + 1) * rows, j] = 0
-            else:
-                t.index_fill_(slot.dim, torch.tensor(slot.indices(units)), 0.0)
 
 
 def switch_attention(model: nn.Module) -> int:
