@@ -116,6 +116,22 @@ def test_cache_key_includes_version_and_seed(tmp_path, monkeypatch) -> None:
     assert all(f"-v{get_task(n).version}-" in cache_path(n).name for n in TASKS)
 
 
+@pytest.mark.parametrize("name", ["mnist", "mnist1d", "mnist-vit", "sensors"])
+def test_shipped_weights_match_the_current_version_and_load_without_training(name, tmp_path, monkeypatch) -> None:
+    # scripts/train_task_weights.py writes these; a task whose version moves must ship new ones,
+    # else every fresh install trains it again (minutes on two cores)
+    from edgeprune.tasks._pretrained import packaged_path
+
+    monkeypatch.setenv("EDGEPRUNE_CACHE", str(tmp_path))  # an empty cache: only the shipped file can serve
+    assert packaged_path(name).exists(), f"no shipped weights for {name} v{get_task(name).version}"
+    monkeypatch.setattr(Task, "train", lambda *a, **k: pytest.fail("trained although weights are shipped"))
+    model = pretrained(name, seed=0, allow_train=False)
+    entry = cache_entry(name, seed=0)
+    assert entry.path == packaged_path(name) and entry.version == get_task(name).version
+    assert get_task(name).evaluate(model) == pytest.approx(entry.val_accuracy, abs=1e-3)
+    assert not any(tmp_path.iterdir())  # loading a shipped file writes nothing
+
+
 # ---- determinism -----------------------------------------------------------------------------
 
 def _state(model: nn.Module) -> list[torch.Tensor]:

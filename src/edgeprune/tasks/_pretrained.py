@@ -1,8 +1,12 @@
-"""Trained weights for the built-in tasks, trained once and cached on disk.
+"""Trained weights for the built-in tasks: shipped in the package, or trained once and cached on disk.
 
-A cached file is ``<cache dir>/<task>-v<version>-seed<seed>.safetensors``; its metadata holds the
-task, version, seed and the validation accuracy measured right after training. A file is written
-to a temporary name and renamed, so an interrupted run never leaves half a file behind.
+A weights file is ``<task>-v<version>-seed<seed>.safetensors``; its metadata holds the task, version,
+seed and the validation accuracy measured right after training. The package ships seed 0 of the
+tasks that take more than a few seconds to train (``edgeprune/tasks/weights/``, made by
+``scripts/train_task_weights.py`` with this module's recipe), so a fresh install neither trains nor
+waits; any other seed, or a task whose version moved past the shipped file, is trained on first use
+and cached in :func:`cache_dir`. A file is written to a temporary name and renamed, so an
+interrupted run never leaves half a file behind.
 """
 from __future__ import annotations
 
@@ -35,6 +39,22 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "edgeprune"
 
 
+PACKAGED_DIR = Path(__file__).with_name("weights")
+
+
+def packaged_path(name: str, seed: int = 0) -> Path:
+    """Where the package would ship the weights of task ``name`` with ``seed`` (it may not)."""
+    return PACKAGED_DIR / cache_path(name, seed).name
+
+
+def _weights_file(name: str, seed: int) -> Path | None:
+    """The cached file, else the shipped one, else ``None``."""
+    for path in (cache_path(name, seed), packaged_path(name, seed)):
+        if path.exists():
+            return path
+    return None
+
+
 def cache_path(name: str, seed: int = 0) -> Path:
     """Where :func:`pretrained` keeps the weights of task ``name`` trained with ``seed``."""
     task = get_task(name)
@@ -42,9 +62,9 @@ def cache_path(name: str, seed: int = 0) -> Path:
 
 
 def cache_entry(name: str, seed: int = 0) -> CacheEntry | None:
-    """The metadata of the cached weights, or ``None`` when nothing is cached yet."""
-    path = cache_path(name, seed)
-    if not path.exists():
+    """The metadata of the cached (or shipped) weights, or ``None`` when there are none yet."""
+    path = _weights_file(name, seed)
+    if path is None:
         return None
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
@@ -56,13 +76,14 @@ def cache_entry(name: str, seed: int = 0) -> CacheEntry | None:
 def pretrained(name: str, seed: int = 0, *, retrain: bool = False, allow_train: bool = True) -> nn.Module:
     """The model of task ``name`` trained from scratch with ``seed``, in eval mode.
 
-    The first call trains it with the task's recipe (under a minute on two cores) and caches the
-    state dict; later calls load it (well under a second).
+    Loads the cached or shipped weights (well under a second); where there are none, trains the
+    model with the task's recipe (seconds to minutes on two cores) and caches the state dict.
 
     Args:
         name: a task name (see :func:`edgeprune.tasks.list_tasks`).
         seed: seeds initialisation and the shuffle order; different seeds give different weights.
-        retrain: train again even if a cached file exists (and overwrite it).
+        retrain: train again even if a cached or shipped file exists (the cached file is overwritten,
+            the shipped one never).
         allow_train: when False, raise instead of training (to assert that the cache is used).
 
     Raises:
@@ -78,10 +99,11 @@ def pretrained(name: str, seed: int = 0, *, retrain: bool = False, allow_train: 
     if task.trained_model is not None:  # it ships trained (the minilm encoder): nothing to train or cache
         return task.trained_model().eval()
     model = task.build(seed=seed)
-    path = cache_path(name, seed)
-    if path.exists() and not retrain:
-        model.load_state_dict(load_file(str(path)))
+    found = _weights_file(name, seed)
+    if found is not None and not retrain:
+        model.load_state_dict(load_file(str(found)))
         return model.eval()
+    path = cache_path(name, seed)
     if not allow_train:
         raise FileNotFoundError(f"no cached weights for task {name!r} seed {seed} at {path}")
     log = task.train(model, seed=seed)
