@@ -42,7 +42,7 @@ class LatencySearch:
 
     Attributes:
         max_attempts: allocate-and-measure rounds before giving up.
-        margin: each tightening aims this fraction below the miss (measurement noise).
+        margin: the k-th tightening aims ``k * margin`` below the miss (measurement noise).
         min_keep: no group keeps fewer than this fraction of its units.
     """
 
@@ -167,10 +167,13 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         if met:
             break
         # tighten by the measured shortfall (NetAdapt's measure-then-adjust), with a margin for noise
+        # that grows with each miss: a search that keeps landing just short (the table's staircase is
+        # flatter than the runtime's, or load moved) steps past the goal instead of creeping up to it
+        step = 1 - search.margin * len(attempts)
         if fraction is not None:
-            fraction = (alloc.predicted_ms / dense_pred) * (goal / ms) * (1 - search.margin)
+            fraction = (alloc.predicted_ms / dense_pred) * (goal / ms) * step
         else:
-            goal_ms = alloc.predicted_ms * (goal / ms) * (1 - search.margin)
+            goal_ms = alloc.predicted_ms * (goal / ms) * step
     return LatencyResult(pruned, plan, attempts[-1].met, attempts)
 
 
