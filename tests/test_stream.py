@@ -151,6 +151,12 @@ def test_cli_stream_writes_stream_json_and_refuses_bad_input(setup, tmp_path):
     assert result["artifact"] == "model.int8.tflite" and result["runtime"] == "tflm" and result["windows"] == 38
     assert result["simulated"] and len(result["labels"]) == 38 and "real time" in ok.output
     assert result["realtime"] == (result["latency_ms"]["p99"] < result["hop_ms"] == 256.0)
+    from edgeprune.report.stream import stream_section
+
+    section = stream_section(result)  # what the run's report shows (write_report reads stream.json)
+    points = section.split("points='")[1].split("'")[0].split()
+    assert len(points) == 38 and section.count("fill='#f4c7c3'") == len(result["events"])
+    assert section.count("<path d='M") == len(result["detections"]) and "SIMULATED" in section
     for args, why in ((["--data", "mnist"], "has no recorded stream"),
                       (["--runtime", "onnxruntime"], "does not run model.int8.tflite"),
                       (["--artifact", "model.onnx"], "no such .tflite or .onnx file")):

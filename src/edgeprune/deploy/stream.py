@@ -122,8 +122,8 @@ def run_stream(model: Callable[[np.ndarray], np.ndarray], signal: np.ndarray, sp
         realtime: wait until each window is complete at the stream's real rate.
 
     Returns:
-        ``{"format", "windows", "starts", "scores", "flags", "detections", "latency_ms", "hop_ms",
-        "realtime", "paced", "late"}``; ``detections`` holds ``{"first", "last", "raised_s",
+        ``{"format", "windows", "starts", "scores", "flags", "detections", "threshold", "fs",
+        "window_ms", "latency_ms", "hop_ms", "realtime", "paced", "late"}``; ``detections`` holds ``{"first", "last", "raised_s",
         "end_s", "peak"}`` per run of flagged windows (window indices and stream seconds); ``late``
         counts windows (paced only) whose score came after the next window was complete.
     """
@@ -152,7 +152,7 @@ def run_stream(model: Callable[[np.ndarray], np.ndarray], signal: np.ndarray, sp
     p50, p99 = (float(np.percentile(ms, q)) for q in (50, 99))
     return {"format": FORMAT, "windows": len(starts), "starts": starts, "scores": score.tolist(),
             "flags": flags.astype(int).tolist(), "detections": detections(score, flags, starts, spec),
-            "threshold": spec.threshold, "window_ms": 1000.0 * spec.window / spec.fs,
+            "threshold": spec.threshold, "fs": spec.fs, "window_ms": 1000.0 * spec.window / spec.fs,
             "latency_ms": {"p50": p50, "p99": p99, "max": float(ms.max()), "mean": float(ms.mean())},
             "hop_ms": spec.hop_ms, "realtime": bool(p99 < spec.hop_ms), "paced": realtime,
             "late": late if realtime else None}
