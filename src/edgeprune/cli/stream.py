@@ -46,7 +46,12 @@ def stream_summary(result: dict) -> str:
              f"{', paced at the real rate' if result['paced'] else ''}",
              f"detections: {len(result['detections'])} against {m['events']} labelled events: event recall "
              f"{100 * m['event_recall']:.1f}%, precision {100 * m['event_precision']:.1f}%, F1 "
-             f"{100 * m['event_f1']:.1f}%, window AUC {100 * m['auc']:.1f}%",
+             f"{100 * m['event_f1']:.1f}%, window AUC {_percent(m['auc'])}",
              f"latency per window: p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, hop {result['hop_ms']:.0f} ms: "
              f"{'real time (p99 < hop)' if result['realtime'] else 'NOT real time (p99 >= hop)'}"]
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage; "n/a" where it is undefined (AUC on a stretch with one class only)."""
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"

@@ -25,7 +25,7 @@ def stream_section(s: dict[str, Any] | None) -> str:
                f"labelled fault episodes; green: detections (runs of flagged windows, raised at the first). "
                f"{m['events']} labelled events, {len(s['detections'])} detections: event recall "
                f"{100 * m['event_recall']:.1f}%, precision {100 * m['event_precision']:.1f}%, F1 "
-               f"{100 * m['event_f1']:.1f}%, window AUC {100 * m['auc']:.1f}%. Latency per window p50 "
+               f"{100 * m['event_f1']:.1f}%, window AUC {_percent(m['auc'])}. Latency per window p50 "
                f"{lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms against the {s['hop_ms']:.0f} ms hop: {verdict}"
                f"{' (this host; a microcontroller is slower)' if s['runtime'] == 'tflm' else ''}.")
     run = s.get("run_metric")
@@ -81,3 +81,8 @@ def _table(s: dict[str, Any], limit: int = 12) -> str:
     tail = f"<p class=caption>and {more} more in stream.json</p>" if more > 0 else ""
     return ("<table><tr><th>raised</th><th>last window</th><th>windows</th><th>peak score</th><th>labelled</th></tr>"
             + "".join(rows) + "</table>" + tail) if rows else "<p class=caption>No detections.</p>"
+
+
+def _percent(value: float | None) -> str:
+    """A fraction as a percentage; "n/a" where it is undefined (AUC on a stretch with one class only)."""
+    return "n/a" if value is None or value != value else f"{100 * value:.1f}%"

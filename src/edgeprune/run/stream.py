@@ -86,7 +86,8 @@ def stream_run(run_dir: str | os.PathLike, data: str = "sensors", *, artifact: s
     result.update({"task": data, "simulated": bool(stream.simulated), "artifact": path.name, "runtime": runtime,
                    "arena": arena, "seconds": signal.shape[1] / spec.fs, "labels": y.tolist(),
                    "events": [[a / spec.fs, b / spec.fs] for a, b in stream.episodes()],
-                   "metrics": task.detection_metrics(np.array(result["scores"]), y, spec.threshold)})
+                   "metrics": {k: None if v != v else v  # NaN (AUC with one class) is not JSON
+                               for k, v in task.detection_metrics(np.array(result["scores"]), y, spec.threshold).items()}})
     result["run_metric"] = _run_metric(metrics, path.name, runtime, seconds is None)
     if device_dir is not None:
         write_device_dir(device_dir, path, signal, spec)
