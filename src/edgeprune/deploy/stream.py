@@ -123,9 +123,10 @@ def run_stream(model: Callable[[np.ndarray], np.ndarray], signal: np.ndarray, sp
 
     Returns:
         ``{"format", "windows", "starts", "scores", "flags", "detections", "threshold", "fs",
-        "window_ms", "latency_ms", "hop_ms", "realtime", "paced", "late"}``; ``detections`` holds ``{"first", "last", "raised_s",
-        "end_s", "peak"}`` per run of flagged windows (window indices and stream seconds); ``late``
-        counts windows (paced only) whose score came after the next window was complete.
+        "window_ms", "latency_ms", "hop_ms", "realtime", "paced", "late"}``; ``detections`` holds
+        ``{"first", "last", "raised_s", "end_s", "peak"}`` per run of flagged windows (window indices
+        and stream seconds); ``late`` counts windows (paced only) whose score came after the next
+        window was complete.
     """
     if signal.ndim != 2 or signal.shape[0] != spec.mean.shape[0]:
         raise ValueError(f"signal must be (channels={spec.mean.shape[0]}, samples), got {signal.shape}")
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).write_text(json.dumps(result))
     lat = result["latency_ms"]
     print(f"{result['windows']} windows, {len(result['detections'])} detections; latency p50 {lat['p50']:.3f} ms, "
-          f"p99 {lat['p99']:.3f} ms vs hop {result['hop_ms']:.0f} ms: {'real time' if result['realtime'] else 'NOT real time'}")
+          f"p99 {lat['p99']:.3f} ms vs hop {result['hop_ms']:.0f} ms: "
+          f"{'real time' if result['realtime'] else 'NOT real time'}")
     return 0
 
 
