@@ -12,7 +12,11 @@ as ``aten.add_.Tensor`` with no source function, so every residual add stayed fl
 + 8 quantize ops in resnet18, float arena, slower). :class:`ResidualAddQuantizer` annotates every
 tensor-tensor ``aten.add``/``aten.add_`` the package left bare with the specs its own add annotator
 uses (and a ReLU right after it as the fused output, as its ``add_relu`` does), and a global
-average pool exported as ``aten.mean.dim``, which it also leaves float.
+average pool exported as ``aten.mean.dim``, which it also leaves float. It annotates ``max_pool2d``
+to share its input's scale but not ``max_pool1d``: a bare 1-d pool got its own output scale, which
+the converter writes as an int8-to-int8 ``QUANTIZE`` before the pool, a full copy of the map in the
+arena, that XNNPACK requantizes with a multiplier of 1/256 resolution, so the file drifted from
+its reference (60.9% of a 1-d CNN's outputs within one step); ours shares the scale as for 2-d.
 
 Fake-quant reference: the ``convert_pt2e`` module itself, run in PyTorch. It holds the model's ops
 in float with ``quantize_per_tensor``/``dequantize`` (per channel for weights) at the scales the
@@ -116,7 +120,8 @@ def quantize_litert(model: nn.Module, example: torch.Tensor, batches: Sequence[n
         batches: calibration inputs ``(batch, *sample_shape)``, run sample by sample.
         out_path: the ``.tflite`` to write (beside, then renamed).
         check_inputs: inputs for the check (default: the first calibration batch).
-        annotate_residual_adds: our fix for the adds the package misses (off: the package as it is).
+        annotate_residual_adds: our annotations of what the package misses: residual adds, means,
+            1-d max-pools (off: the package as it is).
 
     Returns:
         A :class:`LiteRTInt8`.
