@@ -162,5 +162,13 @@ def test_cli_stream_writes_stream_json_and_refuses_bad_input(setup, tmp_path):
                       (["--artifact", "model.onnx"], "no such .tflite or .onnx file")):
         bad = cli.invoke(app, ["stream", str(run), *args])
         assert bad.exit_code == 2 and why in " ".join(bad.output.split()), bad.output
+    from edgeprune.export.onnx import export_onnx
+
+    other = tmp_path / "other"  # a run whose model takes something else than the stream's windows
+    other.mkdir()
+    export_onnx(torch.nn.Linear(4, 2), torch.randn(1, 4), other / "model.onnx", exporter="torchscript")
+    (other / COMPLETE).write_text("")
+    bad = cli.invoke(app, ["stream", str(other), "--seconds", "1"])
+    assert bad.exit_code == 2 and "does not run the sensors stream's windows (1, 3, 1024)" in " ".join(bad.output.split())
     bad = cli.invoke(app, ["stream", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "does not exist" in " ".join(bad.output.split())

@@ -81,7 +81,11 @@ def stream_run(run_dir: str | os.PathLike, data: str = "sensors", *, artifact: s
             raise BadInputError(f"--seconds {seconds} is shorter than one window ({spec.window / spec.fs:.3f} s)")
         signal, labels = signal[:, :int(seconds * spec.fs)], labels[:int(seconds * spec.fs)]
         stream = type(stream)(signal, labels, stream.fs, stream.simulated)
-    result = device.run_stream(device.open_model(path, runtime, arena), signal, spec, realtime=realtime)
+    try:
+        result = device.run_stream(device.open_model(path, runtime, arena), signal, spec, realtime=realtime)
+    except Exception as exc:  # each runtime raises its own types for a file that does not fit the windows
+        raise BadInputError(f"{path.name} on {runtime} does not run the {data} stream's windows "
+                            f"(1, {signal.shape[0]}, {spec.window}): {type(exc).__name__}: {str(exc)[:300]}") from exc
     _, y, _ = task.windows(stream, spec.mean, spec.std)
     result.update({"task": data, "simulated": bool(stream.simulated), "artifact": path.name, "runtime": runtime,
                    "arena": arena, "seconds": signal.shape[1] / spec.fs, "labels": y.tolist(),
