@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q --no-deps 'aeon>=1.6'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/edgeprune demo
+demo: $(STAMP)  # make demo TASK=sensors: the microcontroller case study
+	$(VENV)/bin/edgeprune demo $(if $(TASK),--task $(TASK))
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -9,7 +9,7 @@ app = typer.Typer(help="Prune trained PyTorch models for edge devices, and measu
 
 def _register_commands() -> None:
     # Each command module adds itself to `app`; importing them here keeps `import edgeprune` light.
-    from edgeprune.cli import analyze, demo, export, profile, prune, report, sweep, target, transfer  # noqa: F401
+    from edgeprune.cli import analyze, demo, export, profile, prune, report, stream, sweep, target, transfer  # noqa: F401
 
 
 def main() -> None:

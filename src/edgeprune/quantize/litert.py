@@ -12,7 +12,11 @@ as ``aten.add_.Tensor`` with no source function, so every residual add stayed fl
 + 8 quantize ops in resnet18, float arena, slower). :class:`ResidualAddQuantizer` annotates every
 tensor-tensor ``aten.add``/``aten.add_`` the package left bare with the specs its own add annotator
 uses (and a ReLU right after it as the fused output, as its ``add_relu`` does), and a global
-average pool exported as ``aten.mean.dim``, which it also leaves float.
+average pool exported as ``aten.mean.dim``, which it also leaves float. It annotates ``max_pool2d``
+to share its input's scale but not ``max_pool1d``: a bare 1-d pool got its own output scale, which
+the converter writes as an int8-to-int8 ``QUANTIZE`` before the pool, a full copy of the map in the
+arena, that XNNPACK requantizes with a multiplier of 1/256 resolution, so the file drifted from
+its reference (60.9% of a 1-d CNN's outputs within one step); ours shares the scale as for 2-d.
 
 Fake-quant reference: the ``convert_pt2e`` module itself, run in PyTorch. It holds the model's ops
 in float with ``quantize_per_tensor``/``dequantize`` (per channel for weights) at the scales the
@@ -56,7 +60,7 @@ class LiteRTInt8:
 def _quantizer_class():
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
     from litert_torch.quantize.pt2e_quantizer_utils import get_input_act_qspec, get_output_act_qspec
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     class ResidualAddQuantizer(PT2EQuantizer):
         """litert-torch's PT2E quantizer, plus the tensor-tensor adds (with a following ReLU) and the
@@ -67,6 +71,7 @@ def _quantizer_class():
             act_in, act_out = get_input_act_qspec(self.global_config), get_output_act_qspec(self.global_config)
             adds = (torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor)
             relus = (torch.ops.aten.relu.default, torch.ops.aten.relu_.default)
+            pools = (torch.ops.aten.max_pool1d.default,)
             for node in list(model.graph.nodes):
                 if node.op != "call_function" or "quantization_annotation" in node.meta:
                     continue
@@ -81,6 +86,14 @@ def _quantizer_class():
                     if fused:
                         users[0].meta["quantization_annotation"] = QuantizationAnnotation(
                             output_qspec=act_out, _annotated=True)
+                elif node.target in pools and isinstance(node.args[0], torch.fx.Node) and \
+                        _output_qspec(node.args[0]) is not None:
+                    # a 1-d max-pool shares its input's scale, as the package's max_pool2d annotator does:
+                    # a pool with its own output scale becomes a requantizing QUANTIZE before MAX_POOL_2D
+                    # (a copy of the full-rate map in the arena) that XNNPACK rounds with a 1/256 multiplier
+                    shared = SharedQuantizationSpec(node.args[0])
+                    node.meta["quantization_annotation"] = QuantizationAnnotation(
+                        input_qspec_map={node.args[0]: shared}, output_qspec=shared, _annotated=True)
                 elif node.target == torch.ops.aten.mean.dim and isinstance(node.args[0], torch.fx.Node):
                     # a global average pool written as x.mean(...) or adaptive_avg_pool2d(x, 1)
                     node.meta["quantization_annotation"] = QuantizationAnnotation(
@@ -88,6 +101,12 @@ def _quantizer_class():
             return model
 
     return ResidualAddQuantizer
+
+
+def _output_qspec(node: torch.fx.Node):
+    """The output quantization spec an annotator gave ``node`` (``None``: it stays float)."""
+    annotation = node.meta.get("quantization_annotation")
+    return None if annotation is None else annotation.output_qspec
 
 
 def quantize_litert(model: nn.Module, example: torch.Tensor, batches: Sequence[np.ndarray],
@@ -101,7 +120,8 @@ def quantize_litert(model: nn.Module, example: torch.Tensor, batches: Sequence[n
         batches: calibration inputs ``(batch, *sample_shape)``, run sample by sample.
         out_path: the ``.tflite`` to write (beside, then renamed).
         check_inputs: inputs for the check (default: the first calibration batch).
-        annotate_residual_adds: our fix for the adds the package misses (off: the package as it is).
+        annotate_residual_adds: our annotations of what the package misses: residual adds, means,
+            1-d max-pools (off: the package as it is).
 
     Returns:
         A :class:`LiteRTInt8`.

@@ -33,9 +33,10 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     if not isinstance(metrics, dict) or metrics.get("format") != "edgeprune.run":
         raise ValueError(f"{run_dir / 'metrics.json'} is not the metrics of an edgeprune run")
-    transfer = run_dir / "transfer.json"  # written by ``edgeprune transfer``
-    if transfer.exists():
-        metrics = {**metrics, "transfer": json.loads(transfer.read_text())}
+    for key in ("transfer", "stream"):  # written by ``edgeprune transfer`` / ``edgeprune stream``
+        extra = run_dir / f"{key}.json"
+        if extra.exists():
+            metrics = {**metrics, key: json.loads(extra.read_text())}
     path = run_dir / REPORT_FILE
     tmp = path.with_name(f".{REPORT_FILE}.tmp")
     tmp.write_text(render_report(metrics), encoding="utf-8")

@@ -14,6 +14,7 @@ from typing import Any
 from edgeprune.measure.table import human as measure_human
 from edgeprune.report import plots
 from edgeprune.report.mcu import mcu_section
+from edgeprune.report.stream import stream_section
 
 STATUS_TEXT = {"ok": "targets met", "guard_failed": "accuracy guard failed", "target_missed": "target missed"}
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "litert": "LiteRT", "executorch": "ExecuTorch", "openvino": "OpenVINO"}
@@ -53,7 +54,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         cards=_cards(metrics),
         notes=_notes(metrics.get("notes") or []),
         before_after=_before_after(metrics),
-        int8=_int8(metrics) + mcu_section(metrics),
+        int8=_int8(metrics) + mcu_section(metrics) + stream_section(metrics.get("stream")),
         checks=_checks(metrics),
         transfer=_transfer(metrics.get("transfer")),
         plot_macs=macs_svg or _empty("accuracy vs MACs needs --data"),

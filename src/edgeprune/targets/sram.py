@@ -13,8 +13,9 @@ LiteRT's converter lowers them, placed by the planner TFLM uses. The measured fi
    PyTorch's channels-first order, so a tensor crossing between the two is copied by a
    ``TRANSPOSE`` (and, for 1-d maps, a ``RESHAPE`` to and from 4-d): each copy is a buffer of the
    tensor's size. A strided convolution with padding gets an explicit ``PAD`` (a padded copy). In
-   FP32, BatchNorm after a 1-d convolution stays as ``MUL`` + ``ADD`` in channels-first order;
-   in INT8, a max-pool after a convolution gets a ``QUANTIZE`` (the quantizer re-scales it).
+   FP32, BatchNorm after a 1-d convolution stays as ``MUL`` + ``ADD`` in channels-first order.
+   In INT8, a max-pool shares its input's scale (:mod:`edgeprune.quantize.litert` annotates the
+   1-d pools the package leaves bare; left bare, each gets a requantizing ``QUANTIZE`` copy).
 2. **Lifetimes** (as TFLM's allocation-info builder marks them): the model's inputs live from
    time 0, op ``i``'s outputs from ``i + 1`` to the last op that reads them, the model's outputs
    to the end. Sizes are rounded up to 16 bytes.
@@ -284,11 +285,6 @@ class _Lowering:
         elif name in _FUSED_ACT and self.made_by.get(src) in _FUSES_ACT:
             self._alias(src, out)  # a fused activation
         elif name.startswith("max_pool") or name.startswith("avg_pool"):
-            if (self.int8 and name == "max_pool1d" and self.made_by.get(src) in ("conv", "batch_norm")
-                    and "nhwc" in self.forms[src]):
-                q = self._op("QUANTIZE", layer, [self.form(src, "nchw4", layer)], self.shape[src])
-                self.forms[src] = {"nchw4": q}
-                self.persist += 16
             buf = self.form(src, "nhwc", layer)
             self._set(out, shape, "nhwc", self._op("MAX_POOL_2D" if "max" in name else "AVERAGE_POOL_2D",
                                                    layer, [buf], shape), "pool")
