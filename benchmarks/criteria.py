@@ -50,6 +50,7 @@ from edgeprune.measure import count_macs  # noqa: E402
 from edgeprune.recover import Finetune, finetune, recalibrate_bn  # noqa: E402
 
 METHODS = ("l2", "l2-balanced", "l2-raw", "l2-buffers", "l1", "bn", "taylor", "random", "tp")
+ORDER = ("l2", "l2-hd", *METHODS[1:], "tp-heads")  # the table's row order (l2-hd, tp-heads: ViT runs only)
 
 
 def _with_buffers(group, ctx: ScoreContext) -> torch.Tensor:
@@ -72,9 +73,12 @@ def calibration(entry: zoo.ZooEntry) -> DataLoader:
 
 
 def prune_ours(method: str, model, entry, keep: float, seed: int):
+    head_dims = method.endswith("-hd")  # l2-hd: heads cut within (head_dims=True), as Torch-Pruning's default
+    method = method.removesuffix("-hd")
     criterion = VARIANTS.get(method, method)
     result = ep.prune(model, zoo.example_input(entry), budget=Budget(macs=keep), strategy="uniform",
-                      criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed)
+                      criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed,
+                      head_dims=head_dims)
     return result.model, result.stats.get("ratio")
 
 
@@ -175,7 +179,7 @@ def table(rows: list[dict]) -> str:
         here = [r for r in rows if r["model"] == name and r["keep"] == keep]
         by = {m: [r for r in here if r["method"] == m] for m in dict.fromkeys(r["method"] for r in here)}
         rnd, tp = by.get("random", []), by.get("tp", [])
-        for m in sorted(by, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+        for m in sorted(by, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
             got = by[m]
             mean = lambda f: statistics.mean(r[f] for r in got)  # noqa: E731
             lines.append(f"| {name} (base {got[0]['base_accuracy']:.2f}) | {1 / keep:.0f}x fewer | {m} | "
@@ -191,7 +195,8 @@ def main() -> None:
     ap.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25], help="MACs kept (0.25: 4x fewer)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS),
                     help=f"our criteria by registry name ({', '.join(sorted(CRITERIA))}), {', '.join(VARIANTS)}, tp, "
-                         "tp-heads (a ViT: Torch-Pruning removing whole heads down to our cut's count)")
+                         "tp-heads (a ViT: Torch-Pruning removing whole heads down to our cut's count); a name "
+                         "ending in -hd (l2-hd) cuts attention heads within (head_dims=True)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)

@@ -22,6 +22,7 @@ from edgeprune.graph.groups import Group, make_plan
 from edgeprune.graph.spaces import DimMap, Unresolvable
 from edgeprune.graph.trace import OpRecord, TraceResult, call_model, op_name, tensors_in
 from edgeprune.surgery.structured import named_tensors, remove_units
+from edgeprune.verify import _switch_holder, attention_variants
 
 
 class _ShapeRecorder(TorchFunctionMode):
@@ -53,6 +54,9 @@ def predicted_size(tr: TraceResult, dm: DimMap, removed: dict[int, int]) -> int:
     total = 0
     for seg in tr.spaces.resolve(dm):
         units = seg.size - removed.get(seg.space, 0) if seg.space is not None else seg.size
+        if seg.space in tr.positions:  # the dims within a head cut per head: each head loses its share
+            space, heads = tr.positions[seg.space]
+            units = seg.size - removed.get(tr.spaces.find(space), 0) // heads
         total += units * seg.inner * seg.outer
     return total
 
@@ -174,3 +178,70 @@ def freeze_at(tr: TraceResult, index: int, detail: str, include_previous: bool) 
             for dm in dims:
                 tr.spaces.block(dm, reason)
     return len(tr.spaces.blocked) - before
+
+
+def check_head_dims(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group]) -> dict[str, str]:
+    """Prove on a real copy that cutting within heads computes what the model computed.
+
+    For every group cut within heads, the last unit of each head is made dead (the rows of its
+    producers and their biases zeroed: q, k or v at that dim is 0, so it adds nothing to ``q . k``
+    or to the output) and then removed; the outputs must not change (1e-4 of their scale). This is
+    what the shapes cannot show: an attention scale computed from ``q.size(-1)`` in Python, a
+    statistic over the head dim. Returns ``{module: reason}`` for the modules whose cut changed
+    the outputs (their heads are then cut whole); empty when all agree.
+    """
+    fibre_module = {tr.spaces.find(f.total): f.module for f in tr.fibres}
+    cut = [g for g in groups if tr.spaces.find(g.root) in fibre_module]
+    if not cut:
+        return {}
+    if _dead_cut_agrees(model, example_inputs, cut):
+        return {}
+    out = {}
+    for g in cut:  # find which (few forwards each; only for models that failed together)
+        if not _dead_cut_agrees(model, example_inputs, [g]):
+            out[fibre_module[tr.spaces.find(g.root)]] = (
+                f"removing dims made dead in '{g.name}' changed the outputs (the forward computes something "
+                f"from the head dim: an attention scale from q.size(-1), a statistic over it)")
+    return out or {fibre_module[tr.spaces.find(g.root)]: "removing dead head dims changed the outputs" for g in cut}
+
+
+def _dead_cut_agrees(model: nn.Module, example_inputs: Any, groups: list[Group]) -> bool:
+    dead = copy.deepcopy(model).eval()
+    tensors = named_tensors(dead)
+    removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in groups}
+    with torch.no_grad():
+        for g in groups:
+            owners = {s.tensor.rpartition(".")[0] for s in g.slots if s.role == "out"}
+            for s in g.slots:
+                if s.role == "out" or (s.role == "channel" and s.tensor.rpartition(".")[0] in owners):
+                    tensors[s.tensor].index_fill_(s.dim, torch.tensor(s.indices(removals[g.name])), 0.0)
+        try:
+            pruned = remove_units(copy.deepcopy(dead), make_plan(groups, removals, named_tensors(dead)))
+        except Exception:
+            return False
+        # under every attention implementation the model offers (eager code may size its scale itself)
+        for variant in attention_variants(dead) or [None]:
+            if variant is not None:
+                for m in (dead, pruned):
+                    _switch_holder(m).set_attn_implementation(variant)
+            reference = call_model(dead, example_inputs)
+            try:
+                result = call_model(pruned, example_inputs)
+            except Exception:
+                return False
+            if not _agree(tensors_in(reference), tensors_in(result)):
+                return False
+    return True
+
+
+def _agree(ref: list[torch.Tensor], got: list[torch.Tensor]) -> bool:
+    if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got)):
+        return False
+    for a, b in zip(ref, got):
+        if a.is_floating_point():
+            scale = a.abs().max().clamp_min(1e-6)
+            if ((a - b).abs().max() / scale) > 1e-4:
+                return False
+        elif not torch.equal(a, b):
+            return False
+    return True
