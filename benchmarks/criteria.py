@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -50,7 +51,7 @@ from edgeprune.measure import count_macs  # noqa: E402
 from edgeprune.recover import Finetune, finetune, recalibrate_bn  # noqa: E402
 
 METHODS = ("l2", "l2-balanced", "l2-raw", "l2-buffers", "l1", "bn", "taylor", "random", "tp")
-ORDER = ("l2", "l2-hd", *METHODS[1:], "tp-heads")  # the table's row order (l2-hd, tp-heads: ViT runs only)
+ORDER = ("l2", "l2-hd", "l2-hd-sdpa", "l2-shared-hd", "l2-shared-hd-sdpa", *METHODS[1:], "tp-heads")  # the table's row order (l2-hd, tp-heads: ViT runs only)
 
 
 def _with_buffers(group, ctx: ScoreContext) -> torch.Tensor:
@@ -64,7 +65,17 @@ def _mean_of_norms(group, ctx: ScoreContext) -> torch.Tensor:
     return torch.stack([slot_unit_sum(ctx, s, group.size, 2).sqrt() for s in slots]).mean(0)
 
 
-VARIANTS = {"l2-balanced": Magnitude(p=2, normalize="mean"), "l2-raw": _mean_of_norms, "l2-buffers": _with_buffers}
+def _shared_across_partitions(group, ctx: ScoreContext) -> torch.Tensor:
+    """``l2`` averaged over a group's partitions: with ``head_dims=True`` every head then loses the
+    same positions, as Torch-Pruning's channel groups choose them (its importance averaged over heads)."""
+    scores = CRITERIA["l2"](group, ctx)
+    if group.partitions < 2:
+        return scores
+    return scores.view(group.partitions, -1).mean(0).repeat(group.partitions)
+
+
+VARIANTS = {"l2-balanced": Magnitude(p=2, normalize="mean"), "l2-raw": _mean_of_norms, "l2-buffers": _with_buffers,
+            "l2-shared": _shared_across_partitions}
 
 
 def calibration(entry: zoo.ZooEntry) -> DataLoader:
@@ -73,12 +84,23 @@ def calibration(entry: zoo.ZooEntry) -> DataLoader:
 
 
 def prune_ours(method: str, model, entry, keep: float, seed: int):
-    head_dims = method.endswith("-hd")  # l2-hd: heads cut within (head_dims=True), as Torch-Pruning's default
-    method = method.removesuffix("-hd")
+    """Our cut; ``l2-hd`` cuts heads within (``head_dims=True``), as Torch-Pruning's default does;
+    ``l2-hd-sdpa`` is that cut without its q/k rescale, so the attention takes SDPA's default scale
+    of the *cut* head dim, 1/sqrt(d'), as Torch-Pruning's cut of this ViT leaves it (an experiment:
+    it changes what the model computes)."""
+    sdpa_scale = method.endswith("-hd-sdpa")
+    head_dims = sdpa_scale or method.endswith("-hd")
+    method = method.removesuffix("-sdpa").removesuffix("-hd")
     criterion = VARIANTS.get(method, method)
     result = ep.prune(model, zoo.example_input(entry), budget=Budget(macs=keep), strategy="uniform",
                       criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed,
                       head_dims=head_dims)
+    if sdpa_scale:
+        plan = ep.plan.Plan.from_dict(result.plan.to_dict())
+        plan.groups = [dataclasses.replace(g, rescale=[]) for g in plan.groups]
+        pruned = ep.apply_plan(model, plan)
+        recalibrate_bn(pruned, calibration(entry), None)
+        return pruned, result.stats.get("ratio")
     return result.model, result.stats.get("ratio")
 
 
