@@ -16,7 +16,11 @@ Methods: our criteria by registry name (``l2``, ``l1``, ``bn``, ``taylor`` on th
 also averaged the norms of BatchNorm running statistics and biases); and ``tp``: Torch-Pruning 1.6
 ``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, uniform per layer, classifier ignored, its
 ratio bisected to the same MAC target (our ``l2`` ranks units as its importance does; its widths
-differ by a unit or so). Seeds change the fine-tuning data order and the random ranking; the trained model
+differ by a unit or so). On the ViT: ``l2-hd`` is ``l2`` with ``head_dims=True`` (every head cut to
+the same number of dims, as Torch-Pruning's default), ``l2-hd-sdpa`` that cut without its q/k rescale
+(SDPA's scale of the cut head dim, as Torch-Pruning's cut leaves it), ``l2-shared-hd`` the same
+positions cut in every head, ``tp-heads`` Torch-Pruning removing whole heads. Seeds change the
+fine-tuning data order and the random ranking; the trained model
 is the same. Paired columns: accuracy minus random's / Torch-Pruning's on the same model, target
 and seed, mean ± standard error over seeds.
 

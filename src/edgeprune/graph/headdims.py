@@ -169,7 +169,7 @@ def settle(tr: TraceResult) -> dict[str, str]:
         spaces.set_partitions(_whole(spaces, f.total), f.n_heads, f"head dims cut per head in {f.module}")
         tr.positions[spaces.find(f.positions)] = (f.total, f.n_heads)
     for total, slots in rescales.items():
-        tr.rescales.setdefault(spaces.find(total), []).extend(s for s in slots if s not in tr.rescales.get(total, []))
+        tr.rescales.setdefault(spaces.find(total), []).extend(slots)
     return {}
 
 
@@ -193,13 +193,12 @@ def _positions_used_elsewhere(tr: TraceResult, f: Fibre, p: int) -> str | None:
 
 def _rescale_slots(tr: TraceResult) -> tuple[dict[int, list[Slot]], dict[str, str]]:
     """The q and k rows to rescale for each attention whose scale follows the head dim."""
-    spaces = tr.spaces
     out: dict[int, list[Slot]] = {}
     refused: dict[str, str] = {}
     for fold in tr.folds:
         slots: list[Slot] = []
         fq, fk = tr.fibres[fold.query[0]], tr.fibres[fold.key[0]]
-        for (fi, piece), f in ((fold.query, fq), (fold.key, fk)):
+        for (_, piece), f in ((fold.query, fq), (fold.key, fk)):
             rows = _producer_rows(tr, f, piece)
             if rows is None:
                 refused.setdefault(f.module, f"the attention at {fold.where} computes its scale from the head dim, "

@@ -196,7 +196,7 @@ class Tracer(TorchFunctionMode):
         so that surgery keeps them in step: by value *and* name, because a stride or a window size
         may equal the head count (hiera's ``q_stride``): a count of heads is named for heads
         (``num_heads``, ``heads``, ``n_head``), a span for a width (``attn_dim``, ``dim_out``,
-        ``all_head_size``); ``head_dim`` never changes.
+        ``all_head_size``); ``head_dim`` does not change here (cuts within heads: ``split_head_dims``).
         """
         space = self.spaces.coarsen(seg.space, size, inner, outer, f"channels split into {size} units in {self.where}")
         module_name = self.module_stack[-1]
@@ -224,10 +224,14 @@ class Tracer(TorchFunctionMode):
         heads are cut whole). See ``edgeprune.graph.headdims``.
         """
         *before, n_heads, head_dim = sizes
-        if len(before) > 1 or n_heads < 2 or head_dim < 2:
+        module_name = self.module_stack[-1]
+        if len(before) > 1:
+            self.head_dim_refusals.setdefault(module_name, f"its split {tuple(sizes)} has more than one dim before "
+                                                           f"the heads (only (pieces,) heads, head_dim is cut within)")
+            return None
+        if n_heads < 2 or head_dim < 2:
             return None
         n_pieces = before[0] if before else 1
-        module_name = self.module_stack[-1]
         total = self.spaces.coarsen(seg.space, n_heads * head_dim, 1, n_pieces, f"head dims split in {self.where}")
         heads = self.spaces.new(n_heads, f"heads of {module_name}")  # blocked once traced (settle): labels flow on
         positions = self.spaces.new(head_dim, f"head dims of {module_name}")
@@ -237,7 +241,8 @@ class Tracer(TorchFunctionMode):
             pieces = self.spaces.new(n_pieces, f"q/k/v pieces of {module_name}")
             labels.append((Seg(pieces, n_pieces),))
         labels += [(Seg(heads, n_heads),), (Seg(positions, head_dim),)]
-        attrs = head_dim_attrs(_int_attributes(self._modules.get(module_name)), module_name, n_pieces, n_heads, head_dim)
+        attrs = head_dim_attrs(_int_attributes(self._modules.get(module_name)), module_name, n_pieces, n_heads,
+                               head_dim)
         for a in attrs:
             self.counters.append((total, a))
         self.fibres.append(Fibre(module_name, total, seg.space, heads, positions, pieces, n_pieces, n_heads,
