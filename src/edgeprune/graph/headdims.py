@@ -182,8 +182,8 @@ def _positions_used_elsewhere(tr: TraceResult, f: Fibre, p: int) -> str | None:
     for name, dims in tr.param_dims.items():
         for dm in dims:
             if p in spaces.atoms(dm):
-                return (f"'{name}' lies along the head dim (a q/k norm, a rotary table): one vector for every head, "
-                        f"and the heads keep different dims")
+                return (f"'{name}' lies along the head dim (a q/k norm, a rotary table, keys or values shared by "
+                        f"several query heads): one vector for heads that would keep different dims")
     if p in spaces.derived or spaces.partitions.get(p, 1) > 1:
         return "its head dim is sliced or regrouped (rotary position code pairs the dims of a head)"
     if p in spaces.blocked:
