@@ -219,6 +219,23 @@ class _PythonScale(zoo.HeadAttention):
         return self.proj((attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, self.attn_dim))
 
 
+class _AttributeScale(zoo.HeadAttention):
+    """Eager attention scaled by ``self.head_dim ** -0.5``, the attribute the cut updates; small
+    weights keep the logits small, so the wrong scale changes the outputs only slightly (the fuzz
+    campaign found this: the value check runs in float64 with sharpened attention to see it)."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.no_grad():
+            self.qkv.weight.mul_(0.05)
+
+    def forward(self, x):
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q @ k.transpose(-2, -1)) * self.head_dim ** -0.5
+        return self.proj((attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, N, self.attn_dim))
+
+
 class _NormedQuery(zoo.HeadAttention):
     """q passes a parameter-free op before the fused attention: its rows cannot be rescaled."""
 
@@ -229,7 +246,7 @@ class _NormedQuery(zoo.HeadAttention):
         return self.proj(x.transpose(1, 2).reshape(B, N, self.attn_dim))
 
 
-@pytest.mark.parametrize("cls, words", [(_PythonScale, "changed the outputs"),
+@pytest.mark.parametrize("cls, words", [(_PythonScale, "changed the outputs"), (_AttributeScale, "changed the outputs"),
                                         (_NormedQuery, "attention scale computed from the head dim")])
 def test_a_scale_that_would_follow_the_cut_is_refused(cls, words):
     torch.manual_seed(0)
