@@ -16,7 +16,11 @@ Methods: our criteria by registry name (``l2``, ``l1``, ``bn``, ``taylor`` on th
 also averaged the norms of BatchNorm running statistics and biases); and ``tp``: Torch-Pruning 1.6
 ``MetaPruner`` with ``GroupMagnitudeImportance(p=2)``, uniform per layer, classifier ignored, its
 ratio bisected to the same MAC target (our ``l2`` ranks units as its importance does; its widths
-differ by a unit or so). Seeds change the fine-tuning data order and the random ranking; the trained model
+differ by a unit or so). On the ViT: ``l2-hd`` is ``l2`` with ``head_dims=True`` (every head cut to
+the same number of dims, as Torch-Pruning's default), ``l2-hd-sdpa`` that cut without its q/k rescale
+(SDPA's scale of the cut head dim, as Torch-Pruning's cut leaves it), ``l2-shared-hd`` the same
+positions cut in every head, ``tp-heads`` Torch-Pruning removing whole heads. Seeds change the
+fine-tuning data order and the random ranking; the trained model
 is the same. Paired columns: accuracy minus random's / Torch-Pruning's on the same model, target
 and seed, mean ± standard error over seeds.
 
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -50,6 +55,7 @@ from edgeprune.measure import count_macs  # noqa: E402
 from edgeprune.recover import Finetune, finetune, recalibrate_bn  # noqa: E402
 
 METHODS = ("l2", "l2-balanced", "l2-raw", "l2-buffers", "l1", "bn", "taylor", "random", "tp")
+ORDER = ("l2", "l2-hd", "l2-hd-sdpa", "l2-shared-hd", "l2-shared-hd-sdpa", *METHODS[1:], "tp-heads")  # the table's row order (l2-hd, tp-heads: ViT runs only)
 
 
 def _with_buffers(group, ctx: ScoreContext) -> torch.Tensor:
@@ -63,7 +69,17 @@ def _mean_of_norms(group, ctx: ScoreContext) -> torch.Tensor:
     return torch.stack([slot_unit_sum(ctx, s, group.size, 2).sqrt() for s in slots]).mean(0)
 
 
-VARIANTS = {"l2-balanced": Magnitude(p=2, normalize="mean"), "l2-raw": _mean_of_norms, "l2-buffers": _with_buffers}
+def _shared_across_partitions(group, ctx: ScoreContext) -> torch.Tensor:
+    """``l2`` averaged over a group's partitions: with ``head_dims=True`` every head then loses the
+    same positions, as Torch-Pruning's channel groups choose them (its importance averaged over heads)."""
+    scores = CRITERIA["l2"](group, ctx)
+    if group.partitions < 2:
+        return scores
+    return scores.view(group.partitions, -1).mean(0).repeat(group.partitions)
+
+
+VARIANTS = {"l2-balanced": Magnitude(p=2, normalize="mean"), "l2-raw": _mean_of_norms, "l2-buffers": _with_buffers,
+            "l2-shared": _shared_across_partitions}
 
 
 def calibration(entry: zoo.ZooEntry) -> DataLoader:
@@ -72,9 +88,23 @@ def calibration(entry: zoo.ZooEntry) -> DataLoader:
 
 
 def prune_ours(method: str, model, entry, keep: float, seed: int):
+    """Our cut; ``l2-hd`` cuts heads within (``head_dims=True``), as Torch-Pruning's default does;
+    ``l2-hd-sdpa`` is that cut without its q/k rescale, so the attention takes SDPA's default scale
+    of the *cut* head dim, 1/sqrt(d'), as Torch-Pruning's cut of this ViT leaves it (an experiment:
+    it changes what the model computes)."""
+    sdpa_scale = method.endswith("-hd-sdpa")
+    head_dims = sdpa_scale or method.endswith("-hd")
+    method = method.removesuffix("-sdpa").removesuffix("-hd")
     criterion = VARIANTS.get(method, method)
     result = ep.prune(model, zoo.example_input(entry), budget=Budget(macs=keep), strategy="uniform",
-                      criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed)
+                      criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed,
+                      head_dims=head_dims)
+    if sdpa_scale:
+        plan = ep.plan.Plan.from_dict(result.plan.to_dict())
+        plan.groups = [dataclasses.replace(g, rescale=[]) for g in plan.groups]
+        pruned = ep.apply_plan(model, plan)
+        recalibrate_bn(pruned, calibration(entry), None)
+        return pruned, result.stats.get("ratio")
     return result.model, result.stats.get("ratio")
 
 
@@ -175,7 +205,7 @@ def table(rows: list[dict]) -> str:
         here = [r for r in rows if r["model"] == name and r["keep"] == keep]
         by = {m: [r for r in here if r["method"] == m] for m in dict.fromkeys(r["method"] for r in here)}
         rnd, tp = by.get("random", []), by.get("tp", [])
-        for m in sorted(by, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS)):
+        for m in sorted(by, key=lambda m: ORDER.index(m) if m in ORDER else len(ORDER)):
             got = by[m]
             mean = lambda f: statistics.mean(r[f] for r in got)  # noqa: E731
             lines.append(f"| {name} (base {got[0]['base_accuracy']:.2f}) | {1 / keep:.0f}x fewer | {m} | "
@@ -191,7 +221,8 @@ def main() -> None:
     ap.add_argument("--targets", nargs="+", type=float, default=[0.5, 0.25], help="MACs kept (0.25: 4x fewer)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS),
                     help=f"our criteria by registry name ({', '.join(sorted(CRITERIA))}), {', '.join(VARIANTS)}, tp, "
-                         "tp-heads (a ViT: Torch-Pruning removing whole heads down to our cut's count)")
+                         "tp-heads (a ViT: Torch-Pruning removing whole heads down to our cut's count); a name "
+                         "ending in -hd (l2-hd) cuts attention heads within (head_dims=True)")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=1)

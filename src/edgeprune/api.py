@@ -67,7 +67,8 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
             ``"taylor"``, ``"fisher"``, ...; see ``edgeprune.criteria``), ``strategy`` (``"uniform"``,
             ``"global"``, ``"sensitivity"``, ``"iterative"``, ``"guarded"``, ``"latency"`` or a config;
             docs/strategies.md), ``ignore``, ``round_to``, ``rules``, ``loss_fn``,
-            ``calibration_batches``. ``blocks``: ``n``, ``calibration_batches``. Weight kinds:
+            ``calibration_batches``, ``head_dims`` (cut attention heads within instead of whole).
+            ``blocks``: ``n``, ``calibration_batches``. Weight kinds:
             ``pattern``, ``allocation``, ``criterion`` (``"magnitude"``, ``"taylor"``, ``"fisher"``),
             ``ignore``, ``config`` (a ``WeightPruneConfig``), ``sparsity`` (same as ``ratio``).
 

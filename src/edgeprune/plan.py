@@ -88,6 +88,10 @@ class GroupPlan:
     unit: int = 1
     partitions: int = 1
     attrs: list[Attr] = field(default_factory=list)
+    # Rows whose kept entries are multiplied by (kept / size) ** 0.25: the query and key rows of an
+    # attention cut within heads whose scale follows the head dim (scaled_dot_product_attention
+    # without scale=), so that q . k / sqrt(d') keeps the original q . k / sqrt(d).
+    rescale: list[Slot] = field(default_factory=list)
 
     def kept(self) -> list[int]:
         removed = set(self.remove)
@@ -135,7 +139,8 @@ class Plan:
         try:
             groups = [
                 _typed(GroupPlan, {**_as(dict, g, "a group"), "slots": [_typed(Slot, s) for s in _as(list, g["slots"], "slots")],
-                                   "attrs": [_typed(Attr, a) for a in _as(list, g.get("attrs", []), "attrs")]})
+                                   "attrs": [_typed(Attr, a) for a in _as(list, g.get("attrs", []), "attrs")],
+                                   "rescale": [_typed(Slot, s) for s in _as(list, g.get("rescale", []), "rescale")]})
                 for g in _as(list, data.get("groups", []), "groups")
             ]
             masks = [_typed(MaskEntry, m) for m in _as(list, data.get("masks", []), "masks")]

@@ -9,7 +9,9 @@ import torch.nn as nn
 
 from edgeprune.graph.groups import Group, build_groups
 from edgeprune.errors import ProbeError
-from edgeprune.graph.probe import freeze_at, freeze_heads_at, meta_agrees, run_probe, uneven_subsets
+from edgeprune.graph.headdims import settle
+from edgeprune.graph.probe import (check_head_dims, freeze_at, freeze_heads_at, meta_agrees, run_probe,
+                                   uneven_subsets)
 from edgeprune.graph.rules import RuleRegistry, default_rules
 from edgeprune.graph.trace import TraceResult, trace, warm_copy
 from edgeprune.surgery.structured import named_tensors
@@ -28,7 +30,7 @@ class Analysis:
 
 
 def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules: RuleRegistry | None = None,
-            probe: bool = True, max_probe_rounds: int | None = None) -> Analysis:
+            probe: bool = True, max_probe_rounds: int | None = None, head_dims: bool = False) -> Analysis:
     """Trace ``model`` once and return the groups that can be pruned without changing its outputs' shapes.
 
     Args:
@@ -44,6 +46,11 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
             what the first disagreeing op touches, so the default allows one round per group first
             found (at least 24): a model with many attention blocks whose code fixes the head count
             needs a round per block.
+        head_dims: cut attention heads within (each head keeps fewer dims, the head count stays)
+            instead of removing whole heads; see ``edgeprune.graph.headdims``. An attention that
+            cannot be cut so (rotary position code, a q/k norm, a scale computed from the head dim
+            that cannot be kept) has its heads cut whole, and ``skipped`` says why under
+            ``"<module> (head dims)"``.
 
     Returns:
         An ``Analysis`` whose ``skipped`` maps each group left alone to the reason.
@@ -56,7 +63,29 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
     """
     caller = model
     model = warm_copy(caller, example_inputs)  # traced and probed from here on; names are the caller's
-    tr, _ = trace(model, example_inputs, rules or default_rules())
+    rules = rules or default_rules()
+    whole: dict[str, str] = {}  # modules whose heads are cut whole after all (head_dims=True), and why
+    notes: dict[str, str] = {}
+    while True:
+        tr, _ = trace(model, example_inputs, rules, head_dims=head_dims, whole_heads=frozenset(whole))
+        notes.update(tr.head_dim_refusals)  # cut whole while tracing (rotary code, nn.MultiheadAttention)
+        refused = settle(tr) if head_dims else {}
+        if not refused:
+            groups, skipped, rounds = _probe_groups(model, example_inputs, tr, caller, ignore, probe, max_probe_rounds)
+            refused = check_head_dims(model, example_inputs, tr, groups) if head_dims and probe else {}
+            if not refused:
+                break
+        if set(refused) <= set(whole):  # cannot happen: a module cut whole has no cut within heads to refuse
+            raise ProbeError(f"head dims of {sorted(refused)} refused again after being cut whole")
+        whole.update(refused)  # trace again, with those heads cut whole
+    skipped.update({f"{m or 'top level'} (head dims)": f"heads cut whole, not within: {r}"
+                    for m, r in {**notes, **whole}.items()})
+    return Analysis(groups, skipped, tr, rounds)
+
+
+def _probe_groups(model: nn.Module, example_inputs: Any, tr: TraceResult, caller: nn.Module, ignore: Ignore,
+                  probe: bool, max_probe_rounds: int | None) -> tuple[list[Group], dict[str, str], int]:
+    """Groups of a trace, probed until the pruned copy agrees on every shape."""
     _block_built_on_first_call(tr, caller, model)
     _block_ignored(tr, caller, ignore)
     rounds = 0
@@ -95,7 +124,7 @@ def analyze(model: nn.Module, example_inputs: Any, *, ignore: Ignore = (), rules
                  f"{record.module or 'the top level'})" if outcome.outside_op else
                  f"op '{record.name}' in {record.module or 'the forward'} (a size read from a tensor and used elsewhere)")
         tr.spaces.block_space(culprit.root, f"pruning it breaks {where}: {outcome.detail}")
-    return Analysis(groups, skipped, tr, rounds)
+    return groups, skipped, rounds
 
 
 def _bisect_culprit(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group],

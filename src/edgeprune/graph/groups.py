@@ -27,6 +27,7 @@ class Group:
     unit: int = 1
     modules: list[str] = field(default_factory=list)
     attrs: list[Attr] = field(default_factory=list)  # module attributes that count the units (num_heads)
+    rescale: list[Slot] = field(default_factory=list)  # q/k rows that keep the attention scale (GroupPlan.rescale)
 
     @property
     def block_size(self) -> int:
@@ -108,7 +109,7 @@ def build_groups(tr: TraceResult) -> tuple[list[Group], dict[str, str]]:
         else:
             groups.append(Group(name, root, spaces.size[root], _dedup(group_slots), parts, unit=producers[0].inner,
                                 modules=sorted({module_of(s.tensor) for s in group_slots}),
-                                attrs=counters.get(root, [])))
+                                attrs=counters.get(root, []), rescale=_dedup(tr.rescales.get(root, []))))
     return groups, skipped
 
 
@@ -125,7 +126,8 @@ def make_plan(groups: list[Group], removals: dict[str, list[int]], tensors: dict
               kind: str = "channels", meta: dict | None = None) -> Plan:
     """A plan holding only the groups that lose units, with the shapes their tensors had."""
     chosen = [g for g in groups if removals.get(g.name)]
-    shapes = {s.tensor: list(tensors[s.tensor].shape) for g in chosen for s in g.slots}
+    shapes = {s.tensor: list(tensors[s.tensor].shape) for g in chosen for s in [*g.slots, *g.rescale]}
     return Plan(kind=kind, shapes=shapes, meta=dict(meta or {}), groups=[
-        GroupPlan(g.name, g.size, sorted(removals[g.name]), list(g.slots), g.unit, g.partitions, list(g.attrs))
+        GroupPlan(g.name, g.size, sorted(removals[g.name]), list(g.slots), g.unit, g.partitions, list(g.attrs),
+                  list(g.rescale))
         for g in chosen])

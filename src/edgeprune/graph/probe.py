@@ -22,6 +22,7 @@ from edgeprune.graph.groups import Group, make_plan
 from edgeprune.graph.spaces import DimMap, Unresolvable
 from edgeprune.graph.trace import OpRecord, TraceResult, call_model, op_name, tensors_in
 from edgeprune.surgery.structured import named_tensors, remove_units
+from edgeprune.verify import _switch_holder, attention_variants
 
 
 class _ShapeRecorder(TorchFunctionMode):
@@ -53,6 +54,9 @@ def predicted_size(tr: TraceResult, dm: DimMap, removed: dict[int, int]) -> int:
     total = 0
     for seg in tr.spaces.resolve(dm):
         units = seg.size - removed.get(seg.space, 0) if seg.space is not None else seg.size
+        if seg.space in tr.positions:  # the dims within a head cut per head: each head loses its share
+            space, heads = tr.positions[seg.space]
+            units = seg.size - removed.get(tr.spaces.find(space), 0) // heads
         total += units * seg.inner * seg.outer
     return total
 
@@ -174,3 +178,98 @@ def freeze_at(tr: TraceResult, index: int, detail: str, include_previous: bool) 
             for dm in dims:
                 tr.spaces.block(dm, reason)
     return len(tr.spaces.blocked) - before
+
+
+def check_head_dims(model: nn.Module, example_inputs: Any, tr: TraceResult, groups: list[Group]) -> dict[str, str]:
+    """Prove on a real copy that cutting within heads computes what the model computed.
+
+    For every group cut within heads, the last unit of each head is made dead (the rows of its
+    producers and their biases zeroed: q, k or v at that dim is 0, so it adds nothing to ``q . k``
+    or to the output) and then removed; the outputs must not change. This is what the shapes cannot
+    show: an attention scale computed from ``q.size(-1)`` in Python or from the ``head_dim``
+    attribute the cut updates, a statistic over the head dim. A wrong scale may change the outputs
+    only a little when the example's attention logits are small, so the copy runs in float64 with
+    the groups' other producing rows multiplied by 4 (logits x16, a softmax far from uniform), and
+    the outputs must agree to 1e-8 of their scale (float32 and 1e-4 where the model does not run in
+    float64), under every attention implementation the model offers. Returns ``{module: reason}``
+    for the modules whose cut changed the outputs (their heads are then cut whole).
+    """
+    fibre_module = {tr.spaces.find(f.total): f.module for f in tr.fibres}
+    cut = [g for g in groups if tr.spaces.find(g.root) in fibre_module]
+    if not cut:
+        return {}
+    if _dead_cut_agrees(model, example_inputs, cut):
+        return {}
+    out = {}
+    for g in cut:  # find which (few forwards each; only for models that failed together)
+        if not _dead_cut_agrees(model, example_inputs, [g]):
+            out[fibre_module[tr.spaces.find(g.root)]] = (
+                f"removing dims made dead in '{g.name}' changed the outputs (the forward computes something "
+                f"from the head dim: an attention scale from q.size(-1) or from an attribute the cut updates, "
+                f"a statistic over it)")
+    return out or {fibre_module[tr.spaces.find(g.root)]: "removing dead head dims changed the outputs" for g in cut}
+
+
+def _dead_cut_agrees(model: nn.Module, example_inputs: Any, groups: list[Group]) -> bool:
+    try:
+        return _dead_cut_agrees_in(model, example_inputs, groups, torch.float64, 1e-8)
+    except _NoFloat64:
+        return _dead_cut_agrees_in(model, example_inputs, groups, None, 1e-4)
+
+
+class _NoFloat64(Exception):
+    pass
+
+
+def _dead_cut_agrees_in(model: nn.Module, example_inputs: Any, groups: list[Group], dtype, rtol: float) -> bool:
+    dead = copy.deepcopy(model).eval()
+    inputs = example_inputs
+    if dtype is not None:
+        dead = dead.to(dtype)
+        inputs = tree_map(lambda t: t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t,
+                          example_inputs)
+        try:
+            with torch.no_grad():
+                call_model(dead, inputs)
+        except Exception as exc:  # an op without a float64 kernel: check in float32
+            raise _NoFloat64 from exc
+    tensors = named_tensors(dead)
+    removals = {g.name: [k * g.block_size + g.block_size - 1 for k in range(g.partitions)] for g in groups}
+    with torch.no_grad():
+        for g in groups:
+            owners = {s.tensor.rpartition(".")[0] for s in g.slots if s.role == "out"}
+            for s in g.slots:
+                if s.role == "out" or (s.role == "channel" and s.tensor.rpartition(".")[0] in owners):
+                    t = tensors[s.tensor]
+                    t.mul_(4.0)  # the producers of the group's units (q and k rows, or v's): sharper attention
+                    t.index_fill_(s.dim, torch.tensor(s.indices(removals[g.name])), 0.0)
+        try:
+            pruned = remove_units(copy.deepcopy(dead), make_plan(groups, removals, named_tensors(dead)))
+        except Exception:
+            return False
+        # under every attention implementation the model offers (eager code may size its scale itself)
+        for variant in attention_variants(dead) or [None]:
+            if variant is not None:
+                for m in (dead, pruned):
+                    _switch_holder(m).set_attn_implementation(variant)
+            reference = call_model(dead, inputs)
+            try:
+                result = call_model(pruned, inputs)
+            except Exception:
+                return False
+            if not _agree(tensors_in(reference), tensors_in(result), rtol):
+                return False
+    return True
+
+
+def _agree(ref: list[torch.Tensor], got: list[torch.Tensor], rtol: float) -> bool:
+    if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got)):
+        return False
+    for a, b in zip(ref, got):
+        if a.is_floating_point():
+            scale = a.abs().max().clamp_min(1e-12)
+            if not ((a - b).abs().max() / scale) <= rtol:
+                return False
+        elif not torch.equal(a, b):
+            return False
+    return True

@@ -22,8 +22,9 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from edgeprune.graph.headdims import Fibre, Fold, fixed_head_dims, head_dim_attrs, rotary_code
 from edgeprune.graph.spaces import DimMap, Seg, SpaceTable, Unresolvable, fixed, length
-from edgeprune.plan import Attr
+from edgeprune.plan import Attr, Slot
 from edgeprune.specs import eval_mode
 
 if TYPE_CHECKING:  # the rules import this module
@@ -67,6 +68,12 @@ class TraceResult:
     unknown_ops: dict[str, str] = field(default_factory=dict)
     produced: list[DimMap] = field(default_factory=list)
     counters: list[tuple[int, Attr]] = field(default_factory=list)  # (space, attribute counting its units)
+    # cuts within heads (head_dims=True; edgeprune.graph.headdims)
+    fibres: list[Fibre] = field(default_factory=list)
+    folds: list[Fold] = field(default_factory=list)
+    head_dim_refusals: dict[str, str] = field(default_factory=dict)  # module -> why its heads are cut whole
+    positions: dict[int, tuple[int, int]] = field(default_factory=dict)  # positions root -> (space, heads)
+    rescales: dict[int, list[Slot]] = field(default_factory=dict)  # space root -> q/k rows to rescale
 
 
 def op_name(func: Callable) -> str:
@@ -113,9 +120,19 @@ def tensors_in(obj: Any) -> list[torch.Tensor]:
 class Tracer(TorchFunctionMode):
     """Records a forward pass and runs each op's rule (the context object rules talk to)."""
 
-    def __init__(self, model: nn.Module, rules: RuleRegistry) -> None:
+    def __init__(self, model: nn.Module, rules: RuleRegistry, head_dims: bool = False,
+                 whole_heads: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.rules = rules
+        self.head_dims = head_dims  # cut within heads (edgeprune.graph.headdims), except in whole_heads
+        self.whole_heads = whole_heads
+        self.fibres: list[Fibre] = []
+        self.folds: list[Fold] = []
+        self.head_dim_refusals: dict[str, str] = {}
+        self._pieces: dict[int, tuple[int, int]] = {}  # id(tensor) -> (fibre, piece): q, k or v of a fused split
+        self._rotary = rotary_code(model) if head_dims else None
+        if head_dims:
+            self.head_dim_refusals.update(fixed_head_dims(model))
         self.spaces = SpaceTable()
         self.records: list[OpRecord] = []
         self.param_dims: dict[str, Dims] = {}
@@ -179,7 +196,7 @@ class Tracer(TorchFunctionMode):
         so that surgery keeps them in step: by value *and* name, because a stride or a window size
         may equal the head count (hiera's ``q_stride``): a count of heads is named for heads
         (``num_heads``, ``heads``, ``n_head``), a span for a width (``attn_dim``, ``dim_out``,
-        ``all_head_size``); ``head_dim`` never changes.
+        ``all_head_size``); ``head_dim`` does not change here (cuts within heads: ``split_head_dims``).
         """
         space = self.spaces.coarsen(seg.space, size, inner, outer, f"channels split into {size} units in {self.where}")
         module_name = self.module_stack[-1]
@@ -188,6 +205,98 @@ class Tracer(TorchFunctionMode):
             if per_unit and (per_unit == 1 or not in_config):  # a config's widths are the model's, not a layer's
                 self.counters.append((space, Attr(module_name, name, per_unit)))
         return (Seg(space, size),)
+
+    def cuts_head_dims(self) -> bool:
+        """Whether a split into heads in the running module is cut within heads (``head_dims=True``)."""
+        module_name = self.module_stack[-1]
+        if not self.head_dims or module_name in self.whole_heads:
+            return False
+        if self._rotary is not None:
+            self.head_dim_refusals.setdefault(module_name, f"the model has rotary position code ({self._rotary}), "
+                                                           f"which pairs the dims of a head")
+            return False
+        return True
+
+    def split_head_dims(self, seg: Seg, sizes: list[int]) -> list[DimMap] | None:
+        """Label a split ``(pieces,) heads, head_dim`` of a plain space for a cut within heads.
+
+        Returns the labels of the split dims (None: the layout is not one this cut handles, and the
+        heads are cut whole). See ``edgeprune.graph.headdims``.
+        """
+        *before, n_heads, head_dim = sizes
+        module_name = self.module_stack[-1]
+        if len(before) > 1:
+            self.head_dim_refusals.setdefault(module_name, f"its split {tuple(sizes)} has more than one dim before "
+                                                           f"the heads (only (pieces,) heads, head_dim is cut within)")
+            return None
+        if n_heads < 2 or head_dim < 2:
+            return None
+        n_pieces = before[0] if before else 1
+        total = self.spaces.coarsen(seg.space, n_heads * head_dim, 1, n_pieces, f"head dims split in {self.where}")
+        heads = self.spaces.new(n_heads, f"heads of {module_name}")  # blocked once traced (settle): labels flow on
+        positions = self.spaces.new(head_dim, f"head dims of {module_name}")
+        labels: list[DimMap] = []
+        pieces = None
+        if before:
+            pieces = self.spaces.new(n_pieces, f"q/k/v pieces of {module_name}")
+            labels.append((Seg(pieces, n_pieces),))
+        labels += [(Seg(heads, n_heads),), (Seg(positions, head_dim),)]
+        attrs = head_dim_attrs(_int_attributes(self._modules.get(module_name)), module_name, n_pieces, n_heads,
+                               head_dim)
+        for a in attrs:
+            self.counters.append((total, a))
+        self.fibres.append(Fibre(module_name, total, seg.space, heads, positions, pieces, n_pieces, n_heads,
+                                 head_dim, attrs))
+        return labels
+
+    def merge_head_dims(self, heads: DimMap, positions: DimMap) -> DimMap | None:
+        """The label of ``reshape(B, N, heads * head_dim)`` over a fibre's heads and positions, or None."""
+        f = self.fibre_of(positions)
+        if f is None or len(heads) != 1 or heads[0].space is None:
+            return None
+        fibre = self.fibres[f]
+        if self.spaces.find(heads[0].space) != self.spaces.find(fibre.heads):
+            return None
+        return (Seg(fibre.total, fibre.n_heads * fibre.head_dim),)
+
+    def fibre_of(self, dm: DimMap) -> int | None:
+        """The fibre whose positions label ``dm`` (the label as the split made it), or None."""
+        if len(dm) != 1 or dm[0].space is None:
+            return None
+        for i, f in enumerate(self.fibres):
+            if f.positions == dm[0].space:
+                return i
+        return None
+
+    def note_pieces(self, dm: DimMap, outputs: list[tuple[torch.Tensor, int]]) -> None:
+        """``outputs`` were taken along a dim labelled ``dm`` at these indices: if it is a fused split's
+        q/k/v dim, remember which piece each output is (for the attention scale)."""
+        if len(dm) != 1 or dm[0].space is None:
+            return
+        root = self.spaces.find(dm[0].space)
+        for i, f in enumerate(self.fibres):
+            if f.pieces is not None and self.spaces.find(f.pieces) == root:
+                for t, piece in outputs:
+                    self._pieces[id(t)] = (i, piece)
+                return
+
+    def fold_attention_scale(self, q: torch.Tensor, k: torch.Tensor, qd: DimMap, kd: DimMap) -> bool:
+        """An attention op computes its scale from the head dim: note q's and k's rows so that surgery
+        can keep the original scale (``edgeprune.graph.headdims``); False when they cannot be told."""
+        ends = []
+        for t, dm in ((q, qd), (k, kd)):
+            f = self.fibre_of(dm)
+            if f is None:
+                return False
+            if self.fibres[f].n_pieces > 1:
+                tagged = self._pieces.get(id(t))
+                if tagged is None or tagged[0] != f:
+                    return False
+                ends.append(tagged)
+            else:
+                ends.append((f, 0))
+        self.folds.append(Fold(ends[0], ends[1], self.where))
+        return True
 
     def note_features(self, inputs: DimMap, outputs: DimMap, n_in: int, n_out: int) -> None:
         """Note the running module's integer attributes that count a weight's input or output features.
@@ -292,6 +401,10 @@ class Tracer(TorchFunctionMode):
             for t in outs:
                 if id(t) not in self._dims:
                     self.set_dims(t, tuple(fixed(n) for n in t.shape))
+        if self._pieces and name in _KEEPS_PIECE and len(outs) == 1:
+            tagged = [self._pieces[id(t)] for t in ins if id(t) in self._pieces]
+            if len(ins) == 1 and tagged:
+                self._pieces[id(outs[0])] = tagged[0]
         self.records.append(OpRecord(len(self.records), name, self.module_stack[-1], in_dims,
                                      [self._dims[id(t)] for t in outs], [tuple(t.shape) for t in outs],
                                      is_data_dependent(name, args), [id(t) for t in ins], [id(t) for t in outs]))
@@ -299,7 +412,13 @@ class Tracer(TorchFunctionMode):
 
     def result(self) -> TraceResult:
         return TraceResult(self.spaces, self.records, self.param_dims, self.roles, self.grouped,
-                           self.aliases, self.unknown_ops, self.produced, self.counters)
+                           self.aliases, self.unknown_ops, self.produced, self.counters, self.fibres, self.folds,
+                           self.head_dim_refusals)
+
+
+# Ops after which a tensor still holds the same rows of a fused projection's piece (q, k or v)
+_KEEPS_PIECE = {"transpose", "permute", "contiguous", "clone", "to", "float", "detach", "dropout", "view", "reshape",
+                "mul", "div"}
 
 
 def _counting_attribute(name: str, value: int, size: int, inner: int, outer: int) -> int:
@@ -395,14 +514,17 @@ def warm_copy(model: nn.Module, example_inputs: Any) -> nn.Module:
     return warm
 
 
-def trace(model: nn.Module, example_inputs: Any, rules: RuleRegistry) -> tuple[TraceResult, Any]:
+def trace(model: nn.Module, example_inputs: Any, rules: RuleRegistry, *, head_dims: bool = False,
+          whole_heads: frozenset[str] = frozenset()) -> tuple[TraceResult, Any]:
     """Run ``model`` once under the tracer and return the recorded graph and the model's output.
 
     The model runs in eval mode without gradients; every module's training flag is restored
     afterwards. Whatever the forward itself changes on the model stays changed: trace a
     ``warm_copy`` (as ``edgeprune.graph.analyze`` does) to leave the caller's model alone.
+    ``head_dims``: label splits into heads for a cut within heads, except in the modules named in
+    ``whole_heads`` (``edgeprune.graph.headdims``).
     """
-    tracer = Tracer(model, rules)
+    tracer = Tracer(model, rules, head_dims, whole_heads)
     handles = _module_hooks(model, tracer.module_stack)
     try:
         with eval_mode(model), torch.no_grad(), tracer:

@@ -39,6 +39,10 @@ class Channels:
         rules: op rules extended for custom ops (``edgeprune.graph.default_rules().copy()``).
         loss_fn: ``loss_fn(model, inputs, targets) -> loss`` for gradient criteria (cross-entropy by default).
         calibration_batches: batches of ``data`` that data-driven criteria read.
+        head_dims: cut attention heads within (every head keeps fewer dims, the head count stays),
+            as Torch-Pruning does by default, instead of removing whole heads; an attention that
+            cannot be cut so keeps whole-head units, and ``skipped`` says why
+            (``edgeprune.graph.headdims``).
     """
 
     criterion: str | Criterion = "l2"
@@ -48,6 +52,7 @@ class Channels:
     rules: RuleRegistry | None = None
     loss_fn: LossFn | None = None
     calibration_batches: int | None = 8
+    head_dims: bool = False
 
     @property
     def name(self) -> str:
@@ -81,7 +86,8 @@ class Channels:
                           ignore=self.ignore, rules=self.rules, round_to=self.round_to, seed=resources.seed,
                           data=resources.data, loss_fn=self.loss_fn, calibration_batches=self.calibration_batches,
                           evaluate=resources.evaluate, finetune=finetune, teacher=teacher, evaluator=resources.evaluator,
-                          max_drop=budget.max_drop if budget is not None else None, budget=budget)
+                          max_drop=budget.max_drop if budget is not None else None, budget=budget,
+                          head_dims=self.head_dims)
         targets = budget.targets(model, example_inputs) if budget is not None and budget.has_cost else []
         proposal = strategy.propose(session, model, targets, ratio)
         proposal.stats.update({"strategy": strategy.name, "criterion": session.criterion_name,

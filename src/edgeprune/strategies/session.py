@@ -68,6 +68,7 @@ class Session:
     meter: Meter = field(default_factory=Meter)
     skipped: dict[str, str] = field(default_factory=dict)  # from the first analysis: group -> why it was kept
     evaluator: Any = None  # edgeprune.scale.Evaluator: measures candidate plans on an executor's workers
+    head_dims: bool = False  # cut attention heads within (edgeprune.graph.headdims)
     _calibration: list | None = field(default=None, init=False, repr=False)
 
     def calibration(self) -> list:
@@ -84,7 +85,8 @@ class Session:
     def score(self, model: nn.Module) -> Scored:
         """Analyze ``model`` as it is now and score every group (collecting data if the criterion needs it)."""
         with self.meter.phase("analyze"):
-            analysis = analyze(model, self.example_inputs, ignore=self.ignore, rules=self.rules)
+            analysis = analyze(model, self.example_inputs, ignore=self.ignore, rules=self.rules,
+                               head_dims=self.head_dims)
         if not self.skipped:
             self.skipped = dict(analysis.skipped)
         if not analysis.groups:

@@ -37,6 +37,7 @@ def remove_units(model: nn.Module, plan: Plan) -> nn.Module:
     _check_shapes(plan, tensors)
     removal: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
     grouped: dict[str, tuple[int, list[int]]] = {}
+    rescale: dict[str, list[tuple[int, list[int], float]]] = defaultdict(list)
     for group in plan.groups:
         _check_group(group)
         for slot in group.slots:
@@ -57,10 +58,17 @@ def remove_units(model: nn.Module, plan: Plan) -> nn.Module:
                 raise PlanError(f"plan group {group.name!r} removes index {top - 1} of "
                                 f"{slot.tensor} dim {slot.dim}, which has only {extent}")
             removal[slot.tensor][slot.dim].update(slot.indices(group.remove))
+        for slot in group.rescale:
+            _check_rescale(group, slot, tensors)
+            factor = ((group.size - len(group.remove)) / group.size) ** 0.25
+            rescale[slot.tensor].append((slot.dim, slot.indices(group.kept()), factor))
 
     new: dict[str, torch.Tensor] = {}
-    for name in set(removal) | set(grouped):
+    for name in set(removal) | set(grouped) | set(rescale):
         t = tensors[name].detach()
+        for dim, idx, factor in rescale.get(name, []):  # on the original indices, before any slicing
+            rows = torch.tensor(idx, dtype=torch.long, device=t.device)
+            t = t.index_copy(dim, rows, t.index_select(dim, rows) * factor)
         if name in grouped:
             t = _gather_grouped_inputs(t, *grouped[name], name)
         for dim, idx in sorted(removal.get(name, {}).items()):
@@ -118,6 +126,16 @@ def _counting_attributes(model: nn.Module, plan: Plan) -> list[tuple[Any, str, i
         warnings.warn(f"{type(owner).__name__}.{leaf} is shared by groups that keep different counts: "
                       f"left at {getattr(owner, leaf)}", stacklevel=3)
     return list(out.values())
+
+
+def _check_rescale(group: GroupPlan, slot, tensors: dict[str, torch.Tensor]) -> None:
+    if slot.tensor not in tensors:
+        raise PlanError(f"plan group {group.name!r} rescales tensor {slot.tensor!r}, which this model lacks")
+    t = tensors[slot.tensor]
+    if not 0 <= slot.dim < t.dim() or slot.row_groups != 1 or \
+            slot.offset + (slot.outer - 1) * slot.stride + group.size * slot.inner > t.shape[slot.dim]:
+        raise PlanError(f"plan group {group.name!r} rescales rows of {slot.tensor} dim {slot.dim} "
+                        f"that its shape {list(t.shape)} does not have")
 
 
 def _check_group(group: GroupPlan) -> None:

@@ -78,9 +78,10 @@ def attention(ctx, args, kwargs, out) -> None:
     q, k, v = (arg(args, kwargs, i, n) for i, n in ((0, "query"), (1, "key"), (2, "value")))
     mask = arg(args, kwargs, 3, "attn_mask")
     qd, kd, vd = ctx.dims(q), ctx.dims(k), ctx.dims(v)
-    ctx.unify(qd[-1], kd[-1], "attention query/key dim")
-    if arg(args, kwargs, 6, "scale") is None:
+    if arg(args, kwargs, 6, "scale") is None and not (getattr(ctx, "fibres", None) and
+                                                       ctx.fold_attention_scale(q, k, qd[-1], kd[-1])):
         ctx.block(qd[-1], "attention scale computed from the head dim")
+    ctx.unify(qd[-1], kd[-1], "attention query/key dim")
     ctx.unify(kd[-2], vd[-2], "attention keys/values")
     if arg(args, kwargs, 7, "enable_gqa", False) and q.dim() >= 3 and q.shape[-3] != k.shape[-3]:
         # grouped-query attention inside the op: fewer key/value heads than query heads

@@ -29,6 +29,8 @@ def getitem(ctx, args, kwargs, out) -> None:
         elif e is None:
             labels.append(fixed(1))
         elif isinstance(e, int):
+            if consuming == 1:  # qkv[0]: the q piece of a fused split
+                ctx.note_pieces(xd[i], [(out, e % x.shape[i])])
             ctx.block(xd[i], "a single index taken along this dim")
             i += 1
         elif isinstance(e, slice):
@@ -133,9 +135,11 @@ def narrow(ctx, args, kwargs, out) -> None:
     ctx.set_dims(out, tuple(labels))
 
 
-def _drop_dim(ctx, x, dim, out, why) -> None:
+def _drop_dim(ctx, x, dim, out, why, index: int | None = None) -> None:
     xd = list(ctx.dims(x))
     dim %= x.dim()
+    pieces = tensors_in(out)
+    ctx.note_pieces(xd[dim], [(t, i if index is None else index % x.shape[dim]) for i, t in enumerate(pieces)])
     ctx.block(xd[dim], why)
     del xd[dim]
     for t in tensors_in(out):
@@ -143,7 +147,8 @@ def _drop_dim(ctx, x, dim, out, why) -> None:
 
 
 def select(ctx, args, kwargs, out) -> None:
-    _drop_dim(ctx, args[0], arg(args, kwargs, 1, "dim"), out, "a single index taken along this dim")
+    _drop_dim(ctx, args[0], arg(args, kwargs, 1, "dim"), out, "a single index taken along this dim",
+              index=arg(args, kwargs, 2, "index"))
 
 
 def unbind(ctx, args, kwargs, out) -> None:

@@ -52,6 +52,11 @@ def _regroup(ctx, xd, in_shape, out_shape, ci, cj, labels) -> None:
     if len(ci) == 1 and len(cj) == 1:
         labels[cj[0]] = xd[ci[0]]
         return
+    if len(cj) == 1 and len(ci) == 2 and getattr(ctx, "fibres", None):
+        merged = ctx.merge_head_dims(xd[ci[0]], xd[ci[1]])  # heads x head dims cut within heads, merged back
+        if merged is not None:
+            labels[cj[0]] = merged
+            return
     if len(cj) == 1:
         # A merge keeps the units of its first tracked dim; any other tracked dim (a kernel dim of a
         # flattened weight, say) is frozen so its size can be a fixed multiplier.
@@ -87,6 +92,12 @@ def _regroup(ctx, xd, in_shape, out_shape, ci, cj, labels) -> None:
                 # bottleneck attention, a (B, C, 1, 1) gate viewed as blocks) stay blocked: there the
                 # "unit" is not a head, and bat_resnext26ts lost every group to the layouts that followed.
                 pos = len(sizes) - 2
+                if cj[-1] == len(out_shape) - 1 and cj[pos] == len(out_shape) - 2 and ctx.cuts_head_dims():
+                    split = ctx.split_head_dims(s, sizes)  # head_dims=True: each head keeps fewer dims
+                    if split is not None:
+                        for k, label in zip(cj, split):
+                            labels[k] = label
+                        return
                 labels[cj[pos]] = ctx.split_units(s, sizes[pos], math.prod(sizes[pos + 1:]), math.prod(sizes[:pos]))
                 return
     for k in tracked:
