@@ -145,16 +145,17 @@ def test_a_distilled_pruned_encoder_moves_towards_the_dense_one(encoder, analysi
     assert before < 0.95 and after > before
 
 
-@pytest.mark.slow  # minutes on 2 cores; benchmarks/minilm.py runs the same prune and distillation
+@pytest.mark.slow  # ~10 minutes on a quiet core (854 distillation steps); benchmarks/minilm.py covers it
 def test_the_cli_reports_fidelity_before_and_after_recovery(tmp_path):
     out = subprocess.run([sys.executable, "-m", "edgeprune.cli", "prune", "minilm", "--data", "minilm",
-                          "--target", "macs=0.5", "--json", "--no-curve", "--lr", "1e-4", "--out",
-                          str(tmp_path / "run")], capture_output=True, text=True, timeout=1800)
+                          "--target", "macs=0.5", "--json", "--no-curve", "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True, timeout=3600)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout)
     figures = summary["task_figures"]
     assert figures["original"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert figures["pruned"]["mean_cosine"] > figures["pruned_before_finetune"]["mean_cosine"]
+    assert figures["pruned"]["mean_cosine"] > 0.85  # 0.900 measured with these defaults (docs/benchmarks.md)
     assert summary["metric"].startswith("mean cosine")
 
 
