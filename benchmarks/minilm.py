@@ -85,9 +85,10 @@ def torch_pruning_recipe(model: torch.nn.Module, x: torch.Tensor, ratio: float) 
 
 
 def ours_prune(dense: torch.nn.Module, x: torch.Tensor, target: str, train, allocation: str) -> torch.nn.Module:
-    """edgeprune's cut: ``ffn`` (the default) keeps every head and takes the FFN neurons whose
-    GELU outputs are smallest on the distillation text (criterion ``activation``, 8 batches); ``uniform``
-    is the L2 cut of heads and FFN neurons alike, in every layer."""
+    """edgeprune's cut: ``ffn`` (the default) keeps every head and takes the FFN neurons with the
+    smallest mean rectified pre-activation ``max(W_in x + b, 0)`` on 8 batches of the distillation
+    text (criterion ``activation``), the same share in every layer; ``uniform`` is the L2 cut of
+    heads and FFN neurons alike, in every layer."""
     budget = ep.Budget.parse(target)
     if allocation == "uniform":
         return ep.prune(dense, x, budget=budget).model
