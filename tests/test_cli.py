@@ -116,3 +116,23 @@ def test_config_file_runs_like_flags(tmp_path):
     assert summary["after"]["params"] <= 0.6 * summary["before"]["params"]
     recorded = json.loads((tmp_path / "run" / "recipe.json").read_text())
     assert recorded["target"] == ["params=0.6"] and recorded["epochs"] == 0
+
+
+
+def test_the_report_curve_cuts_with_a_data_driven_criterion_on_the_run_data():
+    # the curve's one-shot cuts score with the run's criterion: activation statistics need the run's data too
+    from edgeprune.run.recipe import RunRecipe
+    from edgeprune.run.search import CURVE_RATIOS, curve
+    from edgeprune.tasks import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 3)).eval()
+    data = [(torch.randn(16, 8), torch.randint(0, 3, (16,))) for _ in range(2)]
+    trials = curve(model, data[0][0][:1], RunRecipe(model="m", criterion="activation"), lambda m: evaluate(m, data),
+                   data=data)
+    assert [t.ratio for t in trials] == list(CURVE_RATIOS)
+    import edgeprune as ep
+
+    want = ep.prune(model, data[0][0][:1], CURVE_RATIOS[-1], criterion="activation", data=data)  # the same cut, directly
+    assert trials[-1].params == sum(p.numel() for p in want.model.parameters())
+    assert trials[-1].accuracy == pytest.approx(evaluate(want.model, data))

@@ -163,7 +163,7 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
                                                    f"{budget.threads} threads, {details['latency_attempts']} measured "
                                                    f"round(s)")
     ratio = details.get("ratio")
-    trials = curve(model, example, recipe, evaluate, on_trial) if recipe.curve and evaluate is not None else []
+    trials = curve(model, example, recipe, evaluate, on_trial, data=train) if recipe.curve and evaluate is not None else []
     outcome = SearchOutcome(result, float(ratio) if ratio is not None else float("nan"),
                             f"{options.get('strategy', recipe.strategy)} strategy, budget {budget.describe()}", trials)
     outcome.finetuned = iterative
@@ -172,10 +172,11 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
 
 
 def curve(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, evaluate: Callable[[nn.Module], float],
-          on_trial: Callable[[Trial], None] | None = None) -> list[Trial]:
+          on_trial: Callable[[Trial], None] | None = None, data: Any = None) -> list[Trial]:
     """Accuracy (not fine-tuned) and cost of one-shot cuts at :data:`CURVE_RATIOS`, for the report.
 
-    The allocation is the run's strategy when it is one-shot (``uniform``, ``global``), else ``uniform``.
+    The allocation is the run's strategy when it is one-shot (``uniform``, ``global``), else ``uniform``;
+    ``data`` feeds a data-driven criterion (``activation``, ``taylor``, ...) as in the run's own cut.
     """
     from edgeprune.api import prune
 
@@ -183,7 +184,7 @@ def curve(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, evaluate: 
     trials = []
     for ratio in CURVE_RATIOS:
         result = prune(model, example, ratio, kind="channels", criterion=recipe.criterion, strategy=allocation,
-                       ignore=recipe.ignore, round_to=recipe.round_to, seed=recipe.seed)
+                       ignore=recipe.ignore, round_to=recipe.round_to, seed=recipe.seed, data=data)
         got = figures(result.model, example)
         trial = Trial(ratio, got.macs, got.params, got.size, True, evaluate(result.model))
         trials.append(trial)
