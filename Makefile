@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  # make demo TASK=sensors: the microcontroller case study
 	$(VENV)/bin/edgeprune demo $(if $(TASK),--task $(TASK))
 
+# two workers, one per core; a module's tests stay on one worker (they share module fixtures)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
