@@ -32,6 +32,7 @@ def invoke(args: list[str]):
     (["prune", "digits", "--target", "params=0.5", "--epochs", "-1"], "field 'epochs' must be >= 0"),
     (["prune", "digits", "--target", "params=0.5"], "pass --out RUN_DIR"),
     (["prune", "--target", "params=0.5"], "field 'model' is required"),
+    (["prune", "minilm", "--data", "minilm", "--target", "macs=0.5", "--distill"], "recovers with its own loss"),
     (["analyze", "nosuchmodel"], "unknown model"),
     (["analyze", "digits", "--input-shape", "1,a"], "--input-shape"),
 ])

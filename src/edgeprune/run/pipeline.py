@@ -150,6 +150,9 @@ class _Pipeline:
             inputs = resolve_inputs(r.model, r.data, r.evaluate, seed=r.seed, batch_size=r.batch_size,
                                     input_shape=r.input_shape, val_fraction=r.val_fraction)
             s["note"] = f"example input {list(inputs.example.shape)}"
+        if r.distill and inputs.loss_fn is not None:
+            raise BadInputError(f"distill: the task {r.data!r} recovers with its own loss (it already learns from "
+                                f"the unpruned model where it needs to); drop --distill")
         if inputs.evaluate is None:
             self.notes.append("no --data: accuracy is not measured, the model is not fine-tuned and "
                               "--max-drop cannot be checked")
