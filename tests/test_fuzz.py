@@ -1,4 +1,4 @@
-"""The architecture fuzzer on a small budget: 50 generated models through the oracle.
+"""The architecture fuzzer on a small budget: 30 generated models through the oracle.
 
 Every seed must be pruned correctly or refused with an edgeprune error; a corruption fails the
 test with the seed and what broke (reproduce with ``tests.fuzz.campaign.run_seed(seed)``). A
@@ -13,7 +13,7 @@ import torch
 from tests.fuzz.campaign import run_seed
 from tests.fuzz.generator import CELLS, build
 
-SEEDS = range(50)
+SEEDS = range(30)
 
 
 def test_generated_models_prune_correctly_or_are_refused_by_name():
@@ -22,7 +22,7 @@ def test_generated_models_prune_correctly_or_are_refused_by_name():
     corrupt = [f"seed {o.seed}: {o.detail}" for o in outcomes if o.status == "corrupt"]
     assert not corrupt, "\n".join(corrupt)
     correct = [o for o in outcomes if o.status == "correct"]
-    assert len(correct) >= 40  # the budget really exercises the engine, not only its refusals
+    assert len(correct) >= 24  # the budget really exercises the engine, not only its refusals
     assert sum(o.dead_removed for o in correct) > 0 and sum(o.live_removed for o in correct) > 0
 
 
