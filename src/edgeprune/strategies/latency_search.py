@@ -169,7 +169,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         # tighten by the measured shortfall (NetAdapt's measure-then-adjust), with a margin for noise
         # that grows with each miss: a search that keeps landing just short (the table's staircase is
         # flatter than the runtime's, or load moved) steps past the goal instead of creeping up to it
-        step = 1 - search.margin * len(attempts)
+        step = max(1 - search.margin * len(attempts), 0.5)  # never more than halve the target in one step
         if fraction is not None:
             fraction = (alloc.predicted_ms / dense_pred) * (goal / ms) * step
         else:
