@@ -39,8 +39,47 @@ def test_residual_blocks_are_found_where_the_output_is_input_plus_branches():
     mobilenet = torchvision.models.mobilenet_v2().eval()
     found = residual_blocks(mobilenet, torch.randn(1, 3, 32, 32))
     assert found == [f"features.{i}" for i in (3, 5, 6, 8, 9, 10, 12, 13, 15, 16)]  # the use_res_connect blocks
-    # relu(x + f(x)) is not x plus branches: dropping the block would also drop the relu
-    assert residual_blocks(torchvision.models.resnet18().eval(), torch.randn(1, 3, 32, 32)) == []
+    # relu(x + f(x)) over an input that is itself a ReLU output (or its max-pool): the identity is exact
+    resnet = torchvision.models.resnet18().eval()
+    assert residual_blocks(resnet, torch.randn(1, 3, 32, 32)) == ["layer1.0", "layer1.1", "layer2.1", "layer3.1",
+                                                                   "layer4.1"]  # not the downsampling blocks
+
+
+class _ReluAfterAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        return torch.relu(x + self.conv(x))
+
+
+class _TwoReluBlocks(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 3, 1)
+        self.first = _ReluAfterAdd()  # its input, a conv output, may be negative: relu(x) != x
+        self.second = _ReluAfterAdd()  # its input is the first block's ReLU output
+
+    def forward(self, x):
+        return self.second(self.first(self.stem(x)))
+
+
+def test_a_relu_after_the_add_is_allowed_only_over_an_input_that_cannot_be_negative():
+    assert residual_blocks(_TwoReluBlocks().eval(), torch.randn(1, 3, 8, 8)) == ["second"]
+
+
+def test_a_dead_resnet_block_is_dropped_and_the_outputs_do_not_change():
+    torch.manual_seed(0)
+    model, x = torchvision.models.resnet18(num_classes=10).eval(), torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # layer1.1's branch adds nothing: relu(x + 0) = x for its ReLU-made input
+        model.layer1[1].bn2.weight.zero_()
+        model.layer1[1].bn2.bias.zero_()
+        reference = model(x)
+    result = ep.prune(model, x, kind="blocks", n=1)
+    assert result.plan.blocks == ["layer1.1"]
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), reference, rtol=1e-5, atol=1e-6)
 
 
 def test_a_dead_block_scores_zero_is_dropped_first_and_the_outputs_do_not_change():
@@ -79,7 +118,7 @@ def test_block_plans_that_do_not_fit_are_refused_before_anything_changes():
     with pytest.raises(ep.PlanError, match="already an identity"):
         ep.apply_plan(once, Plan(kind="blocks", blocks=["blocks.1"]))
     with pytest.raises(ep.UnsupportedModelError, match="no residual block"):
-        ep.prune(torchvision.models.resnet18(), torch.randn(1, 3, 32, 32), kind="blocks")
+        ep.prune(torchvision.models.vgg11(), torch.randn(1, 3, 32, 32), kind="blocks")  # no residual add at all
     with pytest.raises(ep.BudgetError, match="cannot be met"):
         ep.prune(model, x, kind="blocks", budget=ep.Budget(macs=0.1))  # patch embedding + head alone exceed it
 

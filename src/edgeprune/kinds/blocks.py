@@ -53,7 +53,7 @@ class Blocks:
         blocks = residual_blocks(model, example_inputs)
         if not blocks:
             raise UnsupportedModelError("no residual block to drop: a block must return its input plus its branches "
-                                        "(y = x + f(x)) with nothing after the add (ResNet's relu(x + f(x)) is not one)")
+                                        "(y = x + f(x)) with nothing after the add but a ReLU over an input that cannot be negative")
         if ratio is not None and not 0.0 <= ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), got {ratio}")
         data = resources.data
