@@ -119,6 +119,13 @@ def run_one(arch: str, args, log) -> list[Row]:
     dense_macs = macs_of(model, x)
     ours_macs = macs_of(ours.model, x)
     log(f"[{arch}] ours: MACs {dense_macs / ours_macs:.2f}x lower, met={ours.met}")
+    deep = None
+    if args.depth:  # depth beside width: residual blocks may go whole (LatencySearch(depth=True))
+        deep = prune_to_latency(model, x, predictor, Budget(speedup=args.speedup),
+                                LatencySearch(max_attempts=4, depth=True), measure=measure,
+                                log=lambda m: log(f"  [{arch}] depth: {m}"))
+        log(f"[{arch}] ours depth+width: blocks dropped {deep.plan.blocks}, MACs "
+            f"{dense_macs / macs_of(deep.model, x):.2f}x lower, met={deep.met}")
 
     (r_uni, uniform), _ = bisect(lambda r: edgeprune.prune(model, x, r, criterion="l2", strategy="uniform").model,
                                  ours_macs, x)
@@ -131,6 +138,10 @@ def run_one(arch: str, args, log) -> list[Row]:
                 "torch-pruning round_to=16": tpm}
     notes = {"uniform L2": f"ratio {r_uni:.3f}", "torch-pruning round_to=16": f"ratio {r_tp:.4f}",
              "ours (latency-aware)": f"{len(ours.attempts)} attempt(s), met={ours.met}"}
+    if deep is not None:
+        variants["ours (depth + width)"] = deep.model
+        notes["ours (depth + width)"] = (f"{len(deep.attempts)} attempt(s), met={deep.met}, "
+                                         f"blocks {','.join(deep.plan.blocks) or 'none'}")
     if tp_above is not None and macs_of(tp_above[1], x) < dense_macs:
         variants["torch-pruning round_to=16 (next ratio down)"] = tp_above[1]
         notes["torch-pruning round_to=16 (next ratio down)"] = f"ratio {tp_above[0]:.4f}"
@@ -278,6 +289,7 @@ def main() -> None:
     parser.add_argument("--spinning", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--probe-threads", type=int, default=1, help="threads of the staircase sweeps")
     parser.add_argument("--quick", action="store_true", help="128x128, fewer runs (a smoke test)")
+    parser.add_argument("--depth", action="store_true", help="also search depth + width (residual blocks dropped whole)")
     parser.add_argument("--mnist", action="store_true", help="run the mnist accuracy comparison instead")
     parser.add_argument("--mnist-macs", type=float, default=0.4, help="MAC budget of the MAC-budget plan")
     parser.add_argument("--mnist-seeds", type=int, nargs="+", default=[0, 1])

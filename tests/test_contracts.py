@@ -310,7 +310,7 @@ def digits():
     return task, pretrained("digits", seed=0), calib
 
 
-@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"latency"}))  # latency: tests/test_latency_aware.py
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"latency", "latency-depth"}))  # tests/test_latency_*.py
 def test_strategy_contract_plans_replay_from_json(name, digits):
     task, model, calib = digits
     x = task.example_input(4)

@@ -90,7 +90,7 @@ def test_loss_signal_scans_the_calibration_loss_and_separates_cuts_accuracy_cann
     assert curves.metric == "-100 x loss" and curves.base_accuracy == pytest.approx(-100 * expected, rel=1e-5)
     assert Curves.from_dict(curves.to_dict()).metric == "-100 x loss"
     for name, curve in curves.groups.items():
-        assert curve.accuracy[-1] < curve.accuracy[0] <= curves.base_accuracy, name
+        assert curve.accuracy[-1] < curve.accuracy[0] <= curves.base_accuracy + 1e-5 * abs(curves.base_accuracy), name  # float sums vary with threads
     # on its own training samples the model is 100% accurate, so a 20% cut of any group ties with
     # no cut on accuracy; the loss sees every one of them
     accuracy = Session(x, get_criterion("l2"), "l2", evaluate=lambda m: task.evaluate(m, calib))
@@ -180,7 +180,7 @@ def test_iterative_spends_the_same_finetuning_budget_as_one_shot(digits):
     assert one.stats["cost"]["finetune_steps"] == it.stats["cost"]["finetune_steps"] == 2 * len(calib)
 
 
-@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"latency"}))  # a MAC budget; latency: test_latency_aware.py
+@pytest.mark.parametrize("name", sorted(set(PRESETS) - {"latency", "latency-depth"}))  # a MAC budget; latency: test_latency_aware.py
 def test_every_strategy_meets_the_budget_and_reports_its_cost(digits, name):
     task, model, calib = digits
     budget = Budget(macs=0.6, max_drop=100.0)

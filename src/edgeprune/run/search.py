@@ -134,7 +134,8 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         # an arena budget takes the peak-first allocation unless the run names another strategy than the default
         sram = budget.ram is not None and recipe.strategy == "uniform"
         options = {"criterion": recipe.criterion,
-                   "strategy": "latency" if latency else ("sram" if sram else recipe.strategy),
+                   "strategy": (recipe.strategy if recipe.strategy.startswith("latency") else "latency") if latency
+                   else ("sram" if sram else recipe.strategy),
                    "ignore": recipe.ignore, "round_to": recipe.round_to}
     iterative = recipe.strategy == "iterative" and finetune is not None and recipe.kind == "channels"
     remote_latency = executor is not None and recipe.kind == "channels" and not recipe.is_sparse and \

@@ -17,6 +17,7 @@ from edgeprune.strategies.latency import LatencyAware
 from edgeprune.strategies.oneshot import OneShot
 from edgeprune.schedule import scheduled_amount, step_amounts
 from edgeprune.strategies.sensitivity import Curves, Sensitivity, sensitivity_curves
+from edgeprune.strategies.latency_search import LatencySearch
 from edgeprune.strategies.sram import PeakFirst
 from edgeprune.strategies.uniform import uniform
 
@@ -28,6 +29,8 @@ PRESETS = {
     "iterative": Iterative(),
     "guarded": Guarded(),
     "latency": LatencyAware(),
+    # residual blocks dropped whole beside the channel cuts, where they buy more ms per value (latency targets)
+    "latency-depth": LatencyAware(search=LatencySearch(depth=True), name="latency-depth"),
     "sram": PeakFirst(),  # cuts the layers that set the TFLite Micro arena's peak first (ram= budgets)
 }
 

@@ -44,11 +44,14 @@ class LatencySearch:
         max_attempts: allocate-and-measure rounds before giving up.
         margin: the k-th tightening aims ``k * margin`` below the miss (measurement noise).
         min_keep: no group keeps fewer than this fraction of its units.
+        depth: residual blocks may be dropped whole beside the channel cuts (``allocate(blocks=)``),
+            each weighed by its Block Influence on the example input relative to the mean block.
     """
 
     max_attempts: int = 4
     margin: float = 0.02
     min_keep: float = 0.1
+    depth: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         groups = analyze(model, example_inputs).groups
         scores = group_scores(model, groups, criterion)
     tensors = named_tensors(model)
+    blocks = _block_weights(model, example_inputs) if search.depth else None
     attempts: list[Attempt] = []
     dense_pred = predictor.dense_ms()
     # the target as a fraction of the unpruned model's latency: each attempt measures both models in
@@ -147,7 +151,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     for i in range(search.max_attempts):
         target = dense_pred * fraction if fraction is not None else goal_ms
         try:
-            alloc = allocate(predictor, groups, scores, target, min_keep=search.min_keep, value=value)
+            alloc = allocate(predictor, groups, scores, target, min_keep=search.min_keep, value=value, blocks=blocks)
         except BudgetError:
             if not attempts:
                 raise
@@ -156,6 +160,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         plan = counts_plan(groups, scores, alloc.counts, tensors,
                            meta={"strategy": "latency", "criterion": criterion, "target_ms": round(target, 4),
                                  "target": predictor.table.target.get("key")})
+        plan.blocks = list(alloc.blocks)
         pruned = apply_plan(model, plan)  # a copy
         got = _measure(predictor, {"dense": model, "pruned": pruned}, example_inputs, measure)
         dense_ms, ms = got["dense"].ms, got["pruned"].ms
@@ -175,6 +180,19 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
         else:
             goal_ms = alloc.predicted_ms * (goal / ms) * step
     return LatencyResult(pruned, plan, attempts[-1].met, attempts)
+
+
+def _block_weights(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, float]:
+    """Each residual block's Block Influence over the mean block's (1.0: average); none found: empty."""
+    from edgeprune.criteria.block_influence import block_influence
+    from edgeprune.graph.blocks import residual_blocks
+
+    blocks = residual_blocks(model, example_inputs)
+    if not blocks:
+        return {}
+    influence = block_influence(model, blocks, [example_inputs])
+    mean = sum(influence.values()) / len(influence) or 1.0
+    return {b: influence[b] / mean for b in blocks}
 
 
 def _measure(predictor: LatencyPredictor, models: dict[str, nn.Module], example_inputs: ExampleInputs,

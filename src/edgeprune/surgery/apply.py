@@ -13,7 +13,7 @@ from typing import Any
 import torch.nn as nn
 
 from edgeprune.plan import Plan, PlanError, attach_plan
-from edgeprune.surgery.blocks import drop_blocks
+from edgeprune.surgery.blocks import block_parents, drop_blocks
 from edgeprune.surgery.structured import remove_units
 
 PlanLike = Plan | str | Mapping[str, Any]
@@ -61,12 +61,14 @@ def apply_plan(model: nn.Module, plans: PlanLike | Iterable[PlanLike], *, inplac
 
 
 def _apply_one(model: nn.Module, plan: Plan) -> None:
-    if plan.blocks and (plan.groups or plan.masks):
-        raise PlanError("a plan either drops blocks or removes units/masks weights, not both (apply them as two plans)")
-    if plan.blocks:
-        drop_blocks(model, plan)  # checks every name before it replaces any
+    if plan.blocks and plan.masks:
+        raise PlanError("a plan either drops blocks or masks weights, not both (apply them as two plans)")
+    if plan.blocks:  # the names are checked before any unit is removed, so a bad plan changes nothing
+        block_parents(model, plan)
     if plan.groups:
         remove_units(model, plan)  # checks every tensor before it changes any
+    if plan.blocks:  # depth beside width: the units first (the plan's tensors name the unpruned model),
+        drop_blocks(model, plan)  # then the blocks (a residual block keeps its input's width)
     if plan.masks:
         from edgeprune.surgery.masks import apply_masks  # parametrizations: loaded only for sparse plans
 

@@ -13,6 +13,17 @@ def drop_blocks(model: nn.Module, plan: Plan) -> nn.Module:
         PlanError: a named module is missing, is the model itself, or is already an identity;
             nothing is replaced then.
     """
+    for parent, child in block_parents(model, plan):
+        setattr(parent, child, nn.Identity())
+    return model
+
+
+def block_parents(model: nn.Module, plan: Plan) -> list[tuple[nn.Module, str]]:
+    """``(parent module, attribute)`` of every block ``plan.blocks`` names; changes nothing.
+
+    Raises:
+        PlanError: as :func:`drop_blocks`.
+    """
     parents = []
     for name in plan.blocks:
         parent_name, _, child = name.rpartition(".")
@@ -26,6 +37,4 @@ def drop_blocks(model: nn.Module, plan: Plan) -> nn.Module:
         if isinstance(block, nn.Identity):
             raise PlanError(f"plan drops block {name!r}, which is already an identity (a plan applied twice?)")
         parents.append((parent, child))
-    for parent, child in parents:
-        setattr(parent, child, nn.Identity())
-    return model
+    return parents

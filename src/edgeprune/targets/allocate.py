@@ -19,6 +19,13 @@ compete (as ``strategies.global_ranking`` does). What a plan keeps (``value``):
 * ``"importance"``: the summed importance of the kept units, each unit counting alike wherever
   it sits.
 
+Depth beside width (``blocks=``): a residual block may be dropped whole, as one more candidate step
+of the descent: it saves every timed layer inside it at the current counts, and loses their value
+weighted by the block's importance relative to the mean block (its Block Influence, Men et al. 2024,
+over the mean: a block that changes its input less than the average costs less than its compute).
+So a block goes where its layers run slow per MAC (early high-resolution stages) and change the
+signal little; the untimed work inside it (its add) is left to the calibration.
+
 Three passes: *descend* (take the step with the least value lost per millisecond saved, looking a
 few fast counts ahead per group, until the prediction meets the target), *refill* (the last step
 may overshoot: give units back while the prediction stays within the target), *exchange* (move one
@@ -54,7 +61,9 @@ class Allocation:
         predicted_ms: the calibrated prediction at ``counts`` (never above the target).
         target_ms: the target it was allocated for.
         importance_kept: fraction of the summed normalised scores kept.
-        steps: the steps taken, as ``(group, from count, to count, ms saved)`` (negative: given back).
+        steps: the steps taken, as ``(group, from count, to count, ms saved)`` (negative: given back);
+            a dropped block is ``(block, 1, 0, ms saved)``.
+        blocks: residual blocks dropped whole, in model order.
     """
 
     counts: dict[str, int]
@@ -62,13 +71,14 @@ class Allocation:
     target_ms: float
     importance_kept: float
     steps: list[tuple[str, int, int, float]] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
 
 
 class _Problem:
     """Counts, layer times and plan value for one allocation; every query is local to a group's layers."""
 
     def __init__(self, predictor: LatencyPredictor, timed: Sequence[Group], scores: Mapping[str, torch.Tensor],
-                 target_ms: float, min_keep: float, value: str) -> None:
+                 target_ms: float, min_keep: float, value: str, blocks: Mapping[str, float] | None = None) -> None:
         self.table = predictor.table
         self.calibration = predictor.calibration
         self.target_ms = target_ms
@@ -92,6 +102,11 @@ class _Problem:
                     self.touching[name].append(i)
         self.coupled = {name: {g for i in rows for g in (self.layers[i].in_group, self.layers[i].out_group)} - {name}
                         for name, rows in self.touching.items()}  # groups that share a timed layer
+        self.block_rows = {b: [i for i, layer in enumerate(self.layers) if layer.name.startswith(b + ".")]
+                           for b in (blocks or {})}
+        self.block_weight = dict(blocks or {})
+        self.dropped: list[str] = []
+        self.dead: set[int] = set()  # rows inside dropped blocks: no time, no value
         self.ms = [self.layer_ms(i, self.counts) for i in range(len(self.layers))]
 
     @property
@@ -112,12 +127,16 @@ class _Problem:
         return layer_channels(self.layers[i], counts)
 
     def layer_ms(self, i: int, counts: Mapping[str, int]) -> float:
+        if i in self.dead:
+            return 0.0
         return self.table.layer_ms(self.layers[i], *self.channels(i, counts))
 
     def _mean_importance(self, group: str | None, kept: int) -> float:
         return self.prefix[group][kept] / kept if group in self.prefix and kept else 1.0
 
     def layer_value(self, i: int, counts: Mapping[str, int]) -> float:
+        if i in self.dead:
+            return 0.0
         layer = self.layers[i]
         ci, co = self.channels(i, counts)
         weight = self._mean_importance(layer.out_group, co)
@@ -142,13 +161,26 @@ class _Problem:
         for i, t in new_ms.items():
             self.ms[i] = t
 
+    def block_drop(self, block: str) -> tuple[float, float]:
+        """(value lost, ms saved) of dropping ``block`` at the current counts."""
+        rows = [i for i in self.block_rows[block] if i not in self.dead]
+        lost = sum(self.layer_value(i, self.counts) for i in rows) * self.block_weight[block]
+        return lost, sum(self.ms[i] for i in rows)
+
+    def drop(self, block: str) -> None:
+        self.dropped.append(block)
+        for i in self.block_rows[block]:
+            self.dead.add(i)
+            self.ms[i] = 0.0
+
     def importance_kept(self) -> float:
         total = sum(p[-1] for p in self.prefix.values()) or 1.0
         return sum(self.prefix[g][c] for g, c in self.counts.items()) / total
 
 
 def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mapping[str, torch.Tensor],
-             target_ms: float, *, min_keep: float = 0.1, value: str = "compute") -> Allocation:
+             target_ms: float, *, min_keep: float = 0.1, value: str = "compute",
+             blocks: Mapping[str, float] | None = None) -> Allocation:
     """Choose kept counts so the predicted latency is at most ``target_ms``, keeping the most value.
 
     Args:
@@ -160,6 +192,8 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
         min_keep: no group keeps fewer than this fraction of its units (nor fewer than one step, nor
             fewer than the smallest count its table timed: predictions below the grid are extrapolated).
         value: what a plan keeps, ``"compute"`` or ``"importance"`` (see the module docstring).
+        blocks: residual blocks that may be dropped whole, each with its importance relative to the
+            mean block (1.0: average); none: width only. Needs ``value="compute"``.
 
     Returns:
         An :class:`Allocation` whose ``predicted_ms`` <= ``target_ms``.
@@ -170,10 +204,12 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
     if value not in VALUES:
         raise ValueError(f"value must be one of {VALUES}, got {value!r}")
     cal = predictor.calibration
+    if blocks and value != "compute":
+        raise ValueError("blocks= (depth beside width) weighs a block by its compute: it needs value='compute'")
     if cal.scale <= 0:
         raise BudgetError("the latency calibration has a non-positive scale; rebuild the table")
     problem = _Problem(predictor, [g for g in groups if g.name in predictor.table.groups], scores, target_ms,
-                       min_keep, value)
+                       min_keep, value, blocks)
     steps: list[tuple[str, int, int, float]] = []
     _descend(problem, steps)
     if not problem.fits():
@@ -183,9 +219,12 @@ def allocate(predictor: LatencyPredictor, groups: Sequence[Group], scores: Mappi
                           f"{floor_ms:.3f} ms on {predictor.table.target.get('key', 'this target')}")
     _refill(problem, steps)
     _exchange(problem, steps)
-    changed = {g: c for g, c in problem.counts.items() if c < problem.size[g]}
+    inside = {g for g, rows in problem.touching.items() if rows and set(rows) <= problem.dead}  # gone with a block
+    changed = {g: c for g, c in problem.counts.items() if c < problem.size[g] and g not in inside}
     steps = [(g, a, b, ms * cal.scale) for g, a, b, ms in steps]
-    return Allocation(changed, problem.predicted_ms(), target_ms, problem.importance_kept(), steps)
+    order = list(blocks or {})
+    return Allocation(changed, problem.predicted_ms(), target_ms, problem.importance_kept(), steps,
+                      sorted(problem.dropped, key=order.index))
 
 
 def _descend(p: _Problem, steps: list) -> None:
@@ -204,9 +243,19 @@ def _descend(p: _Problem, steps: list) -> None:
                     tried += 1
                     if tried == LOOKAHEAD:
                         break
+        for block in p.block_rows:
+            if block in p.dropped:
+                continue
+            lost, saving = p.block_drop(block)
+            if saving > 1e-9 and (best is None or lost / saving < best[0]):
+                best = (lost / saving, block, None, None, saving)
         if best is None:
             return
         _, name, trial, new_ms, saving = best
+        if trial is None:  # a whole block
+            steps.append((name, 1, 0, saving))
+            p.drop(name)
+            continue
         steps.append((name, p.counts[name], trial[name], saving))
         p.move(trial, new_ms)
 

@@ -19,7 +19,7 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,17 +80,19 @@ class LatencyPredictor:
 
     # --- channel counts --------------------------------------------------------------------------
 
-    def layer_counts(self, counts: Mapping[str, int]) -> list[tuple[LayerSpec, int, int]]:
-        """(layer, c_in, c_out) of every timed layer when each group keeps ``counts[group]`` units."""
-        return [(layer, *layer_channels(layer, counts)) for layer in self.table.layers]
+    def layer_counts(self, counts: Mapping[str, int], dropped: Collection[str] = ()) -> list[tuple[LayerSpec, int, int]]:
+        """(layer, c_in, c_out) of every timed layer when each group keeps ``counts[group]`` units;
+        the layers inside the residual blocks ``dropped`` (module paths) are gone."""
+        return [(layer, *layer_channels(layer, counts)) for layer in self.table.layers
+                if not any(layer.name.startswith(b + ".") for b in dropped)]
 
-    def raw_ms(self, counts: Mapping[str, int]) -> float:
-        """Sum of the table's layer times (uncalibrated) at these group counts."""
-        return sum(self.table.layer_ms(layer, ci, co) for layer, ci, co in self.layer_counts(counts))
+    def raw_ms(self, counts: Mapping[str, int], dropped: Collection[str] = ()) -> float:
+        """Sum of the table's layer times (uncalibrated) at these group counts, without ``dropped`` blocks."""
+        return sum(self.table.layer_ms(layer, ci, co) for layer, ci, co in self.layer_counts(counts, dropped))
 
-    def macs(self, counts: Mapping[str, int]) -> int:
-        """Multiply-accumulates of the timed layers at these group counts."""
-        return sum(layer.macs(ci, co) for layer, ci, co in self.layer_counts(counts))
+    def macs(self, counts: Mapping[str, int], dropped: Collection[str] = ()) -> int:
+        """Multiply-accumulates of the timed layers at these group counts, without ``dropped`` blocks."""
+        return sum(layer.macs(ci, co) for layer, ci, co in self.layer_counts(counts, dropped))
 
     def layer_ms(self, counts: Mapping[str, int]) -> dict[str, float]:
         """Calibrated time of each timed layer (``scale`` applied, no offset) at these counts."""
@@ -99,17 +101,20 @@ class LatencyPredictor:
 
     # --- predictions ---------------------------------------------------------------------------
 
-    def predict_counts(self, counts: Mapping[str, int]) -> float:
-        """Predicted latency (ms) when each group keeps ``counts[group]`` units (others: all)."""
-        return self.calibration.scale * self.raw_ms(counts) + self.calibration.offset_ms
+    def predict_counts(self, counts: Mapping[str, int], dropped: Collection[str] = ()) -> float:
+        """Predicted latency (ms) when each group keeps ``counts[group]`` units (others: all) and the
+        residual blocks ``dropped`` are gone (their untimed work is left to the calibration)."""
+        return self.calibration.scale * self.raw_ms(counts, dropped) + self.calibration.offset_ms
 
     def predict_plan(self, plan: Plan | None) -> float:
-        """Predicted latency (ms) of the table's model after ``plan`` (structured groups only)."""
-        return self.predict_counts(counts_of_plan(plan) if plan is not None else {})
+        """Predicted latency (ms) of the table's model after ``plan`` (structured groups and blocks)."""
+        if plan is None:
+            return self.predict_counts({})
+        return self.predict_counts(counts_of_plan(plan), plan.blocks)
 
     def predict_model(self, model: nn.Module) -> float:
         """Predicted latency (ms) of ``model``, a pruned copy of the table's model (read from its modules)."""
-        return self.predict_counts(self.counts_of_model(model))
+        return self.predict_counts(self.counts_of_model(model), self.dropped_of_model(model))
 
     def cost(self, model: nn.Module, example_inputs=None) -> float:
         """``CostModel.cost``: :meth:`predict_model` (the input shape is the table's)."""
@@ -119,10 +124,29 @@ class LatencyPredictor:
         """Predicted latency of the unpruned model."""
         return self.predict_counts({})
 
-    def counts_of_model(self, model: nn.Module) -> dict[str, int]:
-        """The kept count of each group, read from the channel counts of ``model``'s layers."""
-        counts: dict[str, int] = {}
+    def dropped_of_model(self, model: nn.Module) -> list[str]:
+        """The residual blocks of the table's model that ``model`` has replaced by the identity."""
+        dropped = set()
         for layer in self.table.layers:
+            parts = layer.name.split(".")
+            for i in range(1, len(parts)):
+                prefix = ".".join(parts[:i])
+                try:
+                    if isinstance(model.get_submodule(prefix), nn.Identity):
+                        dropped.add(prefix)
+                        break
+                except AttributeError:
+                    break
+        return sorted(dropped)
+
+    def counts_of_model(self, model: nn.Module) -> dict[str, int]:
+        """The kept count of each group, read from the channel counts of ``model``'s layers (those
+        inside a block the model dropped are skipped)."""
+        counts: dict[str, int] = {}
+        dropped = self.dropped_of_model(model)
+        for layer in self.table.layers:
+            if any(layer.name.startswith(b + ".") for b in dropped):
+                continue
             try:
                 m = model.get_submodule(layer.name)
                 c_in, c_out = ((m.in_features, m.out_features) if isinstance(m, nn.Linear)
