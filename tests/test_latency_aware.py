@@ -220,3 +220,14 @@ def test_the_latency_strategy_is_a_strategy_like_the_others(mnist):
 
 def table_dense(table) -> float:
     return LatencyPredictor(table).dense_ms()
+
+
+def test_onnx_runtime_conv_groups_step_on_its_channel_block(mnist):
+    """ORT runs conv chains in its blocked layout only at multiples of the block: every conv's groups
+    step on it (a single-op sweep cannot see the reorders an odd width adds inside a model)."""
+    from edgeprune.targets import lut_builder
+
+    model, x, table, groups, _ = mnist
+    block = lut_builder.layout_step()
+    convs = {g for layer in table.layers if layer.kind == "conv" for g in (layer.in_group, layer.out_group) if g}
+    assert convs and all(table.groups[g].step % block == 0 for g in convs)
