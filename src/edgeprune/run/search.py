@@ -159,7 +159,8 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
                                                    f"residual blocks dropped, budget {budget.describe()}")
     if "latency_attempts" in details:
-        return SearchOutcome(result, float("nan"), f"latency-aware allocation on the {budget.runtime} table at "
+        return SearchOutcome(result, float("nan"), f"latency-aware allocation on the {budget.runtime} "
+                                                   f"{budget.precision} table at "
                                                    f"{budget.threads} threads, {details['latency_attempts']} measured "
                                                    f"round(s)")
     ratio = details.get("ratio")

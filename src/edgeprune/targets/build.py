@@ -195,7 +195,7 @@ def ops_document(key: str, groups: Sequence[Group], layers: Sequence[LayerSpec],
             "layers": [{"spec": layer.to_dict(), "signature": layer.signature, "family": layer.family,
                         "op": layer.op_dict(), "c_in": layer.c_in, "c_out": layer.c_out,
                         "in_group": layer.in_group, "out_group": layer.out_group} for layer in layers],
-            "models": dict(models)}
+            "models": dict(models), "precision": config.precision}
     if config.probe_channels is not None:
         doc["probe_channels"] = list(config.probe_channels)
     return doc

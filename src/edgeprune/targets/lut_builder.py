@@ -757,8 +757,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="the runtime's worker threads")
     parser.add_argument("--runtime", default="onnxruntime", choices=DEVICE_RUNTIMES,
                         help="the runtime to time on (litert and openvino need their lut_<runtime>.py beside this file)")
-    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
-                        help="the kernels to time: float32, or int8 (the calibration models must be INT8 files)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="the kernels to time: float32 or int8 (default: the precision ops.json was written for)")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per point")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per point")
     parser.add_argument("--passes", type=int, default=1, help="time the whole table this many times, keep the "
@@ -774,7 +774,8 @@ def main(argv: list[str] | None = None) -> int:
         ops_doc = json.load(f)
     doc = build(ops_doc, threads=args.threads, runs=args.runs, warmup=args.warmup, stat=args.stat, passes=args.passes,
                 spinning=not args.no_spinning, probe_threads=args.probe_threads,
-                base_dir=os.path.dirname(os.path.abspath(args.ops)), runtime=args.runtime, precision=args.precision,
+                base_dir=os.path.dirname(os.path.abspath(args.ops)), runtime=args.runtime,
+                precision=args.precision or ops_doc.get("precision", "float32"),
                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
     write_json(doc, args.out)
     print(f"wrote {args.out}: {sum(len(o['points']) for o in doc['ops'].values())} points, "
