@@ -25,11 +25,16 @@ alternate between the files, 20 rounds; each figure relative to dense FP32 in th
 plug-in, INT8 by its PT2E quantizer (``edgeprune.quantize.litert`` with the residual adds annotated,
 int8 input fed pre-quantized; ``edgeprune.quantize.executorch``), timed on it; with ``--plan
 speedup`` the latency table and the search run on it too, so each ratio is dense FP32 -> pruned
-INT8 on the runtime the device runs.
+INT8 on the runtime the device runs. ``--table-precision int8`` (issue 14) times that table with the
+runtime's int8 kernels and searches ``Budget(speedup=2, precision="int8")``: pruned INT8 2x faster
+than dense INT8, both measured as INT8 files; ``float32,int8`` makes both plans in one run (the
+FP32-table plan as the baseline, Torch-Pruning matched to the first one's MACs).
 The goal: pruned + INT8 >= 4x (resnet18) and >= 3x (mobilenet_v2) faster than dense FP32.
 
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency --plan speedup --runtime litert
+    flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency --plan speedup --runtime litert \
+        --table-precision int8,float32 --archs resnet18 --rounds 15
     .venv/bin/python benchmarks/int8.py --accuracy
     .venv/bin/python benchmarks/int8.py --latency --size 96 --rounds 4     # a quick smoke test
 
@@ -92,19 +97,24 @@ def accuracy_rows(tasks: list[str], out: Path, log, epochs: int = 1, runtime: st
     return rows
 
 
-def pruned_ours(model, x, plan: str, threads: int, log, runtime: str = "onnxruntime"):
+def pruned_ours(model, x, plan: str, threads: int, log, runtime: str = "onnxruntime", precision: str = "float32"):
     if plan == "speedup":
         from edgeprune.strategies.latency_search import LatencySearch, MeasureConfig, prune_to_latency
         from edgeprune.targets import LatencyPredictor, TableConfig, build_table
 
+        started = time.perf_counter()
         table = build_table(model, x, TableConfig(runtime=runtime, threads=threads, stat="min", spinning=False,
-                                                  levels=6, runs=5, rounds=10), log=log)
-        found = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=2.0, runtime=runtime, threads=threads),
+                                                  levels=6, runs=5, rounds=10, precision=precision), log=log)
+        log(f"{precision} table built in {time.perf_counter() - started:.0f} s")
+        found = prune_to_latency(model, x, LatencyPredictor(table),
+                                 Budget(speedup=2.0, runtime=runtime, threads=threads, precision=precision),
                                  LatencySearch(max_attempts=4),
                                  measure=MeasureConfig(threads=threads, rounds=10,
                                                        exporter="torchscript" if runtime == "onnxruntime" else "auto"),
                                  log=log)
-        return found.model, f"latency-aware speedup=2x on the {runtime} table"
+        return found.model, (f"latency-aware speedup=2x on the {runtime} {precision} table "
+                             f"({len(found.attempts)} attempts, search measured x{found.measured_speedup:.2f}, "
+                             f"{'met' if found.met else 'missed'})")
     result = edgeprune.prune(model, x, budget=Budget(macs=0.5), strategy="uniform", criterion="l2", round_to=16)
     return result.model, "uniform L2 macs=0.5 round_to=16"
 
@@ -136,7 +146,12 @@ def latency_rows(arch: str, args, log) -> list[dict]:
     model = getattr(torchvision.models, arch)().eval()
     x = torch.randn(1, 3, args.size, args.size)
     rt = args.runtime
-    ours, how = pruned_ours(model, x, args.plan, args.threads, lambda m: log(f"  [{arch}] {m}"), rt)
+    precisions = args.table_precision.split(",") if args.plan == "speedup" else ["float32"]
+    plans = {}
+    for i, prec in enumerate(precisions):
+        name = "ours" if i == 0 else f"ours-{prec}-table"
+        plans[name] = pruned_ours(model, x, args.plan, args.threads, lambda m: log(f"  [{arch}] {m}"), rt, prec)
+    ours, how = plans["ours"]
     target = macs_of(ours, x)
     (ratio, tpm), _ = bisect(lambda r: torch_pruning_model(model, x, r, CLASSIFIER[arch]), target, x)
     log(f"[{arch}] ours {how}: MACs x{target / macs_of(model, x):.3f}; Torch-Pruning ratio {ratio:.4f} "
@@ -145,7 +160,8 @@ def latency_rows(arch: str, args, log) -> list[dict]:
     batches = [rng.standard_normal((8, 3, args.size, args.size)).astype(np.float32) for _ in range(4)]
     with tempfile.TemporaryDirectory(prefix="edgeprune-int8-bench-") as tmp:
         files, checks, artifacts = {}, {}, {}
-        for name, m in (("dense", model), ("ours", ours), ("torch-pruning", tpm)):
+        extra = [(name, m) for name, (m, _) in plans.items() if name != "ours"]
+        for name, m in (("dense", model), ("ours", ours), *extra, ("torch-pruning", tpm)):
             fp32, int8, checks[name] = files_for(rt, name, m, x, batches, Path(tmp), lambda t: log(f"[{arch}] {t}"))
             files[f"{name} FP32"], files[f"{name} INT8"] = fp32, int8
             artifacts[f"{name} FP32"] = Artifact(rt, fp32)
@@ -154,21 +170,26 @@ def latency_rows(arch: str, args, log) -> list[dict]:
                 scale, zero = _tflite_input_quant(int8)
                 inputs = torch.from_numpy(np.clip(np.round(x.numpy() / scale) + zero, -128, 127).astype(np.int8))
             artifacts[f"{name} INT8"] = Artifact(rt, int8, inputs=inputs)
-        order = ["dense FP32", "dense INT8", "ours FP32", "ours INT8", "torch-pruning FP32", "torch-pruning INT8"]
+        order = ["dense FP32", "dense INT8", "ours FP32", "ours INT8",
+                 *[f"{name} {p}" for name, _ in extra for p in ("FP32", "INT8")],
+                 "torch-pruning FP32", "torch-pruning INT8"]
         got = measure_interleaved({k: artifacts[k] for k in order}, x, threads=args.threads, rounds=args.rounds,
                                   runs=5, warmup=2)
         sizes = {k: os.path.getsize(files[k]) for k in order}
-    macs = {"dense": macs_of(model, x), "ours": target, "torch-pruning": macs_of(tpm, x)}
+    macs = {"dense": macs_of(model, x), "ours": target, "torch-pruning": macs_of(tpm, x),
+            **{name: macs_of(m, x) for name, m in extra}}
     dense_ms = got["dense FP32"].ms
     rows = []
     for k in order:
         who = k.split(" ")[0]
         rows.append({"model": arch, "runtime": rt, "version": got[k].version, "threads": args.threads,
-                     "variant": k, "plan": how if who == "ours" else "", "gmacs": macs[who] / 1e9,
-                     "ms": got[k].ms, "speedup_vs_dense_fp32": dense_ms / got[k].ms, "bytes": sizes[k],
+                     "variant": k, "plan": plans[who][1] if who in plans else "", "gmacs": macs[who] / 1e9,
+                     "ms": got[k].ms, "speedup_vs_dense_fp32": dense_ms / got[k].ms,
+                     "speedup_vs_dense_int8": got["dense INT8"].ms / got[k].ms, "bytes": sizes[k],
                      "spread": got[k].spread, "parity_steps": checks[who]["steps"] if k.endswith("INT8") else None,
                      "within_one_step": checks[who]["within"] if k.endswith("INT8") else None})
-        log(f"[{arch}] {rt} {k:20s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f}")
+        log(f"[{arch}] {rt} {k:26s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f} "
+            f"(x{got['dense INT8'].ms / got[k].ms:.2f} vs dense INT8)")
     return rows
 
 
@@ -192,13 +213,14 @@ def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
                          f"{r['pruned_int8_bytes'] / r['pruned_fp32_bytes']:.3f} | {r['exit_code']} |")
         lines.append("")
     if lat:
-        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | file MB | "
+        lines += ["| model | variant | GMACs | ms | speed-up vs dense FP32 | vs dense INT8 | file MB | "
                   "vs fake-quant: within 1 step, max steps |",
-                  "|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|"]
         for r in lat:
             steps = (f"{r['within_one_step']:.1%}, {r['parity_steps']:.2f}" if r["parity_steps"] is not None else "")
             lines.append(f"| {r['model']} | {r['variant']} | {r['gmacs']:.3f} | {r['ms']:.2f} | "
-                         f"{r['speedup_vs_dense_fp32']:.2f}x | {r['bytes'] / 1e6:.2f} | {steps} |")
+                         f"{r['speedup_vs_dense_fp32']:.2f}x | {r['speedup_vs_dense_int8']:.2f}x | "
+                         f"{r['bytes'] / 1e6:.2f} | {steps} |")
         for arch in dict.fromkeys(r["model"] for r in lat):
             ours = next((r for r in lat if r["model"] == arch and r["variant"] == "ours INT8"), None)
             if ours is None:
@@ -207,6 +229,11 @@ def markdown(acc: list[dict], lat: list[dict], meta: dict) -> str:
             lines.append(f"\n{arch}: pruned + INT8 {ours['speedup_vs_dense_fp32']:.2f}x faster than dense FP32, both "
                          f"on {ours['runtime']} {ours['version']} at {ours['threads']} threads (goal {GOAL[arch]:g}x: "
                          f"{verdict}; plan {ours['plan']}).")
+            tp = next((r for r in lat if r["model"] == arch and r["variant"] == "torch-pruning INT8"), None)
+            if tp is not None:
+                lines.append(f"{arch}: ours INT8 {ours['speedup_vs_dense_fp32']:.2f}x vs Torch-Pruning INT8 "
+                             f"{tp['speedup_vs_dense_fp32']:.2f}x at {ours['gmacs']:.3f} vs {tp['gmacs']:.3f} GMACs "
+                             f"({'ours >= Torch-Pruning' if ours['ms'] <= tp['ms'] else 'Torch-Pruning faster'}).")
     return "\n".join(lines) + "\n"
 
 
@@ -220,6 +247,9 @@ def main() -> None:
     p.add_argument("--plan", choices=("macs", "speedup"), default="macs")
     p.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "litert", "executorch"),
                    help="the runtime every file is made for and timed on (and, with --plan speedup, planned on)")
+    p.add_argument("--table-precision", default="float32",
+                   help="with --plan speedup: the latency table's kernels, float32 or int8 (or both, comma-separated: "
+                        "the first is 'ours', Torch-Pruning matched to its MACs)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=20)

@@ -48,7 +48,10 @@ class Budget:
             (``edgeprune.targets.sram``) and judged by TFLM on the deployed file.
         flash: the deployed ``.tflite`` bytes plus ``runtime_flash`` (the runtime's code).
         precision: what will be deployed, ``"float32"`` or ``"int8"``: the arena and flash are
-            priced at that precision (``--quantize int8`` sets it).
+            priced at that precision, and a latency target is planned on a table timed with that
+            precision's kernels and measured on the INT8 files (``--quantize int8`` sets it). At
+            int8 ``speedup`` is the pruned INT8 file's over the dense INT8 file's (the quantize-only
+            baseline), both on ``runtime``; ``latency_ms`` is the pruned INT8 file's.
         runtime_flash: bytes of flash the runtime's code takes beside the model (a stated
             allowance, not a measurement; see ``edgeprune.targets.devices``).
 

@@ -37,7 +37,7 @@ def _model_and_input(model: str, input_shape: Optional[str]):
 
 
 def _config(threads: int, runs: int, warmup: int, passes: int, levels: int, stat: str, no_spinning: bool,
-            probe_threads: Optional[int], runtime: str = "onnxruntime"):
+            probe_threads: Optional[int], runtime: str = "onnxruntime", precision: str = "float32"):
     from edgeprune.runtimes import RuntimeMissingError, get_runtime
     from edgeprune.targets import TableConfig, lut_builder
 
@@ -49,8 +49,13 @@ def _config(threads: int, runs: int, warmup: int, passes: int, levels: int, stat
         get_runtime(runtime).require()
     except RuntimeMissingError as exc:
         raise typer.BadParameter(str(exc), param_hint="--runtime") from exc
-    return TableConfig(runtime=runtime, threads=threads, runs=runs, warmup=warmup, passes=passes, levels=levels,
-                       stat=stat, spinning=not no_spinning, probe_threads=probe_threads)
+    from edgeprune.targets import TableError
+
+    try:
+        return TableConfig(runtime=runtime, threads=threads, runs=runs, warmup=warmup, passes=passes, levels=levels,
+                           stat=stat, spinning=not no_spinning, probe_threads=probe_threads, precision=precision)
+    except TableError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--precision") from exc
 
 
 RUNTIME_HELP = "the runtime the table is timed on: onnxruntime, litert, openvino or executorch (host only)"
@@ -73,12 +78,14 @@ def build_command(
     no_spinning: bool = typer.Option(False, "--no-spinning", help="idle ONNX Runtime threads block (shared machine)"),
     probe_threads: Optional[int] = typer.Option(None, "--probe-threads", min=1,
                                                 help="threads of the staircase sweeps (1 on a shared machine)"),
+    precision: str = typer.Option("float32", "--precision",
+                                  help="the kernels timed: float32, or int8 for a model deployed as INT8"),
 ) -> None:
     """Build MODEL's latency table on this machine (the target) and calibrate it on whole models."""
     from edgeprune.targets import LatencyPredictor, build_table
 
     net, example = _model_and_input(model, input_shape)
-    config = _config(threads, runs, warmup, passes, levels, stat, no_spinning, probe_threads, runtime)
+    config = _config(threads, runs, warmup, passes, levels, stat, no_spinning, probe_threads, runtime, precision)
     table = build_table(net, example, config, log=lambda msg: typer.echo(msg, err=True))
     table.save(out)
     cal = LatencyPredictor(table).calibration
@@ -94,12 +101,14 @@ def ops_command(
     input_shape: Optional[str] = typer.Option(None, "--input-shape", help="deployed input shape"),
     levels: int = typer.Option(8, "--levels", min=2, help="timed kept counts per group"),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="the device's runtime: onnxruntime, litert or openvino"),
+    precision: str = typer.Option("float32", "--precision",
+                                  help="float32, or int8: int8 points, INT8 calibration models"),
 ) -> None:
     """Write what a device needs to build MODEL's table itself (numpy and its runtime only)."""
     from edgeprune.targets import TableError, write_ops
 
     net, example = _model_and_input(model, input_shape)
-    config = _config(2, 15, 3, 1, levels, "median", False, None, runtime)
+    config = _config(2, 15, 3, 1, levels, "median", False, None, runtime, precision)
     try:
         path = write_ops(net, example, out, config)
     except TableError as exc:

@@ -79,7 +79,8 @@ class Channels:
         if ratio is not None and not 0.0 <= ratio < 1.0:
             raise ValueError(f"ratio must be in [0, 1), got {ratio}")
         if budget is not None and budget.has_latency and budget.latency_model is None:
-            budget = budget.with_latency_model(latency_model(model, example_inputs, budget.runtime, budget.threads))
+            budget = budget.with_latency_model(latency_model(model, example_inputs, budget.runtime, budget.threads,
+                                                             budget.precision))
         finetune = resources.finetune
         teacher = copy.deepcopy(model).eval() if finetune is not None and finetune.distill is not None else None
         session = Session(example_inputs, get_criterion(self.criterion), criterion_name(self.criterion),

@@ -5,6 +5,7 @@
                   per-channel weights) -> ``model.int8.onnx``
     reference     the fake-quant reference (the QDQ graph run unfused) and the one-step check
     artifact      an INT8 file run as a module, so any evaluation function scores the file itself
+    files         one runtime -> toolchain mapping (``quantize_model``); random calibration for timing
 
 Quantize after pruning and fine-tuning, never before (the scales belong to the final weights).
 Nothing here is imported by ``import edgeprune``; ``onnxruntime.quantization`` loads on first use.
@@ -25,6 +26,7 @@ _LAZY = {
     "check_int8": "edgeprune.quantize.reference", "ParityReport": "edgeprune.quantize.reference",
     "OnnxModule": "edgeprune.quantize.artifact",
     "FileModule": "edgeprune.quantize.artifact",
+    "quantize_model": "edgeprune.quantize.files", "synthetic_batches": "edgeprune.quantize.files",
 }
 
 

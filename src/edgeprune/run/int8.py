@@ -17,8 +17,13 @@ run's evaluation function; latency is timed interleaved (single runs alternate b
 files, round after round), so the ratios do not depend on when each was taken.
 
 What the run is judged on (:func:`judge_int8`): the accuracy guard reads the pruned INT8 file's
-accuracy (drop from the dense FP32 model), ``size=`` counts the INT8 file's bytes, and latency
-targets read the INT8 file's latency against dense FP32 in the same interleaved timing.
+accuracy (drop from the dense FP32 model), ``size=`` counts the INT8 file's bytes, ``latency=8ms``
+reads the pruned INT8 file's latency, and ``speedup=2x`` (or ``latency=0.5``) is the pruned INT8
+file's speed-up over the dense INT8 file (the quantize-only baseline, what the user would deploy
+without pruning), both timed in the same interleaved session. That is the definition the latency
+search plans with (an int8 latency table, both models measured as INT8 files), so search and
+verdict read the same ratio; the speed-up over dense FP32 (pruning and quantization together)
+is reported beside it (``speedup_vs_dense_fp32``).
 """
 from __future__ import annotations
 
@@ -155,7 +160,7 @@ def judge_int8(int8: dict[str, Any], checks: list[dict[str, Any]], guard: dict[s
 
     Returns:
         ``(checks, guard)``: size checks read the INT8 file's bytes, latency checks its latency
-        against dense FP32 timed with it; the guard's ``drop`` is the INT8 file's (``fp32_drop``
+        (a speed-up: against dense INT8 timed with it; the speed-up over dense FP32 beside); the guard's ``drop`` is the INT8 file's (``fp32_drop``
         keeps the FP32 one) and ``judged_on`` names the artifact.
     """
     from edgeprune.run.recipe import parse_target
@@ -170,9 +175,11 @@ def judge_int8(int8: dict[str, Any], checks: list[dict[str, Any]], guard: dict[s
             c["judged_on"] = int8["artifact"]
         elif c["metric"] in ("latency", "speedup"):
             target = parse_target(c["target"])
-            dense, lat = stages["dense_fp32"]["latency_ms"], stages["pruned_int8"]["latency_ms"]
+            dense, lat = stages["dense_int8"]["latency_ms"], stages["pruned_int8"]["latency_ms"]
             c["limit"] = target.limit_for(dense) if target.metric == "speedup" or target.relative else target.value
             c["reached"], c["met"], c["judged_on"] = lat, bool(lat <= c["limit"]), int8["artifact"]
+            c["against"] = "dense INT8"
+            c["speedup_vs_dense_fp32"] = stages["dense_fp32"]["latency_ms"] / lat if lat else None
         new_checks.append(c)
     if guard is not None:
         acc = stages["pruned_int8"]["accuracy"]

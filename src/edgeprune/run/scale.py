@@ -63,6 +63,7 @@ def latency_prune_remote(executor: Any, model: nn.Module, example: torch.Tensor,
     job = {"model": spec_of(model), "seed": recipe.seed, "weights": {k: v.detach().clone() for k, v in
                                                                      model.state_dict().items()},
            "example": example, "targets": list(recipe.target), "runtime": budget.runtime, "threads": budget.threads,
+           "precision": budget.precision,
            "criterion": recipe.criterion, "ignore": list(recipe.ignore), "round_to": recipe.round_to,
            "data": recipe.data, "batch_size": recipe.batch_size, "input_shape": recipe.input_shape,
            "val_fraction": recipe.val_fraction}
@@ -86,7 +87,8 @@ def _latency_task(job: dict, _: Any) -> dict:
     if job["data"]:
         train, _val = load_data(job["data"], seed=job["seed"], batch_size=job["batch_size"], model=model,
                                 input_shape=job["input_shape"], val_fraction=job["val_fraction"])
-    budget = Budget.from_terms(parse_terms(job["targets"]), runtime=job["runtime"], threads=job["threads"])
+    budget = Budget.from_terms(parse_terms(job["targets"]), runtime=job["runtime"], threads=job["threads"],
+                               precision=job.get("precision", "float32"))
     result = prune(model.eval(), job["example"], kind="channels", budget=budget, data=train, seed=job["seed"],
                    criterion=job["criterion"], strategy="latency", ignore=tuple(job["ignore"]),
                    round_to=job["round_to"])

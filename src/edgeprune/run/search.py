@@ -84,14 +84,14 @@ def budget_for(recipe: RunRecipe) -> Any:
     """
     from edgeprune.budget import Budget
 
-    mcu = {}
-    if recipe.on_microcontroller:  # priced at the precision deployed, with the runtime's code beside the file
+    # priced at the precision deployed: the arena and flash, and the latency table's kernels
+    extra: dict[str, Any] = {"precision": "int8" if recipe.quantize == "int8" else "float32"}
+    if recipe.on_microcontroller:  # with the runtime's code beside the file
         from edgeprune.targets.devices import get_device
 
-        mcu = {"precision": "int8" if recipe.quantize == "int8" else "float32",
-               "runtime_flash": float(get_device(recipe.device).runtime_flash) if recipe.device else 0.0}
+        extra["runtime_flash"] = float(get_device(recipe.device).runtime_flash) if recipe.device else 0.0
     return Budget.from_terms(recipe.targets, max_drop=recipe.max_drop if recipe.strategy == "guarded" else None,
-                             runtime=recipe.runtime, threads=recipe.threads, **mcu)
+                             runtime=recipe.runtime, threads=recipe.threads, **extra)
 
 
 def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
@@ -160,7 +160,8 @@ def choose_plan(model: nn.Module, example: torch.Tensor, recipe: RunRecipe, *,
         return SearchOutcome(result, float("nan"), f"depth: {result.stats['dropped']} of {result.stats['blocks']} "
                                                    f"residual blocks dropped, budget {budget.describe()}")
     if "latency_attempts" in details:
-        return SearchOutcome(result, float("nan"), f"latency-aware allocation on the {budget.runtime} table at "
+        return SearchOutcome(result, float("nan"), f"latency-aware allocation on the {budget.runtime} "
+                                                   f"{budget.precision} table at "
                                                    f"{budget.threads} threads, {details['latency_attempts']} measured "
                                                    f"round(s)")
     ratio = details.get("ratio")

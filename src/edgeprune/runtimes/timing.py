@@ -155,8 +155,12 @@ def measure_models(models: Mapping[str, nn.Module], example_inputs: ExampleInput
                    runtime: str = "onnxruntime", threads: int = 2, rounds: int = 20, runs: int = 5, warmup: int = 2,
                    folder: str | os.PathLike | None = None, fresh: bool = False, stat: str = "median",
                    export_options: Mapping[str, Any] | None = None,
-                   open_options: Mapping[str, Any] | None = None) -> dict[str, Measured]:
+                   open_options: Mapping[str, Any] | None = None, precision: str = "float32") -> dict[str, Measured]:
     """Export each model to ``runtime``'s file (checked against PyTorch) and time them interleaved.
+
+    With ``precision="int8"`` each file is the model's INT8 file, made by the quantizer a
+    ``--quantize int8`` run uses on ``runtime`` (:func:`edgeprune.quantize.files.quantize_model`),
+    calibrated on random batches: the calibration moves the values, not the time.
 
     Args:
         models: ``{name: model}``; the first is the reference.
@@ -165,21 +169,43 @@ def measure_models(models: Mapping[str, nn.Module], example_inputs: ExampleInput
         folder: keep the artifacts here (default: a temporary folder, deleted).
         export_options: passed to the runtime's ``export`` (ONNX Runtime: ``exporter=...``).
         open_options: passed to its ``open`` (ONNX Runtime: ``spin=...``).
+        precision: ``"float32"`` (the runtime's FP32 file) or ``"int8"``.
         threads, rounds, runs, warmup, fresh, stat: as in :func:`measure_interleaved`.
 
     Returns:
         ``{name: Measured}``.
     """
+    if precision not in ("float32", "int8"):
+        raise ValueError(f"precision must be 'float32' or 'int8', got {precision!r}")
     rt = get_runtime(runtime)
     with tempfile.TemporaryDirectory(prefix="edgeprune-measure-") as tmp:
         base = Path(folder) if folder is not None else Path(tmp)
         artifacts = {}
         for name, model in models.items():
-            path = rt.export(model, example_inputs, rt.artifact_path(base, _safe(name)), **dict(export_options or {}))
+            path = export_artifact(rt.name, model, example_inputs, base, _safe(name), precision,
+                                   **dict(export_options or {}))
             artifacts[name] = Artifact(rt.name, path, dict(open_options or {}))
         with torch.no_grad():
             return measure_interleaved(artifacts, example_inputs, threads=threads, rounds=rounds, runs=runs,
                                        warmup=warmup, fresh=fresh, stat=stat)
+
+
+def export_artifact(runtime: str, model: nn.Module, example_inputs: ExampleInputs, folder: str | os.PathLike,
+                    stem: str, precision: str = "float32", **export_options: Any) -> Path:
+    """``model``'s file for ``runtime`` in ``folder``: its FP32 artifact (``stem`` + the runtime's suffix),
+    or with ``precision="int8"`` its INT8 file (``stem.int8`` + suffix; random calibration, see
+    :mod:`edgeprune.quantize.files`)."""
+    rt = get_runtime(runtime)
+    if precision != "int8":
+        return rt.export(model, example_inputs, rt.artifact_path(folder, stem), **export_options)
+    from edgeprune.quantize.files import quantize_model, synthetic_batches
+
+    args, kwargs = split_inputs(example_inputs)
+    if kwargs or len(args) != 1:
+        raise ValueError("an INT8 file is made for a model with one tensor input")
+    return Path(quantize_model(rt.name, model, args[0], rt.artifact_path(folder, f"{stem}.int8"),
+                               synthetic_batches(args[0]), exporter=export_options.get("exporter", "auto"),
+                               check=False).path)  # timed, never deployed
 
 
 def _safe(name: str) -> str:

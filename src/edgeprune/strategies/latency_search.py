@@ -12,6 +12,10 @@
    machine does not move the goal; the measurements are not mixed into the table's calibration
    (which comes from one session) for the same reason.
 
+At ``budget.precision="int8"`` the table must have timed int8 kernels (``TableError`` otherwise),
+and both models are measured as their INT8 files (the run's quantizer, random calibration): the
+speed-up is pruned INT8 over dense INT8, the latency the pruned INT8 file's.
+
 Example:
     >>> r = prune_to_latency(model, x, predictor, Budget(speedup=2.0))   # doctest: +SKIP
     >>> r.met, r.measured_speedup                                              # doctest: +SKIP
@@ -133,6 +137,7 @@ def prune_to_latency(model: nn.Module, example_inputs: ExampleInputs, predictor:
     if (budget.latency_ms is None) == (budget.speedup is None):
         raise BudgetError("prune_to_latency needs a budget with exactly one of latency_ms= and speedup=")
     log = log or (lambda msg: None)
+    predictor.table.require_precision(budget.precision)
     measure = measure or MeasureConfig(threads=budget.threads)
     if scored is not None:
         groups, scores = scored
@@ -204,4 +209,4 @@ def _measure(predictor: LatencyPredictor, models: dict[str, nn.Module], example_
                           runs=measure.runs, warmup=measure.warmup,
                           fresh=ort and predictor.table.protocol.get("spinning", True),
                           export_options={"exporter": measure.exporter} if ort else None,
-                          open_options={"spin": False} if ort else None)
+                          open_options={"spin": False} if ort else None, precision=predictor.table.precision)

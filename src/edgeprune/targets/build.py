@@ -71,6 +71,10 @@ class TableConfig:
         rounds: interleaved rounds of the whole-model measurements (``edgeprune.targets.measured``).
         probe_channels: the channel range of the staircase sweeps (``None``: the back end's default,
             40-97; a narrow range finds no staircase and is only for quick checks).
+        precision: the kernels the table times, ``"float32"`` or ``"int8"`` (the run quantizes:
+            int8 convolutions step differently). An int8 table times the back end's int8 single-op
+            graphs, and its calibration models are the INT8 files the run's quantizer makes of them
+            (``edgeprune.quantize.files``). ONNX Runtime, LiteRT and ExecuTorch; OpenVINO refuses it.
     """
 
     runtime: str = "onnxruntime"
@@ -88,6 +92,20 @@ class TableConfig:
     calibrate_latency: tuple[float, ...] = (0.85, 0.55)
     rounds: int = 20
     probe_channels: tuple[int, int] | None = None
+    precision: str = "float32"
+
+    def __post_init__(self) -> None:
+        from edgeprune.targets.table import TableError
+
+        if self.precision not in lut_builder.PRECISIONS:
+            raise TableError(f"TableConfig.precision must be one of {', '.join(lut_builder.PRECISIONS)}, "
+                             f"got {self.precision!r}")
+        if self.precision == "int8" and self.runtime not in INT8_TABLE_RUNTIMES:
+            raise TableError(f"an int8 latency table is timed on {', '.join(INT8_TABLE_RUNTIMES)}; "
+                             f"{self.runtime} has no INT8 path in edgeprune")
+
+
+INT8_TABLE_RUNTIMES = ("onnxruntime", "litert", "executorch")
 
 
 def write_ops(model: nn.Module, example_inputs: ExampleInputs, folder: str | Path,
@@ -114,8 +132,10 @@ def write_ops(model: nn.Module, example_inputs: ExampleInputs, folder: str | Pat
     models = {}
     args, kwargs = split_inputs(example_inputs)
     shapes = [list(t.shape) for t in list(args) + list(kwargs.values())]
+    from edgeprune.runtimes.timing import export_artifact
+
     for name, counts, pruned in calibration_models(model, example_inputs, groups, config, criterion):
-        path = rt.export(pruned, example_inputs, rt.artifact_path(folder, name))
+        path = export_artifact(rt.name, pruned, example_inputs, folder, name, config.precision)
         models[name] = {"file": path.name, "counts": counts, "input_shapes": shapes}
     doc = ops_document(model_key(model, example_inputs), groups, layers, config, models, _weight_bytes(model))
     lut_builder.write_json(doc, str(folder / "ops.json"))
@@ -138,7 +158,9 @@ def build_table(model: nn.Module, example_inputs: ExampleInputs, config: TableCo
         log: progress lines go here.
 
     Returns:
-        The :class:`LatencyTable`; ``table.save(path)`` writes its JSON.
+        The :class:`LatencyTable`; ``table.save(path)`` writes its JSON. With
+        ``config.precision="int8"`` its points are int8 kernels and its calibration models the
+        models' INT8 files (``table.precision`` says so).
     """
     import json
 
@@ -149,13 +171,13 @@ def build_table(model: nn.Module, example_inputs: ExampleInputs, config: TableCo
     doc = lut_builder.build(doc, threads=config.threads, runs=config.runs, warmup=config.warmup,
                             stat=config.stat, passes=config.passes, spinning=config.spinning,
                             probe_threads=config.probe_threads, log=log, runtime=config.runtime,
-                            probe_channels=config.probe_channels)
+                            probe_channels=config.probe_channels, precision=config.precision)
     table = LatencyTable.from_dict(json.loads(json.dumps(doc)))
     variants = list(calibration_models(model, example_inputs, groups, config, criterion, table))
     ort = config.runtime == "onnxruntime"
     measured = measure_models({name: m for name, _, m in variants}, example_inputs, runtime=config.runtime,
                               threads=config.threads, rounds=config.rounds, runs=5, fresh=ort and config.spinning,
-                              open_options={"spin": False} if ort else None)
+                              open_options={"spin": False} if ort else None, precision=config.precision)
     for name, counts, _ in variants:
         table.measured[name] = {"counts": counts, "ms": round(measured[name].ms, 5)}
         if log:
@@ -173,7 +195,7 @@ def ops_document(key: str, groups: Sequence[Group], layers: Sequence[LayerSpec],
             "layers": [{"spec": layer.to_dict(), "signature": layer.signature, "family": layer.family,
                         "op": layer.op_dict(), "c_in": layer.c_in, "c_out": layer.c_out,
                         "in_group": layer.in_group, "out_group": layer.out_group} for layer in layers],
-            "models": dict(models)}
+            "models": dict(models), "precision": config.precision}
     if config.probe_channels is not None:
         doc["probe_channels"] = list(config.probe_channels)
     return doc

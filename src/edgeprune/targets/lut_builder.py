@@ -28,6 +28,13 @@ by OpenVINO; needs only openvino and numpy). Copy the back end's file beside thi
 target ops MODEL --runtime R`` writes both). ExecuTorch has no torch-free way to write a ``.pte``:
 its table is built on the host (``edgeprune.targets.lut_executorch``), which must then be the target.
 
+``--precision int8`` times every point with the runtime's int8 kernels instead (their staircase
+differs: XNNPACK and ONNX Runtime block int8 channels differently from float ones): here each point is
+the QDQ graph ONNX Runtime's static quantizer emits for that op (uint8 activations, int8 weights per
+output channel, int32 bias: ``DequantizeLinear -> Conv -> QuantizeLinear``), which ONNX Runtime fuses
+into one ``QLinearConv`` / ``QGemm`` kernel; :func:`int8_params` gives the quantized tensors, and
+the table records its precision (an INT8 run refuses a float32 table, and the reverse).
+
 The output (format ``edgeprune.latency_table``) is plain JSON: see ``docs/hardware.md``.
 """
 from __future__ import annotations
@@ -50,7 +57,8 @@ OPS_FORMAT = "edgeprune.latency_ops"
 FORMAT_VERSION = 1
 OPSET = 17
 IR_VERSION = 8
-FLOAT = 1  # TensorProto.FLOAT
+FLOAT, UINT8, INT8, INT32 = 1, 2, 3, 6  # TensorProto data types
+PRECISIONS = ("float32", "int8")
 
 
 # --- protobuf wire format: just what an ONNX ModelProto with initializers needs ------------------
@@ -86,17 +94,21 @@ def _float(field: int, value: float) -> bytes:
     return _key(field, 5) + struct.pack("<f", value)
 
 
-def _tensor(name: str, array: np.ndarray) -> bytes:
-    """TensorProto: dims=1, data_type=2, name=8, raw_data=9 (little-endian float32)."""
-    array = np.ascontiguousarray(array, dtype="<f4")
-    return (b"".join(_int(1, d) for d in array.shape) + _int(2, FLOAT) + _bytes(8, name)
-            + _bytes(9, array.tobytes()))
+_ONNX_TYPES = {np.dtype("float32"): FLOAT, np.dtype("uint8"): UINT8, np.dtype("int8"): INT8,
+               np.dtype("int32"): INT32}
 
 
-def _value_info(name: str, shape: tuple[int, ...]) -> bytes:
+def _tensor(name: str, array: np.ndarray, dtype: str = "<f4") -> bytes:
+    """TensorProto: dims=1, data_type=2, name=8, raw_data=9 (little-endian; float32 unless ``dtype``)."""
+    array = np.ascontiguousarray(array, dtype=dtype)
+    return (b"".join(_int(1, d) for d in array.shape) + _int(2, _ONNX_TYPES[array.dtype.newbyteorder("=")])
+            + _bytes(8, name) + _bytes(9, array.tobytes()))
+
+
+def _value_info(name: str, shape: tuple[int, ...], elem_type: int = FLOAT) -> bytes:
     """ValueInfoProto{name=1, type=2: TypeProto{tensor_type=1: {elem_type=1, shape=2: {dim=1: {dim_value=1}}}}}."""
     dims = b"".join(_bytes(1, _int(1, d)) for d in shape)
-    tensor_type = _int(1, FLOAT) + _bytes(2, dims)
+    tensor_type = _int(1, elem_type) + _bytes(2, dims)
     return _bytes(1, name) + _bytes(2, _bytes(1, tensor_type))
 
 
@@ -177,6 +189,108 @@ def conv_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -
     return _model(nodes, inits, [_value_info("X", x_shape)], [_value_info("Y", y_shape)])
 
 
+def int8_params(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0, activations: str = "uint8") -> dict[str, Any]:
+    """The quantized tensors of one int8 point, as a static quantizer would leave them.
+
+    Weights: random normal, int8 symmetric with one scale per output channel (zero point 0), in
+    PyTorch's layout (``(c_out, c_in / groups, kh, kw)``, a gemm ``(c_out, c_in)``); bias int32 at
+    ``x_scale * w_scale``. Activations (``"uint8"``: ONNX Runtime's U8S8; ``"int8"``: LiteRT's) one
+    scale and zero point per tensor; the output's scale holds about three standard deviations of
+    the accumulator, and its zero point sits at the range's minimum after a ReLU (the quantizer
+    folds ReLU and ReLU6 into the output's range: ReLU6 also caps the range at 6).
+
+    Returns:
+        ``{"w", "w_scale", "b", "x_scale", "x_zero", "y_scale", "y_zero", "qmin", "qmax", "fan_in"}``.
+    """
+    rng = np.random.default_rng(seed)
+    qmin, qmax = (0, 255) if activations == "uint8" else (-128, 127)
+    if op["kind"] == "gemm":
+        shape = (c_out, c_in)
+    else:
+        kh, kw = op["kernel"]
+        shape = (c_out, 1 if op.get("depthwise") else c_in, kh, kw)
+    w = rng.standard_normal(shape, dtype=np.float32) * 0.05
+    w_scale = (np.abs(w).reshape(c_out, -1).max(axis=1) / 127).astype(np.float32)
+    w_q = np.clip(np.round(w / w_scale.reshape(-1, *[1] * (w.ndim - 1))), -127, 127).astype(np.int8)
+    x_scale, x_zero = 0.02, (qmin + qmax + 1) // 2
+    b_q = np.round(rng.standard_normal(c_out) * 0.05 / (x_scale * w_scale)).astype(np.int32)
+    fan_in = int(np.prod(shape[1:]))
+    x_std = (qmax - qmin + 1) / np.sqrt(12)  # a uniform input over the whole range
+    y_std = np.sqrt(fan_in) * x_std * float(np.std(w_q.astype(np.float32))) * x_scale * float(np.mean(w_scale))
+    y_scale = float(np.float32(3 * y_std / 127))
+    act = op.get("act")
+    if act not in ("relu", "relu6", None):
+        raise ValueError(f"unknown activation {act!r} (expected 'relu', 'relu6' or null)")
+    if act == "relu6":
+        y_scale = min(y_scale, 6.0 / (qmax - qmin))
+    y_zero = qmin if act else (qmin + qmax + 1) // 2
+    return {"w": w_q, "w_scale": w_scale, "b": b_q, "x_scale": x_scale, "x_zero": x_zero, "y_scale": y_scale,
+            "y_zero": y_zero, "qmin": qmin, "qmax": qmax, "fan_in": fan_in}
+
+
+def qdq_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -> bytes:
+    """One serialized int8 ONNX model in the QDQ form of ONNX Runtime's static quantizer (U8S8,
+    per-channel weights): ``X(uint8) -> DequantizeLinear -> Conv|Gemm (weights and bias through
+    DequantizeLinear) -> QuantizeLinear -> Y(uint8)``, the activation folded into Y's range.
+
+    ONNX Runtime fuses it into one int8 kernel (``QLinearConv``; a gemm: ``QGemm``), as it fuses the
+    quantized model's ops. The tensors are :func:`int8_params`'s (``activations="uint8"``).
+    """
+    q = int8_params(op, c_in, c_out, seed, "uint8")
+    scalar = lambda name, v, dtype: _tensor(name, np.asarray(v), dtype)  # noqa: E731
+    inits = [scalar("xs", q["x_scale"], "<f4"), scalar("xz", q["x_zero"], "u1"),
+             scalar("ys", q["y_scale"], "<f4"), scalar("yz", q["y_zero"], "u1"),
+             _tensor("Wq", q["w"], "i1"), _tensor("ws", q["w_scale"]), _tensor("wz", np.zeros(c_out), "i1"),
+             _tensor("Bq", q["b"], "<i4"), _tensor("bs", (q["x_scale"] * q["w_scale"]).astype(np.float32)),
+             _tensor("bz", np.zeros(c_out), "<i4")]
+    axis0 = [_attr_int("axis", 0)]
+    nodes = [_node("DequantizeLinear", ["Xc" if op["kind"] == "conv" else "X", "xs", "xz"], ["Xf"], [], "dq_x"),
+             _node("DequantizeLinear", ["Wq", "ws", "wz"], ["W"], axis0, "dq_w"),
+             _node("DequantizeLinear", ["Bq", "bs", "bz"], ["B"], axis0, "dq_b")]
+    if op["kind"] == "gemm":
+        rows = _gemm_rows(op)
+        x_shape, y_shape = (rows, c_in), (rows, c_out)
+        nodes.append(_node("Gemm", ["Xf", "W", "B"], ["Z"], [_attr_int("transB", 1)], "gemm"))
+    elif op["kind"] == "conv":
+        (n, c, h, w), (_, k, oh, ow), attrs = _conv_shapes(op, c_in, c_out)
+        # NHWC at the graph's edges: ONNX Runtime runs int8 convs in NHWC and, inside a model, keeps
+        # the whole chain NHWC; here the edge transposes cancel against the ones it inserts
+        x_shape, y_shape = (n, h, w, c), (n, oh, ow, k)
+        nodes.insert(0, _node("Transpose", ["X"], ["Xc"], [_attr_ints("perm", [0, 3, 1, 2])], "to_nchw"))
+        nodes.append(_node("Conv", ["Xf", "W", "B"], ["Z"], attrs, "conv"))
+    else:
+        raise ValueError(f"unknown op kind {op['kind']!r} (expected 'conv' or 'gemm')")
+    last = "Yc" if op["kind"] == "conv" else "Y"
+    nodes.append(_node("QuantizeLinear", ["Z", "ys", "yz"], [last], [], "q_y"))
+    if op["kind"] == "conv":
+        nodes.append(_node("Transpose", ["Yc"], ["Y"], [_attr_ints("perm", [0, 2, 3, 1])], "to_nhwc"))
+    return _model(nodes, inits, [_value_info("X", x_shape, UINT8)], [_value_info("Y", y_shape, UINT8)])
+
+
+def _conv_shapes(op: dict[str, Any], c_in: int, c_out: int) -> tuple[tuple[int, ...], tuple[int, ...], list[bytes]]:
+    """Input and output shapes (NCHW) of a conv op at these counts, and its ONNX attributes."""
+    kh, kw = op["kernel"]
+    sh, sw = op["stride"]
+    dh, dw = op.get("dilation", [1, 1])
+    pads = list(op["pads"])  # ONNX order: (top, left, bottom, right)
+    h, w = op["hw"]
+    groups = c_out if op.get("depthwise") else 1
+    if op.get("depthwise"):
+        c_in = c_out
+    oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
+    attrs = [_attr_ints("kernel_shape", [kh, kw]), _attr_ints("strides", [sh, sw]),
+             _attr_ints("pads", pads), _attr_ints("dilations", [dh, dw]), _attr_int("group", groups)]
+    return (1, c_in, h, w), (1, c_out, oh, ow), attrs
+
+
+def op_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0, precision: str = "float32") -> bytes:
+    """The point's ONNX graph at ``precision``: :func:`conv_model_bytes` or :func:`qdq_model_bytes`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    return (qdq_model_bytes if precision == "int8" else conv_model_bytes)(op, c_in, c_out, seed)
+
+
 # --- measuring ---------------------------------------------------------------------------------
 
 def session_options(threads: int, *, spinning: bool = True):
@@ -211,26 +325,31 @@ COLD_MIN_BYTES = 2 << 20   # ops with fewer weight bytes are timed warm (their w
 COLD_MAX_COPIES = 16
 
 
-def weight_bytes(op: dict[str, Any], c_in: int, c_out: int) -> int:
-    """Bytes of the op's float32 weights at these channel counts."""
+def weight_bytes(op: dict[str, Any], c_in: int, c_out: int, precision: str = "float32") -> int:
+    """Bytes of the op's weights at these channel counts (4 per weight in float32, 1 in int8)."""
+    size = 1 if precision == "int8" else 4
     if op["kind"] == "gemm":
-        return 4 * c_in * c_out
+        return size * c_in * c_out
     kh, kw = op["kernel"]
-    return 4 * c_out * (1 if op.get("depthwise") else c_in) * kh * kw
+    return size * c_out * (1 if op.get("depthwise") else c_in) * kh * kw
 
 
 def time_point(op: dict[str, Any], c_in: int, c_out: int, *, threads: int, runs: int, warmup: int,
-               stat: str = "median", spinning: bool = True, cold_bytes: int = 0) -> float:
+               stat: str = "median", spinning: bool = True, cold_bytes: int = 0, precision: str = "float32") -> float:
     """Latency (ms) of one op at one channel count: ``warmup`` untimed runs, then ``runs`` timed alone.
+
+    ``precision="int8"`` times the op's QDQ graph (:func:`qdq_model_bytes`) on uint8 input: ONNX
+    Runtime's int8 kernel.
 
     With ``cold_bytes`` > 0 (the size of the last-level cache, when the whole model's weights do not
     fit in it) an op with large weights is timed with them coming from memory, as inside the model:
     several copies with different weights (together 1.5x ``cold_bytes``) run in turn, so each
     copy's weights have been evicted by the others when its turn comes.
     """
-    copies = cold_copies(weight_bytes(op, c_in, c_out), cold_bytes)
-    sessions = [session(conv_model_bytes(op, c_in, c_out, seed=k), threads, spinning=spinning) for k in range(copies)]
-    feed = {"X": np.random.default_rng(1).standard_normal(_input_shape(op, c_in, c_out), dtype=np.float32)}
+    copies = cold_copies(weight_bytes(op, c_in, c_out, precision), cold_bytes)
+    sessions = [session(op_model_bytes(op, c_in, c_out, seed=k, precision=precision), threads, spinning=spinning)
+                for k in range(copies)]
+    feed = {"X": random_input(_input_shape(op, c_in, c_out, precision), precision, "uint8")}
     turn = itertools.cycle(sessions)  # each call runs the next copy
     return timed(lambda: next(turn).run(None, feed), runs=runs, warmup=warmup * copies, stat=stat)
 
@@ -289,20 +408,33 @@ def timed(call, *, runs: int, warmup: int, stat: str) -> float:
     return float(STATISTICS[stat](np.asarray(samples)))
 
 
+def random_input(shape: tuple[int, ...], precision: str = "float32", activations: str = "uint8") -> np.ndarray:
+    """A point's input: standard normal float32, or uniform over the activation type's range for int8."""
+    rng = np.random.default_rng(1)
+    if precision != "int8":
+        return rng.standard_normal(shape, dtype=np.float32)
+    info = np.iinfo(activations)
+    return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(activations)
+
+
 def _gemm_rows(op: dict[str, Any]) -> int:
     return int(op.get("hw", [1, 1])[0])
 
 
-def _input_shape(op: dict[str, Any], c_in: int, c_out: int) -> tuple[int, ...]:
+def _input_shape(op: dict[str, Any], c_in: int, c_out: int, precision: str = "float32") -> tuple[int, ...]:
+    """The point's input shape: NCHW, or NHWC for the int8 graph (:func:`qdq_model_bytes`)."""
     if op["kind"] == "gemm":
         return (_gemm_rows(op), c_in)
-    return (1, c_out if op.get("depthwise") else c_in, *op["hw"])
+    c = c_out if op.get("depthwise") else c_in
+    return (1, *op["hw"], c) if precision == "int8" else (1, c, *op["hw"])
 
 
 RUNTIMES = ("onnxruntime", "litert", "openvino", "executorch")
 DEVICE_RUNTIMES = RUNTIMES[:3]  # ExecuTorch's single-op files need torch: its tables are built on the host
 MODEL_SUFFIX = ".onnx"
 GRAPH = "Conv(+bias) or Gemm, random weights, batch 1"
+GRAPH_INT8 = ("QDQ Conv or Gemm (uint8 activations, int8 per-channel weights, int32 bias; fused by ONNX Runtime "
+              "into QLinearConv / QGemm), random weights, batch 1")
 
 
 def runtime_version() -> str:
@@ -326,13 +458,15 @@ def backend(runtime: str = "onnxruntime"):
     return importlib.import_module(f"{__package__}.{name}" if __package__ else name)
 
 
-def target_info(threads: int, runtime: str = "onnxruntime") -> dict[str, Any]:
-    """What a latency figure depends on: CPU model, ISA, runtime and its version, threads; ``key`` joins them."""
+def target_info(threads: int, runtime: str = "onnxruntime", precision: str = "float32") -> dict[str, Any]:
+    """What a latency figure depends on: CPU model, ISA, runtime and its version, threads, and the
+    precision of the kernels timed; ``key`` joins them."""
     version = backend(runtime).runtime_version()
     info = {"cpu": _cpu_model(), "machine": platform.machine(), "system": platform.system(),
             "cpu_count": os.cpu_count(), "isa": _isa_flags(), "llc_bytes": last_level_cache_bytes(),
             "runtime": runtime, "runtime_version": version,
-            "threads": int(threads), "numpy": np.__version__, "python": platform.python_version()}
+            "threads": int(threads), "precision": precision, "numpy": np.__version__,
+            "python": platform.python_version()}
     if runtime == "onnxruntime":
         info["onnxruntime"] = version  # tables written before other runtimes had only this field
     info["key"] = target_key(info)
@@ -340,10 +474,12 @@ def target_info(threads: int, runtime: str = "onnxruntime") -> dict[str, Any]:
 
 
 def target_key(info: dict[str, Any]) -> str:
-    """``"<cpu>|<runtime>-<version>|threads-<n>"``: tables are only valid for the target they were built on."""
+    """``"<cpu>|<runtime>-<version>|threads-<n>"`` (``|int8`` appended for int8 kernels): tables are only
+    valid for the target, and the precision, they were built for."""
     runtime = info.get("runtime", "onnxruntime")
     version = info.get("runtime_version", info.get("onnxruntime"))
-    return f"{info['cpu']}|{runtime}-{version}|threads-{info['threads']}"
+    key = f"{info['cpu']}|{runtime}-{version}|threads-{info['threads']}"
+    return key + "|int8" if info.get("precision", "float32") == "int8" else key
 
 
 
@@ -403,7 +539,8 @@ def probe_op(family_op: dict[str, Any]) -> dict[str, Any]:
 
 
 def sweep(op: dict[str, Any], axis: str, *, threads: int, runs: int, warmup: int, stat: str,
-          spinning: bool = True, passes: int = 1, timer=None, counts: tuple[int, int] = PROBE_CHANNELS) -> dict[str, float]:
+          spinning: bool = True, passes: int = 1, timer=None, counts: tuple[int, int] = PROBE_CHANNELS,
+          precision: str = "float32") -> dict[str, float]:
     """Latency at every channel count of ``PROBE_CHANNELS`` along ``axis`` ("c_in", "c_out"; "c" for depthwise).
 
     The sweep is repeated ``passes`` times and each count keeps its smallest figure (see :func:`build`).
@@ -415,7 +552,7 @@ def sweep(op: dict[str, Any], axis: str, *, threads: int, runs: int, warmup: int
         for c in range(counts[0], counts[1] + 1):
             ci, co = (PROBE_FIXED, c) if axis in ("c_out", "c") else (c, PROBE_FIXED)
             ms = round(timer(op, ci, co, threads=threads, runs=runs, warmup=warmup, stat=stat,
-                             spinning=spinning), 5)
+                             spinning=spinning, precision=precision), 5)
             out[str(c)] = min(ms, out.get(str(c), ms))
     return out
 
@@ -473,16 +610,18 @@ def group_levels(size: int, step: int, min_keep: float, levels: int) -> list[int
     return sorted(set(fast))
 
 
-def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True, timer=None) -> float:
-    """The cost of one run of a near-empty graph: subtracted from every timed point."""
+def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True, timer=None,
+                precision: str = "float32") -> float:
+    """The cost of one run of a near-empty graph (at the table's precision): subtracted from every timed point."""
     op = {"kind": "gemm", "act": None}
     return round((timer or time_point)(op, 1, 1, threads=threads, runs=runs * 4, warmup=warmup, stat=stat,
-                            spinning=spinning), 5)
+                            spinning=spinning, precision=precision), 5)
 
 
 def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat: str = "median",
           passes: int = 1, spinning: bool = True, probe_threads: int | None = None, base_dir: str = ".",
-          log=None, runtime: str = "onnxruntime", probe_channels: tuple[int, int] | None = None) -> dict[str, Any]:
+          log=None, runtime: str = "onnxruntime", probe_channels: tuple[int, int] | None = None,
+          precision: str = "float32") -> dict[str, Any]:
     """Measure everything an ``ops.json`` document asks for and return the table document.
 
     Steps: (1) the fixed cost of one run; (2) per op family (conv kxk, depthwise kxk, gemm) the
@@ -498,9 +637,15 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     staircase sweeps with another thread count: the steps come from the kernels' channel blocking,
     and a single thread sweeps cleanly on a machine where two threads rarely get two cores at once.
     ``runtime`` picks the back end that builds and times the single-op graphs (:func:`backend`);
-    ``probe_channels`` the swept channel range (default: the back end's, else ``PROBE_CHANNELS``).
+    ``probe_channels`` the swept channel range (default: the back end's, else ``PROBE_CHANNELS``);
+    ``precision`` the kernels timed (``"int8"``: the back end's int8 graphs; the whole models listed
+    must then be its INT8 files). It is recorded in the table's target, protocol and key.
     """
     be = backend(runtime)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (expected one of {', '.join(PRECISIONS)})")
+    if precision not in getattr(be, "PRECISIONS", ("float32",)):
+        raise ValueError(f"the {runtime} latency-table back end times float32 kernels only, not {precision}")
     if ops_doc.get("format") != OPS_FORMAT:
         raise ValueError(f"not an op list (expected 'format': '{OPS_FORMAT}')")
     if threads < 1 or runs < 1 or warmup < 0 or stat not in STATISTICS:
@@ -509,12 +654,14 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
     started = time.perf_counter()
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    timing = {"threads": threads, "runs": runs, "warmup": warmup, "stat": stat, "spinning": spinning}
+    timing = {"threads": threads, "runs": runs, "warmup": warmup, "stat": stat, "spinning": spinning,
+              "precision": precision}
     overhead = overhead_ms(**timing, timer=be.time_point)
     log(f"run overhead {overhead:.4f} ms")
     llc = last_level_cache_bytes()
-    cold = int(ops_doc.get("weight_bytes", 0)) > llc
-    log(f"model weights {ops_doc.get('weight_bytes', 0) / 2**20:.1f} MiB, last-level cache {llc / 2**20:.1f} MiB: "
+    model_bytes = int(ops_doc.get("weight_bytes", 0)) // (4 if precision == "int8" else 1)  # float32 bytes listed
+    cold = model_bytes > llc
+    log(f"model weights {model_bytes / 2**20:.1f} MiB, last-level cache {llc / 2**20:.1f} MiB: "
         f"large weights timed {'cold' if cold else 'warm'}")
 
     layers, groups = ops_doc["layers"], ops_doc["groups"]
@@ -592,10 +739,10 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
         models[name] = {"counts": entry["counts"], "ms": round(ms, 5)}
         log(f"model {name}: {ms:.3f} ms")
 
-    return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads, runtime),
+    return {"format": TABLE_FORMAT, "version": FORMAT_VERSION, "target": target_info(threads, runtime, precision),
             "protocol": {**timing, "passes": passes, "probe_threads": probe_threads or threads, "opset": OPSET,
                          "overhead_ms": overhead, "cold_weights": cold,
-                         "graph": f"{be.GRAPH}; run overhead subtracted",
+                         "graph": f"{be.GRAPH_INT8 if precision == 'int8' else be.GRAPH}; run overhead subtracted",
                          "seconds": round(time.perf_counter() - started, 1)},
             "staircase": staircase,
             "model": {"key": ops_doc["model"], "layers": layers, "groups": group_out, "measured": models},
@@ -603,8 +750,9 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
 
 
 def time_model(model: bytes | str, input_shapes: list[list[int]], *, threads: int, runs: int, warmup: int,
-               stat: str, spinning: bool = True) -> float:
-    """Latency (ms) of a whole ONNX model (bytes or a path) on random float32 inputs, same protocol as the points."""
+               stat: str, spinning: bool = True, precision: str = "float32") -> float:
+    """Latency (ms) of a whole ONNX model (bytes or a path) on random float32 inputs, same protocol as the
+    points (an INT8 model file takes float input too: its QuantizeLinear is inside)."""
     sess = session(model, threads, spinning=spinning)
     rng = np.random.default_rng(1)
     feed = {i.name: rng.standard_normal(shape, dtype=np.float32) for i, shape in zip(sess.get_inputs(), input_shapes)}
@@ -628,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="the runtime's worker threads")
     parser.add_argument("--runtime", default="onnxruntime", choices=DEVICE_RUNTIMES,
                         help="the runtime to time on (litert and openvino need their lut_<runtime>.py beside this file)")
+    parser.add_argument("--precision", default=None, choices=PRECISIONS,
+                        help="the kernels to time: float32 or int8 (default: the precision ops.json was written for)")
     parser.add_argument("--runs", type=int, default=15, help="timed runs per point")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs per point")
     parser.add_argument("--passes", type=int, default=1, help="time the whole table this many times, keep the "
@@ -644,6 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = build(ops_doc, threads=args.threads, runs=args.runs, warmup=args.warmup, stat=args.stat, passes=args.passes,
                 spinning=not args.no_spinning, probe_threads=args.probe_threads,
                 base_dir=os.path.dirname(os.path.abspath(args.ops)), runtime=args.runtime,
+                precision=args.precision or ops_doc.get("precision", "float32"),
                 log=lambda msg: print(msg, file=sys.stderr, flush=True))
     write_json(doc, args.out)
     print(f"wrote {args.out}: {sum(len(o['points']) for o in doc['ops'].values())} points, "

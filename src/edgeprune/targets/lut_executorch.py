@@ -22,6 +22,9 @@ MODEL_SUFFIX = ".pte"
 GRAPH = (f"points: {lut_litert.GRAPH} (XNNPACK through LiteRT, as ExecuTorch's XNNPACK delegate runs them); "
          "calibration models: .pte on ExecuTorch")
 PROBE_CHANNELS = lut_litert.__dict__.get("PROBE_CHANNELS", (40, 97))
+PRECISIONS = lut_litert.PRECISIONS  # int8 points: XNNPACK's QS8 kernels through LiteRT; models: INT8 .pte
+GRAPH_INT8 = (f"points: {lut_litert.GRAPH_INT8} (XNNPACK through LiteRT); calibration models: INT8 .pte "
+              "(XNNPACKQuantizer) on ExecuTorch")
 
 
 def runtime_version() -> str:
@@ -36,7 +39,7 @@ def time_point(op: dict[str, Any], c_in: int, c_out: int, **timing: Any) -> floa
 
 
 def time_model(path: str, input_shapes: list[list[int]], *, threads: int, runs: int, warmup: int,
-               stat: str = "median", spinning: bool = True) -> float:
+               stat: str = "median", spinning: bool = True, precision: str = "float32") -> float:
     """Latency (ms) of a whole ``.pte`` on ExecuTorch on random inputs, same protocol as the points."""
     import torch
 

@@ -5,6 +5,8 @@ numpy on the device.
 Compiled as ``edgeprune.runtimes.openvino`` compiles whole models (``INFERENCE_PRECISION_HINT: f32``,
 ``INFERENCE_NUM_THREADS``, ``NUM_STREAMS: 1``, ``PERFORMANCE_HINT: LATENCY``): on CPUs with AVX-512
 BF16 OpenVINO's own default precision is bf16, and a table must time what the artifact runs.
+Float32 kernels only: edgeprune has no OpenVINO INT8 path (``--quantize int8`` refuses OpenVINO), so an
+int8 table is refused here by name.
 """
 from __future__ import annotations
 
@@ -57,9 +59,11 @@ def _inputs(request, rng: np.random.Generator, shapes: list[list[int]] | None = 
 
 
 def time_point(op: dict[str, Any], c_in: int, c_out: int, *, threads: int, runs: int, warmup: int,
-               stat: str = "median", spinning: bool = True, cold_bytes: int = 0) -> float:
+               stat: str = "median", spinning: bool = True, cold_bytes: int = 0, precision: str = "float32") -> float:
     """Latency (ms) of one op at one channel count (``lut_builder.time_point``'s protocol; ``spinning``
     is ONNX Runtime's setting and ignored here)."""
+    if precision != "float32":
+        raise ValueError(f"the OpenVINO latency-table back end times float32 kernels only, not {precision}")
     copies = core.cold_copies(core.weight_bytes(op, c_in, c_out), cold_bytes)
     wb = core.weight_bytes(op, c_in, c_out)
     requests = [core.cached(_compiled, (repr(op), c_in, c_out, k, threads), wb,
@@ -71,7 +75,7 @@ def time_point(op: dict[str, Any], c_in: int, c_out: int, *, threads: int, runs:
 
 
 def time_model(path: str, input_shapes: list[list[int]], *, threads: int, runs: int, warmup: int,
-               stat: str = "median", spinning: bool = True) -> float:
+               stat: str = "median", spinning: bool = True, precision: str = "float32") -> float:
     """Latency (ms) of a whole OpenVINO IR (or ONNX) model on random inputs, same protocol as the points."""
     request = compiled(path, threads)
     feed = _inputs(request, np.random.default_rng(1), input_shapes)

@@ -14,8 +14,10 @@ from edgeprune.targets.predictor import LatencyPredictor
 TABLE_RUNTIMES = lut_builder.RUNTIMES
 
 
-def latency_model(model: nn.Module, example_inputs: Any, runtime: str = "onnxruntime", threads: int = 2) -> LatencyPredictor:
-    """A latency predictor for ``model`` on ``runtime`` (its layers timed there, at ``threads``).
+def latency_model(model: nn.Module, example_inputs: Any, runtime: str = "onnxruntime", threads: int = 2,
+                  precision: str = "float32") -> LatencyPredictor:
+    """A latency predictor for ``model`` on ``runtime`` (its layers timed there, at ``threads``, with
+    ``precision``'s kernels: ``"int8"`` when the run deploys an INT8 file).
 
     Raises:
         BudgetError: no latency table can be measured on ``runtime``.
@@ -27,4 +29,10 @@ def latency_model(model: nn.Module, example_inputs: Any, runtime: str = "onnxrun
     from edgeprune.runtimes import get_runtime
 
     get_runtime(runtime).require()
-    return LatencyPredictor(build_table(model, example_inputs, TableConfig(runtime=runtime, threads=threads)))
+    from edgeprune.targets.table import TableError
+
+    try:
+        config = TableConfig(runtime=runtime, threads=threads, precision=precision)
+    except TableError as exc:
+        raise BudgetError(str(exc)) from None
+    return LatencyPredictor(build_table(model, example_inputs, config))

@@ -161,6 +161,22 @@ class LatencyTable:
                 for k in ("cpu", "runtime_version", "threads", "machine") if mine.get(k) != here[k]]
 
     @property
+    def precision(self) -> str:
+        """The kernels the table timed, ``"float32"`` or ``"int8"`` (tables from before int8 ones: float32)."""
+        return str(self.target.get("precision", "float32"))
+
+    def require_precision(self, precision: str) -> None:
+        """Refuse to describe a model deployed at another precision than the table timed.
+
+        Raises:
+            TableError: naming both precisions (an FP32 table for an INT8 run, or the reverse).
+        """
+        if precision != self.precision:
+            raise TableError(f"this latency table timed {self.precision} kernels ({self.target.get('key')}) but the "
+                             f"model is deployed as {precision}: build the table with "
+                             f"TableConfig(precision={precision!r}) (their staircases differ)")
+
+    @property
     def runtime(self) -> str:
         """The runtime the table was timed on (tables from before other runtimes: ONNX Runtime)."""
         return str(self.target.get("runtime", "onnxruntime"))
