@@ -19,7 +19,10 @@ ratio bisected to the same MAC target (our ``l2`` ranks units as its importance 
 differ by a unit or so). On the ViT: ``l2-hd`` is ``l2`` with ``head_dims=True`` (every head cut to
 the same number of dims, as Torch-Pruning's default), ``l2-hd-sdpa`` that cut without its q/k rescale
 (SDPA's scale of the cut head dim, as Torch-Pruning's cut leaves it), ``l2-shared-hd`` the same
-positions cut in every head, ``tp-heads`` Torch-Pruning removing whole heads. Seeds change the
+positions cut in every head, ``tp-heads`` Torch-Pruning removing whole heads. To separate criterion
+from allocation: ``tp-at-l2`` is Torch-Pruning bisected to at most the MACs our ``l2`` cut kept, and
+``l2-at-tp`` (``-sdpa``: without the q/k rescale) our ``l2`` choosing the units at Torch-Pruning's widths.
+A name ending in ``-global`` uses the ``global`` strategy instead of ``uniform``. Seeds change the
 fine-tuning data order and the random ranking; the trained model
 is the same. Paired columns: accuracy minus random's / Torch-Pruning's on the same model, target
 and seed, mean ± standard error over seeds.
