@@ -19,7 +19,10 @@ ratio bisected to the same MAC target (our ``l2`` ranks units as its importance 
 differ by a unit or so). On the ViT: ``l2-hd`` is ``l2`` with ``head_dims=True`` (every head cut to
 the same number of dims, as Torch-Pruning's default), ``l2-hd-sdpa`` that cut without its q/k rescale
 (SDPA's scale of the cut head dim, as Torch-Pruning's cut leaves it), ``l2-shared-hd`` the same
-positions cut in every head, ``tp-heads`` Torch-Pruning removing whole heads. Seeds change the
+positions cut in every head, ``tp-heads`` Torch-Pruning removing whole heads. To separate criterion
+from allocation: ``tp-at-l2`` is Torch-Pruning bisected to at most the MACs our ``l2`` cut kept, and
+``l2-at-tp`` (``-sdpa``: without the q/k rescale) our ``l2`` choosing the units at Torch-Pruning's widths.
+A name ending in ``-global`` uses the ``global`` strategy instead of ``uniform``. Seeds change the
 fine-tuning data order and the random ranking; the trained model
 is the same. Paired columns: accuracy minus random's / Torch-Pruning's on the same model, target
 and seed, mean ± standard error over seeds.
@@ -55,7 +58,7 @@ from edgeprune.measure import count_macs  # noqa: E402
 from edgeprune.recover import Finetune, finetune, recalibrate_bn  # noqa: E402
 
 METHODS = ("l2", "l2-balanced", "l2-raw", "l2-buffers", "l1", "bn", "taylor", "random", "tp")
-ORDER = ("l2", "l2-hd", "l2-hd-sdpa", "l2-shared-hd", "l2-shared-hd-sdpa", *METHODS[1:], "tp-heads")  # the table's row order (l2-hd, tp-heads: ViT runs only)
+ORDER = ("l2", "l2-hd", "l2-hd-sdpa", "l2-shared-hd", "l2-shared-hd-sdpa", *METHODS[1:], "tp-heads", "l2-at-tp", "l2-at-tp-sdpa", "tp-at-l2")  # the table's row order (l2-hd, tp-heads: ViT runs only)
 
 
 def _with_buffers(group, ctx: ScoreContext) -> torch.Tensor:
@@ -92,11 +95,13 @@ def prune_ours(method: str, model, entry, keep: float, seed: int):
     ``l2-hd-sdpa`` is that cut without its q/k rescale, so the attention takes SDPA's default scale
     of the *cut* head dim, 1/sqrt(d'), as Torch-Pruning's cut of this ViT leaves it (an experiment:
     it changes what the model computes)."""
+    strategy = "global" if method.endswith("-global") else "uniform"
+    method = method.removesuffix("-global")
     sdpa_scale = method.endswith("-hd-sdpa")
     head_dims = sdpa_scale or method.endswith("-hd")
     method = method.removesuffix("-sdpa").removesuffix("-hd")
     criterion = VARIANTS.get(method, method)
-    result = ep.prune(model, zoo.example_input(entry), budget=Budget(macs=keep), strategy="uniform",
+    result = ep.prune(model, zoo.example_input(entry), budget=Budget(macs=keep), strategy=strategy,
                       criterion=criterion, data=calibration(entry), calibration_batches=None, seed=seed,
                       head_dims=head_dims)
     if sdpa_scale:
@@ -106,6 +111,48 @@ def prune_ours(method: str, model, entry, keep: float, seed: int):
         recalibrate_bn(pruned, calibration(entry), None)
         return pruned, result.stats.get("ratio")
     return result.model, result.stats.get("ratio")
+
+
+def widths_of(groups, tensors, other: torch.nn.Module) -> dict[str, int]:
+    """Units each group keeps in ``other`` (a cut of the same model by another engine), read from the
+    shapes of the group's tensors there; every slot must agree (else the structures are not comparable)."""
+    sd = other.state_dict()
+    kept = {}
+    for g in groups:
+        got = {g.size * sd[s.tensor].shape[s.dim] // tensors[s.tensor].shape[s.dim] for s in g.slots if s.tensor in sd}
+        if len(got) != 1:
+            raise ValueError(f"group {g.name}: its slots disagree on the width kept ({sorted(got)})")
+        kept[g.name] = got.pop()
+    return kept
+
+
+def prune_at_widths(method: str, model, entry, keep: float, seed: int):
+    """Our criterion choosing *which* units, with Torch-Pruning's cut fixing *how many* per group:
+    ``l2-at-tp`` (heads cut within where TP cuts them, the exact q/k rescale kept) and
+    ``l2-at-tp-sdpa`` (the same without the rescale: SDPA's scale of the cut head dim, as TP leaves it).
+    Separates the criterion from the allocation."""
+    from edgeprune.strategies.base import lowest
+    from edgeprune.graph.groups import make_plan
+    from edgeprune.surgery import named_tensors
+
+    other, _ = prune_tp(model, entry, keep)
+    x = zoo.example_input(entry)
+    within_heads = any(m.head_dim != o.head_dim for m, o in zip(
+        (m for m in model.modules() if isinstance(m, zoo.Attention)),
+        (o for o in other.modules() if isinstance(o, zoo.Attention))))
+    groups = ep.analyze(model, x, head_dims=within_heads).groups
+    tensors = named_tensors(model)
+    ctx = ScoreContext(tensors, seed=seed)
+    name = method.split("-at-")[0]
+    criterion = CRITERIA[name] if name in CRITERIA else VARIANTS[name]
+    widths = widths_of(groups, tensors, other)
+    removals = {g.name: lowest(criterion(g, ctx), g.size - widths[g.name], g.partitions) for g in groups}
+    plan = make_plan(groups, removals, tensors)
+    if method.endswith("-sdpa"):
+        plan.groups = [dataclasses.replace(g, rescale=[]) for g in plan.groups]
+    pruned = ep.apply_plan(model, plan)
+    recalibrate_bn(pruned, calibration(entry), None)
+    return pruned, None
 
 
 def prune_tp(model, entry, keep: float, heads_kept: int | None = None):
@@ -165,6 +212,11 @@ def run_cell(name: str, keep: float, method: str, seeds: list[int], cfg, done: s
             try:
                 if method == "tp":
                     pruned, ratio = prune_tp(model, entry, keep)
+                elif method == "tp-at-l2":  # Torch-Pruning bisected to at most the MACs our l2 cut kept
+                    ours, _ = prune_ours("l2", model, entry, keep, seed)
+                    pruned, ratio = prune_tp(model, entry, count_macs(ours, x).total / base_macs)
+                elif "-at-tp" in method:
+                    pruned, ratio = prune_at_widths(method, model, entry, keep, seed)
                 elif method == "tp-heads":  # our l2 cut's head count, Torch-Pruning's choice of heads and units
                     ours, _ = prune_ours("l2", model, entry, keep, seed)
                     kept = [m.num_heads for m in ours.modules() if isinstance(m, zoo.Attention)]

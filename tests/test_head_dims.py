@@ -263,3 +263,28 @@ def test_head_dims_is_an_option_of_the_channels_kind():
     result = ep.prune(model, x, kind=ep.kinds.Channels(head_dims=True), ratio=0.5)
     assert result.model.blocks[0]["attn"].num_heads == 4 and result.model.blocks[0]["attn"].head_dim == 4
     assert ep.prune(model, x, ratio=0.5).model.blocks[0]["attn"].num_heads == 2  # the default: whole heads
+
+
+def test_live_dims_of_equal_norms_take_the_default_scale_of_the_cut_dim():
+    """Oracle: when every q and k row has the same norm, keeping the logits' spread (the rescale's
+    c_h) is exactly SDPA's default scale of the cut dim, i.e. the same plan without its rescale."""
+    model, x = _criteria_vit()
+    analysis = ep.analyze(model, x, head_dims=True)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, criteria_zoo.Attention):
+                m.qkv.weight.copy_(m.qkv.weight / m.qkv.weight.norm(dim=1, keepdim=True))
+    gen = torch.Generator().manual_seed(1)
+    removals = {g.name: sorted(h * g.block_size + int(i) for h in range(g.partitions)
+                               for i in torch.randperm(g.block_size, generator=gen)[: g.block_size // 2])
+                for g in _within(analysis)}
+    plan = make_plan(analysis.groups, removals, named_tensors(model))
+    assert any(g.rescale for g in plan.groups)
+    unscaled = Plan.from_dict(plan.to_dict())
+    unscaled.groups = [dataclasses.replace(g, rescale=[]) for g in unscaled.groups]
+    with torch.no_grad():
+        kept_scale = ep.apply_plan(model, plan)(x)
+        default_scale = ep.apply_plan(model, unscaled)(x)
+        exact_rows = ep.apply_plan(model, plan)  # and a dead-free cut does change the model
+        assert ((kept_scale - default_scale).abs().max() / default_scale.abs().max()) < 1e-5
+        assert ((exact_rows(x) - model(x)).abs().max() / model(x).abs().max()) > 1e-3

@@ -88,9 +88,10 @@ class GroupPlan:
     unit: int = 1
     partitions: int = 1
     attrs: list[Attr] = field(default_factory=list)
-    # Rows whose kept entries are multiplied by (kept / size) ** 0.25: the query and key rows of an
-    # attention cut within heads whose scale follows the head dim (scaled_dot_product_attention
-    # without scale=), so that q . k / sqrt(d') keeps the original q . k / sqrt(d).
+    # Rows whose kept entries are multiplied by (kept / size) ** 0.25 * c_h ** 0.5: the query and key
+    # rows of an attention cut within heads whose scale follows the head dim (scaled_dot_product_attention
+    # without scale=), so that the logits keep their spread (c_h, see
+    # edgeprune.surgery.structured.rescale_factors) and stay exact when only dead dims go.
     rescale: list[Slot] = field(default_factory=list)
 
     def kept(self) -> list[int]:

@@ -25,8 +25,13 @@ A refused fibre names its module: the analysis traces again with that module's h
 (``edgeprune.graph.analysis``). The attention scale must stay that of the original head dim:
 ``F.scaled_dot_product_attention`` without ``scale=`` computes ``1 / sqrt(q.size(-1))``, which the
 cut changes. Where q and k each come straight from a projection (only layout ops in between), the
-change is folded into their rows: each kept q and k row is multiplied by ``(d' / d) ** 0.25``, so
-``q . k / sqrt(d')`` equals the original ``q . k / sqrt(d)`` (``Group.rescale``). Elsewhere the
+change is folded into their rows (``Group.rescale``): each kept q and k row of head h is multiplied
+by ``(d' / d) ** 0.25 * c_h ** 0.5``, so the logits are ``c_h * q . k / sqrt(d)`` over the kept dims,
+with ``c_h`` the factor that keeps their spread as the weights estimate it
+(``edgeprune.surgery.structured.rescale_factors``): 1 when only dead dims go (the cut is exact),
+``sqrt(d / d')`` when live dims of equal norms go (SDPA's scale of the cut dim). Keeping
+``q . k / sqrt(d)`` for live cuts instead shrank the logits and cost 3-4 points after fine-tuning
+on the criteria zoo's ViT at 4x fewer MACs (docs/benchmarks.md). Elsewhere the
 default scale refuses the fibre. The values are checked last, on a real copy
 (``edgeprune.graph.probe.check_head_dims``): dims made dead and then removed must leave the
 outputs unchanged, which catches a scale computed in Python (``/ math.sqrt(q.size(-1))``).

@@ -58,17 +58,22 @@ def remove_units(model: nn.Module, plan: Plan) -> nn.Module:
                 raise PlanError(f"plan group {group.name!r} removes index {top - 1} of "
                                 f"{slot.tensor} dim {slot.dim}, which has only {extent}")
             removal[slot.tensor][slot.dim].update(slot.indices(group.remove))
-        for slot in group.rescale:
-            _check_rescale(group, slot, tensors)
-            factor = ((group.size - len(group.remove)) / group.size) ** 0.25
-            rescale[slot.tensor].append((slot.dim, slot.indices(group.kept()), factor))
+        if group.rescale:
+            for slot in group.rescale:
+                _check_rescale(group, slot, tensors)
+            factors = rescale_factors(group, tensors)
+            kept = group.kept()
+            for slot in group.rescale:
+                per_index = factors[kept].repeat_interleave(slot.inner).repeat(slot.outer)  # slot.indices' order
+                rescale[slot.tensor].append((slot.dim, slot.indices(kept), per_index))
 
     new: dict[str, torch.Tensor] = {}
     for name in set(removal) | set(grouped) | set(rescale):
         t = tensors[name].detach()
         for dim, idx, factor in rescale.get(name, []):  # on the original indices, before any slicing
             rows = torch.tensor(idx, dtype=torch.long, device=t.device)
-            t = t.index_copy(dim, rows, t.index_select(dim, rows) * factor)
+            shape = [-1 if d == dim else 1 for d in range(t.dim())]
+            t = t.index_copy(dim, rows, t.index_select(dim, rows) * factor.to(t).view(shape))
         if name in grouped:
             t = _gather_grouped_inputs(t, *grouped[name], name)
         for dim, idx in sorted(removal.get(name, {}).items()):
@@ -126,6 +131,43 @@ def _counting_attributes(model: nn.Module, plan: Plan) -> list[tuple[Any, str, i
         warnings.warn(f"{type(owner).__name__}.{leaf} is shared by groups that keep different counts: "
                       f"left at {getattr(owner, leaf)}", stacklevel=3)
     return list(out.values())
+
+
+def rescale_factors(group: GroupPlan, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The factor each unit's q and k rows are multiplied by when ``group`` is cut within heads
+    (shape ``[group.size]``; only the kept units' entries are used).
+
+    The fused attention's default scale becomes ``1 / sqrt(d')``. The factor ``(d' / d) ** 0.25 *
+    c_h ** 0.5`` on both q and k makes the logits ``c_h * (q . k over the kept dims) / sqrt(d)``, where
+    ``c_h = sqrt(sum of a over head h's dims / sum over its kept dims)`` and ``a = |q row|^2 |k row|^2``
+    (the weights' squared norms): the spread of the logits, estimated from the weights, stays what it was.
+    Dims with a zero q or k row have ``a = 0``, so removing only such (dead) dims gives ``c_h = 1`` and
+    the original logits exactly; removing live dims of equal norms gives ``c_h = sqrt(d / d')``, i.e.
+    SDPA's default scale of the cut dim. Without a q and a k side to read (or with only dead dims
+    kept) ``c_h`` is 1.
+    """
+    size, kept = group.size, group.kept()
+    base = torch.full((size,), (len(kept) / size) ** 0.25, dtype=torch.float64)
+    sides: dict[tuple[str, int], torch.Tensor] = {}  # (projection, offset) -> squared row norm per unit
+    for slot in group.rescale:
+        if slot.tensor.rpartition(".")[2] == "bias":
+            continue
+        t = tensors[slot.tensor].detach()
+        if t.is_meta:  # a plan priced on the meta device: no values, and none needed
+            return base
+        t = t.double()
+        per_row = t.movedim(slot.dim, 0).reshape(t.shape[slot.dim], -1).pow(2).sum(1)
+        rows = torch.tensor(slot.indices(list(range(size))), dtype=torch.long, device=t.device).view(slot.outer, size, slot.inner)
+        key = (slot.tensor.rpartition(".")[0], slot.offset)
+        sides[key] = sides.get(key, 0) + per_row[rows].sum((0, 2)).cpu()
+    if len(sides) != 2:
+        return base
+    a = torch.stack(list(sides.values())).prod(0).view(group.partitions, -1)  # (heads, head_dim)
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[kept] = True
+    total, left = a.sum(1), (a * mask.view_as(a)).sum(1)
+    c = torch.where(left > 0, total / left.clamp_min(torch.finfo(torch.float64).tiny), torch.ones_like(total)).sqrt()
+    return base * c.repeat_interleave(size // group.partitions).sqrt()
 
 
 def _check_rescale(group: GroupPlan, slot, tensors: dict[str, torch.Tensor]) -> None:
