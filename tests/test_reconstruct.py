@@ -79,13 +79,18 @@ def _layer_error(model: nn.Module, dense: nn.Module, name: str, data: list) -> f
     return float(((g - w) ** 2).sum() / (w ** 2).sum())
 
 
-@pytest.mark.parametrize("ridge", [1e-6, 1e-2, 10.0])
-def test_reconstruction_never_raises_a_layers_calibration_error(ridge):
+@pytest.fixture(scope="module")
+def deep_cut() -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(1)
     dense = nn.Sequential(nn.Linear(10, 24), nn.GELU(), nn.Linear(24, 10), nn.Tanh(), nn.Linear(10, 16), nn.ReLU(),
                           nn.Linear(16, 3)).eval()
-    result = ep.prune(dense, torch.randn(2, 10), ratio=0.5)
-    model = result.model
+    return dense, ep.prune(dense, torch.randn(2, 10), ratio=0.5).model
+
+
+@pytest.mark.parametrize("ridge", [1e-6, 1e-2, 10.0])
+def test_reconstruction_never_raises_a_layers_calibration_error(deep_cut, ridge):
+    dense, model = deep_cut[0], copy.deepcopy(deep_cut[1])
+    torch.manual_seed(1)
     data = [torch.randn(32, 10) for _ in range(4)]
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
              and m.in_features != dict(dense.named_modules())[n].in_features
@@ -135,3 +140,35 @@ def test_bad_inputs_fail_clearly():
     cut = ep.prune(cnn, torch.randn(1, 3, 8, 8), ratio=0.5).model
     with pytest.raises(UnsupportedModelError, match=r"Linear layers only; 2 \(Conv2d\) had its input channels cut"):
         reconstruct(cut, cnn, Reconstruct(data=[torch.randn(2, 3, 8, 8)]))
+
+
+def test_prune_reconstructs_before_recovery_as_the_direct_call_does():
+    dense = _mlp(hidden=16, seed=3)
+    x, data = torch.randn(2, 6), [torch.randn(32, 6) for _ in range(2)]
+    plain = ep.prune(dense, x, ratio=0.5)
+    expected = copy.deepcopy(plain.model)
+    direct = reconstruct(expected, dense, Reconstruct(data=data))
+    got = ep.prune(dense, x, ratio=0.5, reconstruct=Reconstruct(data=data))
+    assert got.stats["reconstruct"]["layers"] == direct.layers and list(direct.layers) == ["2"]
+    for (name, a), (_, b) in zip(got.model.state_dict().items(), expected.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(got.model[2].weight, plain.model[2].weight)
+
+
+@pytest.mark.slow  # a whole CLI run (~20-50 s on this machine)
+def test_cli_reconstructs_on_the_training_data(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgeprune.cli import _register_commands, app
+
+    _register_commands()
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["prune", "digits", "--data", "digits", "--target", "params=0.5",
+                                      "--reconstruct", "4", "--epochs", "0", "--latency-runs", "3", "--threads", "1",
+                                      "--no-curve", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "done: reconstruct" in (out / "run.log").read_text()
+    metrics = __import__("json").loads((out / "metrics.json").read_text())
+    cut, after = metrics["after"]["accuracy_before_finetune"], metrics["after"]["accuracy"]
+    assert after > cut  # measured: 88.6 -> 96.1 on digits with no fine-tuning
+    assert any("least-squares reconstruction of 1 layers" in n for n in metrics["notes"])
