@@ -45,6 +45,7 @@ import torch
 
 import edgeprune as ep
 from edgeprune.measure import count_macs
+from edgeprune.recover import Reconstruct, reconstruct
 from edgeprune.runtimes import measure_models
 from edgeprune.tasks import get_task
 from edgeprune.tasks.minilm import fidelity, pydoc_sentences, tokenize, trained_encoder
@@ -95,10 +96,20 @@ def ours_prune(dense: torch.nn.Module, x: torch.Tensor, target: str, train, allo
     return ep.prune(dense, x, budget=budget, criterion="activation", data=train, ignore=ATTENTION).model
 
 
+def refit(model: torch.nn.Module, dense: torch.nn.Module, train, batches: int, ridge: float, sequential: bool) -> dict:
+    """Least-squares reconstruction of the layers that read the cut (``edgeprune.recover.reconstruct``) on the
+    first ``batches`` batches of the distillation text, real tokens only (padding is not fitted)."""
+    log = reconstruct(model, dense, Reconstruct(data=train, batches=batches, ridge=ridge, sequential=sequential,
+                                                rows=lambda ids: ids != 0))
+    return {"batches": log.batches, "seconds": log.seconds, "layers": log.layers, "skipped": log.skipped}
+
+
 def distill(task, model: torch.nn.Module, val, steps: int, lr: float, checkpoints: set[int]) -> tuple[dict, list]:
     """``steps`` steps of the task's distillation (one-cycle schedule over them); fidelity on the
     held-out sentences after each checkpoint's number of updates (the curve)."""
     curve, done = [], {"steps": 0}
+    if steps == 0:
+        return {"steps": 0, "seconds": 0.0}, [{"steps": 0, **fidelity(model, val)}]
     loss_fn = task.loss_fn
 
     def counted(m, inputs, targets):
@@ -121,6 +132,11 @@ def main() -> None:
     parser.add_argument("--tp-ratio", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--reconstruct", type=int, default=0, metavar="BATCHES",
+                        help="refit the cut's consumers by least squares on this many batches before distilling (0: no)")
+    parser.add_argument("--ridge", type=float, default=1e-3, help="reconstruction's relative ridge")
+    parser.add_argument("--parallel", action="store_true", help="reconstruct every layer at once, not in forward order")
+    parser.add_argument("--arms", default="ours,tp", help="which pruned models to score (fidelity part)")
     parser.add_argument("--curve", default="50,100,200", help="steps at which fidelity is also measured")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=10)
@@ -149,12 +165,22 @@ def main() -> None:
     rows = {}
     checkpoints = {int(c) for c in args.curve.split(",") if c}
     if args.part != "latency":
+        arms = args.arms.split(",")
         for name, model, took in (("ours", ours, seconds_ours), ("tp", tp_model, seconds_tp)):
+            if name not in arms:
+                continue
             before = fidelity(model, val)
+            refitted = None
+            if args.reconstruct:
+                refitted = refit(model, dense, train, args.reconstruct, args.ridge, not args.parallel)
+                refitted["fidelity"] = fidelity(model, val)
+                print(f"{name:5s} reconstructed ({refitted['batches']} batches, {refitted['seconds']:.0f} s): cosine "
+                      f"{before['mean_cosine']:.4f} -> {refitted['fidelity']['mean_cosine']:.4f}, top-1 "
+                      f"{before['top1_agreement']:.3f} -> {refitted['fidelity']['top1_agreement']:.3f}", flush=True)
             log, curve = distill(task, model, val, args.steps, args.lr, checkpoints)
             after = curve[-1]
             rows[name] = {"macs_ratio": macs[name] / macs["dense"], "prune_seconds": took, "shape": shapes[name],
-                          "before": before, "after": after, "curve": curve, "distill_seconds": log["seconds"],
+                          "before": before, "reconstructed": refitted, "after": after, "curve": curve, "distill_seconds": log["seconds"],
                           "distill_steps": log["steps"]}
             print(f"{name:5s} MACs {rows[name]['macs_ratio']:.3f}x  cosine {before['mean_cosine']:.4f} -> "
                   f"{after['mean_cosine']:.4f}  top-1 agreement {before['top1_agreement']:.3f} -> "
@@ -163,6 +189,7 @@ def main() -> None:
                 print(f"      after {point['steps']:5d} steps: cosine {point['mean_cosine']:.4f}, "
                       f"top-1 {point['top1_agreement']:.3f}", flush=True)
     result = {"part": args.part, "target": args.target, "allocation": args.allocation, "steps": args.steps, "lr": args.lr,
+              "reconstruct": args.reconstruct, "ridge": args.ridge, "sequential": not args.parallel,
               "held_out": len(val.dataset), "distillation_sentences": len(train.dataset),
               "macs_dense": macs["dense"], "rows": rows}
     if args.part != "fidelity":

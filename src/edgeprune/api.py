@@ -3,7 +3,8 @@ conveniences ``prune_weights`` and ``prune_blocks``.
 
     model + example input
       -> kind.propose        trace, groups, criterion, strategy -> plans + the pruned copy (never the caller's model)
-      -> recover             fine-tune (and keep going until the accuracy guard is met, up to a cap)
+      -> recover             refit the cut's consumers by least squares (optional), then fine-tune (and keep
+                             going until the accuracy guard is met, up to a cap)
       -> verify              MACs/parameters before and after, accuracy, the guard
 
 Every kind (``edgeprune.kinds``: channels, blocks, weights) plugs into the same path; what differs
@@ -20,7 +21,7 @@ import torch.nn as nn
 
 from edgeprune.budget import Budget, BudgetError, MacsCost, ParamsCost, price
 from edgeprune.kinds import Kind, Resources, make_kind
-from edgeprune.recover import Finetune
+from edgeprune.recover import Finetune, Reconstruct
 from edgeprune.recover.goal import recover_to_guard
 from edgeprune.result import Proposal, PruneResult
 from edgeprune.surgery import apply_plan
@@ -33,7 +34,7 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
           kind: str | Kind = "channels", data: Iterable | None = None,
           evaluate: Callable[[nn.Module], float] | None = None, finetune: Finetune | None = None,
           max_epochs: int | None = None, seed: int = 0, inplace: bool = False, evaluator: Any = None,
-          **options: Any) -> PruneResult:
+          reconstruct: Reconstruct | None = None, **options: Any) -> PruneResult:
     """Prune a model and return the smaller model with the plans that made it.
 
     Args:
@@ -59,6 +60,10 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
             the cut (the iterative strategy spreads it over its steps).
         max_epochs: the cap on fine-tuning epochs spent to meet the guard (default ``max(10, epochs)``).
         seed: for random choices.
+        reconstruct: ``Reconstruct(data, batches)`` (channels kind): after each cut, before fine-tuning,
+            refit every Linear that reads pruned features by ridge least squares so its outputs on the
+            calibration batches match the original's (``edgeprune.recover.reconstruct``). The last
+            cut's log is ``stats["reconstruct"]``.
         inplace: prune ``model`` itself instead of a copy.
         evaluator: an ``edgeprune.scale.Evaluator``: the strategies' candidate evaluations (the
             sensitivity scan, the guarded search) become tasks on its executor (Ray, or serial),
@@ -97,7 +102,11 @@ def prune(model: nn.Module, example_inputs: Any = None, ratio: float | None = No
         sparsity = options.pop("sparsity")
         ratio = sparsity if sparsity is not None else ratio
     config = make_kind(kind, options)
-    resources = Resources(data=data, evaluate=evaluate, finetune=finetune, seed=seed, evaluator=evaluator)
+    if reconstruct is not None and config.name != "channels":
+        raise ValueError(f"reconstruct refits the layers that read removed channels; the {config.name} kind "
+                         f"removes none (use kind='channels')")
+    resources = Resources(data=data, evaluate=evaluate, finetune=finetune, seed=seed, evaluator=evaluator,
+                          reconstruct=reconstruct)
     sized = example_inputs is not None
     size = (MacsCost(), ParamsCost())
     before = {c.name: price(c, model, example_inputs, []) for c in size} if sized else {}

@@ -33,6 +33,9 @@ def prune_command(
                                            "(scans the loss on --data), iterative or guarded (default uniform)"),
     kind: Optional[str] = typer.Option(None, "--kind", help="channels, blocks (whole residual blocks), weights or 2:4 (default channels)"),
     criterion: Optional[str] = typer.Option(None, "--criterion", help="l2, l1, taylor, fisher, bn, ... (default l2)"),
+    reconstruct: Optional[int] = typer.Option(None, "--reconstruct", help="before fine-tuning, refit the Linear "
+                                              "layers that read the cut by least squares on this many batches of "
+                                              "--data (0: none, the default)"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="fine-tuning epochs (default 1; 0: none)"),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="with --max-drop: keep fine-tuning, "
                                              "one epoch at a time, until the guard is met or this many epochs ran "
@@ -75,7 +78,7 @@ def prune_command(
     given: dict[str, Any] = {
         "model": model, "data": data, "evaluate": evaluate, "target": target or None, "max_drop": max_drop,
         "out": str(out) if out else None, "strategy": strategy, "kind": kind, "criterion": criterion,
-        "epochs": epochs, "max_epochs": max_epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
+        "reconstruct": reconstruct, "epochs": epochs, "max_epochs": max_epochs, "lr": lr, "distill": distill, "seed": seed, "threads": threads, "round_to": round_to,
         "ignore": ignore or None, "batch_size": batch_size, "input_shape": input_shape,
         "latency_runs": latency_runs, "curve": False if no_curve else None, "quantize": quantize,
         "calibration_batches": calibration_batches, "runtime": runtime, "device": device, "executor": executor,

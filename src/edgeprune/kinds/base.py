@@ -30,6 +30,7 @@ class Resources:
         evaluate: ``evaluate(model) -> accuracy`` in points (higher is better), for strategies that
             measure and for the guard.
         finetune: an ``edgeprune.recover.Finetune`` for recovery after the cut.
+        reconstruct: an ``edgeprune.recover.Reconstruct``: refit the cut's Linear consumers first.
         seed: for random choices.
         evaluator: an ``edgeprune.scale.Evaluator`` that measures candidate plans on an executor's
             workers instead of here (``None``: here, one after another).
@@ -40,6 +41,7 @@ class Resources:
     finetune: Any = None
     seed: int = 0
     evaluator: Any = None
+    reconstruct: Any = None
 
 
 class Kind(Protocol):

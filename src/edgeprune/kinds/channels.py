@@ -88,13 +88,16 @@ class Channels:
                           data=resources.data, loss_fn=self.loss_fn, calibration_batches=self.calibration_batches,
                           evaluate=resources.evaluate, finetune=finetune, teacher=teacher, evaluator=resources.evaluator,
                           max_drop=budget.max_drop if budget is not None else None, budget=budget,
-                          head_dims=self.head_dims)
+                          head_dims=self.head_dims, reconstruct=resources.reconstruct,
+                          original=model if resources.reconstruct is not None else None)
         targets = budget.targets(model, example_inputs) if budget is not None and budget.has_cost else []
         proposal = strategy.propose(session, model, targets, ratio)
         proposal.stats.update({"strategy": strategy.name, "criterion": session.criterion_name,
                                "groups": proposal.details.get("groups", 0), "skipped_groups": len(proposal.skipped),
                                "probe_rounds": proposal.details.get("probe_rounds", 0),
                                "unknown_ops": proposal.details.get("unknown_ops", {}), "cost": session.meter.as_dict()})
+        if session.reconstructed:
+            proposal.stats["reconstruct"] = session.reconstructed[-1]
         for t in targets:
             proposal.stats[f"budget_{t.name}"] = {"limit": t.limit, "original": t.original}
         return proposal

@@ -199,6 +199,21 @@ class _Pipeline:
             if not outcome.finetuned:
                 self.task_figures["pruned_before_finetune"] = inputs.figures(pruned)
 
+        if r.reconstruct and inputs.train is not None:
+            with self.step("reconstruct") as s:
+                if outcome.finetuned:
+                    s["note"] = "skipped: the strategy already fine-tuned between its steps"
+                else:
+                    from edgeprune.recover import Reconstruct, reconstruct
+
+                    refit = reconstruct(pruned, inputs.model, Reconstruct(data=inputs.train, batches=r.reconstruct))
+                    s["note"] = f"{len(refit.layers)} layers refit on {refit.batches} batches"
+                    if inputs.evaluate is not None and acc_pruned is not None:  # acc_pruned stays the cut's
+                        self.notes.append(f"least-squares reconstruction of {len(refit.layers)} layers: accuracy "
+                                          f"{acc_pruned:.2f} -> {inputs.evaluate(pruned):.2f} before fine-tuning")
+                    if inputs.figures is not None:
+                        self.task_figures["pruned_reconstructed"] = inputs.figures(pruned)
+
         ft = None
         with self.step("fine-tune") as s:
             if ft_config is not None and r.nproc * r.nnodes > 1:

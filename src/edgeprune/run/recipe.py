@@ -51,6 +51,9 @@ class RunRecipe:
         criterion: unit scores (``l2``, ``l1``, ``taylor``, ...).
         round_to: keep channel counts at multiples of this.
         ignore: module name globs whose outputs keep every unit.
+        reconstruct: before fine-tuning, refit the Linears that read the cut by least squares on this
+            many batches of the training data so their outputs match the original's
+            (``edgeprune.recover.reconstruct``); 0: none.
         epochs: fine-tuning epochs after pruning (0: none).
         max_epochs: with ``max_drop``, fine-tuning goes on one epoch at a time until the guard is met,
             up to this many epochs in all (``edgeprune.recover.goal``).
@@ -92,6 +95,7 @@ class RunRecipe:
     criterion: str = "l2"
     round_to: int = 1
     ignore: tuple[str, ...] = ()
+    reconstruct: int = 0
     epochs: int = 1
     max_epochs: int = 10
     lr: float = 1e-3
@@ -240,7 +244,9 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
                               "litert or executorch for INT8")
     if recipe.quantize and not recipe.data:
         raise bad("quantize", "needs --data: INT8 is calibrated on the user's data and its accuracy measured on it")
-    for name, low in (("epochs", 0), ("max_epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1),
+    if recipe.reconstruct and not recipe.data:
+        raise bad("reconstruct", "needs --data: the layers are refit on batches of the training data")
+    for name, low in (("reconstruct", 0), ("epochs", 0), ("max_epochs", 0), ("round_to", 1), ("threads", 1), ("latency_runs", 1),
                       ("seed", 0), ("calibration_batches", 1), ("nproc", 1), ("nnodes", 1)):
         if getattr(recipe, name) < low:
             raise bad(name, f"must be >= {low}, got {getattr(recipe, name)}")

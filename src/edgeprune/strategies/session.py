@@ -69,6 +69,9 @@ class Session:
     skipped: dict[str, str] = field(default_factory=dict)  # from the first analysis: group -> why it was kept
     evaluator: Any = None  # edgeprune.scale.Evaluator: measures candidate plans on an executor's workers
     head_dims: bool = False  # cut attention heads within (edgeprune.graph.headdims)
+    reconstruct: Any = None  # edgeprune.recover.Reconstruct: refit the cut's Linear consumers to ``original``
+    original: nn.Module | None = None  # the model before any cut (reconstruction's target)
+    reconstructed: list = field(default_factory=list)  # each reconstruction's log (as a dict)
     _calibration: list | None = field(default=None, init=False, repr=False)
 
     def calibration(self) -> list:
@@ -193,9 +196,17 @@ class Session:
 
     def recover(self, model: nn.Module, max_steps: int | None = None,
                 lr_window: tuple[int, int] | None = None) -> None:
-        """Recalibrate BatchNorm, then fine-tune ``model`` in place with ``self.finetune`` (if given;
-        ``max_steps`` and ``lr_window`` as in ``edgeprune.recover.finetune``)."""
+        """Recalibrate BatchNorm, refit the cut's Linear consumers (``self.reconstruct``, if given),
+        then fine-tune ``model`` in place with ``self.finetune`` (if given; ``max_steps`` and
+        ``lr_window`` as in ``edgeprune.recover.finetune``)."""
         self.recalibrate_bn(model)
+        if self.reconstruct is not None and self.original is not None:
+            from edgeprune.recover.reconstruct import reconstruct
+
+            with self.meter.phase("reconstruct"):
+                log = reconstruct(model, self.original, self.reconstruct)
+            self.meter.forward += log.forward
+            self.reconstructed.append(log.to_dict())
         if self.finetune is None:
             return
         from edgeprune.recover.finetune import finetune
