@@ -172,3 +172,58 @@ def test_cli_reconstructs_on_the_training_data(tmp_path):
     cut, after = metrics["after"]["accuracy_before_finetune"], metrics["after"]["accuracy"]
     assert after > cut  # measured: 88.6 -> 96.1 on digits with no fine-tuning
     assert any("least-squares reconstruction of 1 layers" in n for n in metrics["notes"])
+
+
+def _calls(module: nn.Module) -> list:
+    count = []
+    module.register_forward_hook(lambda m, i, o: count.append(1))
+    return count
+
+
+def test_sequential_passes_stop_at_the_layer_being_refit():
+    """One consumer in the middle: the sequential fit (passes stopped at it) equals the parallel one
+    (passes run to the end), and the layer after it runs only in the one pass that finds the order."""
+    torch.manual_seed(4)
+    dense = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    cut = ep.prune(dense, torch.randn(2, 6), ratio=0.5, ignore=("2",)).model
+    data = [torch.randn(32, 6) for _ in range(3)]
+    seq, par = copy.deepcopy(cut), copy.deepcopy(cut)
+    after_mine, after_dense = _calls(seq[4]), _calls(dense[4])
+    log = reconstruct(seq, dense, Reconstruct(data=data, batches=None))
+    assert list(log.layers) == ["2"] and (len(after_mine), len(after_dense)) == (1, 1)
+    reconstruct(par, dense, Reconstruct(data=data, batches=None, sequential=False))
+    assert torch.allclose(seq[2].weight, par[2].weight, atol=1e-6) and torch.allclose(seq[2].bias, par[2].bias, atol=1e-6)
+    assert not torch.allclose(seq[2].weight, cut[2].weight)
+
+
+class _Twice(nn.Module):
+    """The same Linear applied twice (shared weights): a pass may not stop at its first call."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.up, self.act, self.down = nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, hidden)
+
+    def forward(self, x):
+        h = self.act(self.up(x))
+        return self.down(h) + self.down(h * 0.5)
+
+
+def test_a_layer_called_twice_is_fitted_on_both_calls():
+    torch.manual_seed(5)
+    dense = _Twice(8).eval()
+    cut = _Twice(8).eval()
+    with torch.no_grad():  # hidden units 6, 7 dead in the dense model: the cut to 6 inputs is exactly recoverable
+        dense.up.weight[6:] = 0.0
+        dense.up.bias[6:] = -1.0
+        cut.up = nn.Linear(4, 6)
+        cut.up.weight.copy_(dense.up.weight[:6])
+        cut.up.bias.copy_(dense.up.bias[:6])
+        cut.down = nn.Linear(6, 8)
+        cut.down.weight.copy_(dense.down.weight[:, :6] + 1.0)  # off, so the refit has work to do
+        cut.down.bias.copy_(dense.down.bias)
+    data = [torch.randn(16, 4)]
+    log = reconstruct(cut, dense, Reconstruct(data=data, batches=1, ridge=1e-9))
+    assert log.layers["down"]["rows"] == 32  # both calls' rows
+    x = torch.randn(40, 4)
+    with torch.no_grad():
+        assert float((cut(x) - dense(x)).abs().max()) < 1e-5

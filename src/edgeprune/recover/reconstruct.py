@@ -17,7 +17,9 @@ same problem with no penalty.
 ``sequential=True`` (what the literature does) refits the layers in the order the forward pass
 reaches them, each on inputs from the already refit model, so later layers also correct what the
 earlier ones could not; ``False`` fits every layer at once on the inputs of the model as cut (one
-pass over the data instead of one per layer).
+pass over the data instead of one per layer). In the sequential passes both models stop at the
+layer being refit (nothing after it is needed), so a pass costs on average about half a forward
+of each; a layer called more than once per forward (shared weights) is run to the end instead.
 
 Only Linear consumers are refit. A convolution whose input channels were cut is refused by name,
 and a Linear whose output features were also cut (its dense target would need the plan's
@@ -81,7 +83,7 @@ class ReconstructLog:
     layers: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     batches: int = 0
-    forward: int = 0  # forward passes (batches) of either model
+    forward: int = 0  # forward passes (batches) of either model started, stopped early or not
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -141,8 +143,9 @@ def reconstruct(model: nn.Module, dense: nn.Module, config: Reconstruct) -> Reco
     dense.eval()
     try:
         if config.sequential:
-            for name in _forward_order(model, names, batches[0], log):
-                stats = _accumulate(model, dense, [name], batches, config.rows, log)
+            order, once = _forward_order(model, dense, names, batches[0], log)
+            for name in order:
+                stats = _accumulate(model, dense, [name], batches, config.rows, log, stop=name in once)
                 _refit(name, mine[name], stats[name], config.ridge, log)
         else:
             stats = _accumulate(model, dense, names, batches, config.rows, log)
@@ -173,20 +176,37 @@ def _run(model: nn.Module, inputs: Any) -> None:
         model(inputs)
 
 
-def _forward_order(model: nn.Module, names: list[str], batch: Any, log: ReconstructLog) -> list[str]:
-    """``names`` in the order one forward pass first calls them (unreached ones last, in module order)."""
+def _forward_order(model: nn.Module, dense: nn.Module, names: list[str], batch: Any,
+                   log: ReconstructLog) -> tuple[list[str], set[str]]:
+    """``names`` in the order one forward pass first calls them (unreached ones last, in module order),
+    and those called exactly once per forward in both models (a pass may stop at them)."""
+    calls: dict[str, list[int]] = {n: [0, 0] for n in names}
     seen: list[str] = []
-    modules = dict(model.named_modules())
-    handles = [modules[n].register_forward_hook(lambda m, i, o, n=n: seen.append(n) if n not in seen else None)
-               for n in names]
+
+    def hook(n: str, side: int) -> Callable:
+        def count(m, i, o) -> None:
+            calls[n][side] += 1
+            if side == 0 and n not in seen:
+                seen.append(n)
+        return count
+
+    handles = []
+    for side, net in enumerate((model, dense)):
+        modules = dict(net.named_modules())
+        handles += [modules[n].register_forward_hook(hook(n, side)) for n in names]
     try:
         with torch.no_grad():
             _run(model, batch)
-        log.forward += 1
+            _run(dense, batch)
+        log.forward += 2
     finally:
         for h in handles:
             h.remove()
-    return seen + [n for n in names if n not in seen]
+    return seen + [n for n in names if n not in seen], {n for n, c in calls.items() if c == [1, 1]}
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass once the layer being refit has been seen."""
 
 
 class _Stats:
@@ -211,20 +231,29 @@ class _Stats:
 
 
 def _accumulate(model: nn.Module, dense: nn.Module, names: list[str], batches: list, rows: RowsFn | None,
-                log: ReconstructLog) -> dict[str, _Stats]:
+                log: ReconstructLog, stop: bool = False) -> dict[str, _Stats]:
     """One pass over ``batches`` through both models, pairing each layer's pruned inputs with the
-    dense outputs of the same call."""
+    dense outputs of the same call; ``stop``: one layer, called once per forward: each pass ends
+    as soon as it has been reached (its input in the pruned model, its output in the dense one)."""
     mine, theirs = dict(model.named_modules()), dict(dense.named_modules())
     stats = {n: _Stats() for n in names}
     for inputs in batches:
         got: dict[str, list] = {n: [] for n in names}
         want: dict[str, list] = {n: [] for n in names}
-        handles = [mine[n].register_forward_hook(lambda m, i, o, n=n: got[n].append(i[0].detach())) for n in names]
-        handles += [theirs[n].register_forward_hook(lambda m, i, o, n=n: want[n].append(o.detach())) for n in names]
+        def take(store: list, value: torch.Tensor) -> None:
+            store.append(value.detach())
+            if stop:
+                raise _Stop
+
+        handles = [mine[n].register_forward_pre_hook(lambda m, i, n=n: take(got[n], i[0])) for n in names]
+        handles += [theirs[n].register_forward_hook(lambda m, i, o, n=n: take(want[n], o)) for n in names]
         try:
             with torch.no_grad():
-                _run(dense, inputs)
-                _run(model, inputs)
+                for net in (dense, model):
+                    try:
+                        _run(net, inputs)
+                    except _Stop:
+                        pass
             log.forward += 2
         finally:
             for h in handles:
