@@ -317,6 +317,9 @@ def main() -> None:
     rows: list[Row] = []
     for arch in args.models:
         rows += run_one(arch, args, log=lambda m: print(m, flush=True))
+        partial = {**meta, "load_after": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+                   "seconds": round(time.time() - started)}
+        (Path(args.out) / "results.md").write_text(markdown(rows, partial) + "\n")  # each model as it is done
     meta["load_after"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     meta["seconds"] = round(time.time() - started)
     text = markdown(rows, meta)
