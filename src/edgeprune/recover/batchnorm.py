@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from edgeprune.graph.trace import call_model
+
 
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether any BatchNorm layer tracks running statistics."""
@@ -57,12 +59,7 @@ def recalibrate_bn(model: nn.Module, data: Iterable, batches: int | None = 8) ->
             if batches is not None and i >= batches:
                 break
             inputs = batch[0] if isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
-            if isinstance(inputs, dict):
-                model(**inputs)
-            elif isinstance(inputs, (tuple, list)):
-                model(*inputs)
-            else:
-                model(inputs)
+            call_model(model, inputs)
             run += 1
     finally:
         for m, momentum in zip(norms, momenta):

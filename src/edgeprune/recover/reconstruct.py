@@ -37,6 +37,7 @@ import torch.nn as nn
 from torch.nn.modules.conv import _ConvNd
 
 from edgeprune.errors import UnsupportedModelError
+from edgeprune.graph.trace import call_model
 
 RowsFn = Callable[[Any], torch.Tensor]
 
@@ -167,15 +168,6 @@ def _take(data: Iterable, batches: int | None) -> list:
     return out
 
 
-def _run(model: nn.Module, inputs: Any) -> None:
-    if isinstance(inputs, dict):
-        model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        model(*inputs)
-    else:
-        model(inputs)
-
-
 def _forward_order(model: nn.Module, dense: nn.Module, names: list[str], batch: Any,
                    log: ReconstructLog) -> tuple[list[str], set[str]]:
     """``names`` in the order one forward pass first calls them (unreached ones last, in module order),
@@ -196,8 +188,8 @@ def _forward_order(model: nn.Module, dense: nn.Module, names: list[str], batch: 
         handles += [modules[n].register_forward_hook(hook(n, side)) for n in names]
     try:
         with torch.no_grad():
-            _run(model, batch)
-            _run(dense, batch)
+            call_model(model, batch)
+            call_model(dense, batch)
         log.forward += 2
     finally:
         for h in handles:
@@ -251,7 +243,7 @@ def _accumulate(model: nn.Module, dense: nn.Module, names: list[str], batches: l
             with torch.no_grad():
                 for net in (dense, model):
                     try:
-                        _run(net, inputs)
+                        call_model(net, inputs)
                     except _Stop:
                         pass
             log.forward += 2

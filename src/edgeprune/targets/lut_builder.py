@@ -160,21 +160,11 @@ def conv_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -
                  _tensor("B", rng.standard_normal(c_out, dtype=np.float32) * 0.05)]
         main = _node("Gemm", ["X", "W", "B"], ["Z" if act else "Y"], [_attr_int("transB", 1)], "gemm")
     elif op["kind"] == "conv":
+        x_shape, y_shape, attrs = _conv_shapes(op, c_in, c_out)
+        c_in, groups = x_shape[1], (c_out if op.get("depthwise") else 1)
         kh, kw = op["kernel"]
-        sh, sw = op["stride"]
-        dh, dw = op.get("dilation", [1, 1])
-        pads = list(op["pads"])  # ONNX order: (top, left, bottom, right)
-        h, w = op["hw"]
-        groups = c_out if op.get("depthwise") else 1
-        if op.get("depthwise"):
-            c_in = c_out
-        oh = (h + pads[0] + pads[2] - dh * (kh - 1) - 1) // sh + 1
-        ow = (w + pads[1] + pads[3] - dw * (kw - 1) - 1) // sw + 1
-        x_shape, y_shape = (1, c_in, h, w), (1, c_out, oh, ow)
         weight = rng.standard_normal((c_out, c_in // groups, kh, kw), dtype=np.float32) * 0.05
         inits = [_tensor("W", weight), _tensor("B", rng.standard_normal(c_out, dtype=np.float32) * 0.05)]
-        attrs = [_attr_ints("kernel_shape", [kh, kw]), _attr_ints("strides", [sh, sw]),
-                 _attr_ints("pads", pads), _attr_ints("dilations", [dh, dw]), _attr_int("group", groups)]
         main = _node("Conv", ["X", "W", "B"], ["Z" if act else "Y"], attrs, "conv")
     else:
         raise ValueError(f"unknown op kind {op['kind']!r} (expected 'conv' or 'gemm')")
