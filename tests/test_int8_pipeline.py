@@ -163,9 +163,3 @@ def test_int8_for_litert_and_executorch_lands_and_is_judged_on_that_file(runtime
         x, y = splits.x_val.numpy(), splits.y_val.numpy()
         assert stages["pruned_int8"]["accuracy"] == pytest.approx(_litert_accuracy(out / artifact, x, y))
     assert "LiteRT" in (out / "report.html").read_text() if runtime == "litert" else True
-
-
-def test_int8_on_openvino_is_refused_by_name():
-    with pytest.raises(RecipeError, match="OpenVINO"):
-        recipe_from_mapping({"model": "digits", "data": "digits", "quantize": "int8", "runtime": "openvino",
-                             "target": ["macs=0.5"]})

@@ -5,6 +5,7 @@
                   per-channel weights) -> ``model.int8.onnx``
     reference     the fake-quant reference (the QDQ graph run unfused) and the one-step check
     artifact      an INT8 file run as a module, so any evaluation function scores the file itself
+    openvino      OpenVINO static INT8 through NNCF on the ONNX file -> ``model.int8.xml`` + ``.bin``
     files         one runtime -> toolchain mapping (``quantize_model``); random calibration for timing
 
 Quantize after pruning and fine-tuning, never before (the scales belong to the final weights).
@@ -23,6 +24,7 @@ from edgeprune.quantize.errors import CalibrationDataError, QuantizeError, Quant
 _LAZY = {
     "Calibration": "edgeprune.quantize.calibration", "calibration_batches": "edgeprune.quantize.calibration",
     "quantize_onnx": "edgeprune.quantize.ort", "OrtInt8": "edgeprune.quantize.ort",
+    "quantize_openvino": "edgeprune.quantize.openvino", "OpenVINOInt8": "edgeprune.quantize.openvino",
     "check_int8": "edgeprune.quantize.reference", "ParityReport": "edgeprune.quantize.reference",
     "OnnxModule": "edgeprune.quantize.artifact",
     "FileModule": "edgeprune.quantize.artifact",

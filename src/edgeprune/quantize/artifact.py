@@ -48,21 +48,25 @@ class OnnxModule(nn.Module):
 
 
 class FileModule(nn.Module):
-    """Calls a LiteRT ``.tflite`` (INT8 or FP32) or an ExecuTorch ``.pte`` sample by sample, wrapped as
-    a module, so the accuracy of that deployed file is measured with the run's evaluation function.
+    """Calls a LiteRT ``.tflite`` (INT8 or FP32) or an ExecuTorch ``.pte`` sample by sample, or an
+    OpenVINO IR ``.xml`` batch by batch, wrapped as a module, so the accuracy of that deployed file is
+    measured with the run's evaluation function.
 
     An INT8 ``.tflite`` with integer inputs is fed its input quantized with the file's own parameters
-    and its output dequantized (``edgeprune.quantize.litert.run_int8_tflite``); a ``.pte`` takes and
-    returns float tensors (its quantize/dequantize are inside the program).
+    and its output dequantized (``edgeprune.quantize.litert.run_int8_tflite``); a ``.pte`` and an IR
+    take and return float tensors (their quantize/dequantize are inside the program). An IR is
+    compiled as the OpenVINO plug-in compiles it (``INFERENCE_PRECISION_HINT: f32``); one with a fixed
+    batch of 1 is run sample by sample.
 
     Args:
-        path: the file (``.tflite`` or ``.pte``).
+        path: the file (``.tflite``, ``.pte`` or ``.xml``).
         threads: the runtime's threads.
     """
 
     def __init__(self, path: str | os.PathLike, threads: int = 2) -> None:
         super().__init__()
         self.path = Path(path)
+        self._batched = False  # an IR with a free batch runs whole batches
         if self.path.suffix == ".tflite":
             from ai_edge_litert.interpreter import Interpreter
 
@@ -76,9 +80,17 @@ class FileModule(nn.Module):
 
             session = get_runtime("executorch").open(self.path, threads)
             self._run = lambda x: session.run([x])[0]
+        elif self.path.suffix == ".xml":
+            from edgeprune.runtimes import get_runtime
+
+            session = get_runtime("openvino").open(self.path, threads)
+            self._run = lambda x: session.run([x])[0]
+            self._batched = session.compiled.inputs[0].get_partial_shape()[0].is_dynamic
         else:
-            raise ValueError(f"{self.path.name}: expected a .tflite or .pte file")
+            raise ValueError(f"{self.path.name}: expected a .tflite, .pte or OpenVINO .xml file")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         array = x.detach().cpu().contiguous().numpy().astype(np.float32, copy=False)
+        if self._batched:
+            return torch.from_numpy(self._run(array))
         return torch.from_numpy(np.concatenate([self._run(array[i:i + 1]) for i in range(array.shape[0])]))

@@ -6,7 +6,9 @@ models and the latency search's measurements all go through it):
 - ``onnxruntime``: ONNX export (free batch), then :func:`edgeprune.quantize.ort.quantize_onnx`
   (QDQ, U8S8, per-channel weights);
 - ``litert`` / ``tflm``: :func:`edgeprune.quantize.litert.quantize_litert` (PT2E, residual adds annotated);
-- ``executorch``: :func:`edgeprune.quantize.executorch.quantize_executorch` (XNNPACKQuantizer).
+- ``executorch``: :func:`edgeprune.quantize.executorch.quantize_executorch` (XNNPACKQuantizer);
+- ``openvino``: ONNX export (free batch), then :func:`edgeprune.quantize.openvino.quantize_openvino`
+  (NNCF on the ONNX file, IR converted from its QDQ model).
 
 For *timing* an INT8 file, :func:`synthetic_batches` calibrates on random inputs: the scales
 change the values an int8 kernel computes, not how long it takes (the same ops, the same int8
@@ -27,7 +29,7 @@ import torch.nn as nn
 
 from edgeprune.quantize.errors import QuantizeError
 
-INT8_RUNTIMES = ("onnxruntime", "litert", "tflm", "executorch")
+INT8_RUNTIMES = ("onnxruntime", "litert", "tflm", "executorch", "openvino")
 
 
 def synthetic_batches(example: torch.Tensor, num_batches: int = 2, batch_size: int = 2,
@@ -43,12 +45,12 @@ def quantize_model(runtime: str, model: nn.Module, example: torch.Tensor, out_pa
     """Write ``model``'s INT8 file for ``runtime`` at ``out_path``, checked against its fake-quant reference.
 
     Args:
-        runtime: ``onnxruntime``, ``litert``, ``tflm`` or ``executorch``.
+        runtime: ``onnxruntime``, ``litert``, ``tflm``, ``executorch`` or ``openvino``.
         model: the model (one tensor input).
         example: its example input, batch 1.
         out_path: the INT8 file.
         batches: calibration inputs ``(batch, *sample_shape)``.
-        exporter: the ONNX exporter (ONNX Runtime only; ``"torchscript"`` exports faster).
+        exporter: the ONNX exporter (ONNX Runtime and OpenVINO; ``"torchscript"`` exports faster).
         check: ONNX Runtime only: off for a file made to be timed (see ``quantize_onnx``).
 
     Returns:
@@ -69,6 +71,13 @@ def quantize_model(runtime: str, model: nn.Module, example: torch.Tensor, out_pa
         with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
             fp32 = export_onnx(model, example, Path(tmp) / "fp32.onnx", dynamic_batch=True, exporter=exporter)
             return quantize_onnx(fp32, out_path, batches, check_inputs=list(batches[:1]), check=check)
+    if runtime == "openvino":
+        from edgeprune.export.onnx import export_onnx
+        from edgeprune.quantize.openvino import quantize_openvino
+
+        with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
+            fp32 = export_onnx(model, example, Path(tmp) / "fp32.onnx", dynamic_batch=True, exporter=exporter)
+            return quantize_openvino(fp32, out_path, batches, check_inputs=list(batches[:1]))
     if runtime in ("litert", "tflm"):
         from edgeprune.quantize.litert import quantize_litert as quantize
     else:

@@ -124,7 +124,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, bat
     if reduce_range is None:
         reduce_range = saturating_cpu()
     fp32_path, out_path = Path(fp32_path), Path(out_path)
-    name, shape = _single_input(onnx.load(str(fp32_path), load_external_data=False))
+    name, shape = single_input(onnx.load(str(fp32_path), load_external_data=False))
     if not batches:
         raise CalibrationDataError("no calibration batches")
     check_batches(batches, name, shape)
@@ -178,7 +178,8 @@ class _Reader:
         return item
 
 
-def _single_input(model) -> tuple[str, list[int | str | None]]:
+def single_input(model) -> tuple[str, list[int | str | None]]:
+    """The one graph input of an ONNX model: its name and shape (a free dimension as its name or ``None``)."""
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:

@@ -8,7 +8,9 @@ batches of the user's training data (seeded by the run's seed):
   ``model.int8.onnx``;
 - ``litert``: litert-torch's PT2E quantizer with the residual adds annotated (:mod:`edgeprune.quantize.litert`),
   ``model.int8.tflite``;
-- ``executorch``: the XNNPACK quantizer and delegate (:mod:`edgeprune.quantize.executorch`), ``model.int8.pte``.
+- ``executorch``: the XNNPACK quantizer and delegate (:mod:`edgeprune.quantize.executorch`), ``model.int8.pte``;
+- ``openvino``: NNCF on the exported ONNX files, the IR converted from its QDQ model
+  (:mod:`edgeprune.quantize.openvino`), ``model.int8.xml`` + ``model.int8.bin``.
 
 Each INT8 file lands in the run directory checked against its fake-quant reference. Then four
 files are measured side by side on that runtime: dense FP32, pruned FP32, pruned INT8 and dense
@@ -37,7 +39,8 @@ import torch.nn as nn
 log = logging.getLogger("edgeprune.run")
 
 ARTIFACTS = {"onnxruntime": "model.int8.onnx", "litert": "model.int8.tflite", "executorch": "model.int8.pte",
-             "tflm": "model.int8.tflite"}  # TFLite Micro runs LiteRT's INT8 file
+             "tflm": "model.int8.tflite",  # TFLite Micro runs LiteRT's INT8 file
+             "openvino": "model.int8.xml"}  # its weights in model.int8.bin beside it
 ARTIFACT = ARTIFACTS["onnxruntime"]
 STAGES = ("dense_fp32", "pruned_fp32", "pruned_int8", "dense_int8")
 STAGE_LABELS = {"dense_fp32": "dense FP32", "pruned_fp32": "pruned FP32", "pruned_int8": "pruned INT8",
@@ -64,7 +67,7 @@ def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, 
 
     Raises:
         QuantizeError: calibration data that does not fit, an op that cannot be quantized (named),
-            or a runtime with no INT8 path here (OpenVINO).
+            or a runtime with no INT8 path here.
     """
     from edgeprune.quantize import Calibration, QuantizeError, calibration_batches
 
@@ -78,7 +81,7 @@ def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, 
         notes.append("INT8 was calibrated on the validation data (the data gives no training loader)")
     batches = calibration_batches(loader, Calibration(recipe.calibration_batches, seed=recipe.seed))
     with tempfile.TemporaryDirectory(prefix="edgeprune-int8-") as tmp:
-        made = (_ort if runtime == "onnxruntime" else _from_torch)(
+        made = {"onnxruntime": _ort, "openvino": _openvino}.get(runtime, _from_torch)(
             runtime, Path(tmp), directory / ARTIFACTS[runtime], inputs, pruned, batches, recipe.threads)
         files, q, module = made["files"], made["pruned"], made["module"]
         accuracy = {"dense_fp32": acc_dense, "pruned_fp32": acc_pruned, "pruned_int8": None, "dense_int8": None}
@@ -87,7 +90,7 @@ def quantize_step(directory: Path, inputs: Any, pruned: nn.Module, recipe: Any, 
                 accuracy[stage] = inputs.evaluate(module(files[stage]))
         latency = interleaved_latency(files, inputs.example, threads=recipe.threads, runs=recipe.latency_runs,
                                       runtime=runtime)
-        stages = {s: {"accuracy": accuracy[s], "bytes": files[s].stat().st_size, "latency_ms": latency[s],
+        stages = {s: {"accuracy": accuracy[s], "bytes": _bytes(files[s]), "latency_ms": latency[s],
                       "macs": macs[0] if s.startswith("dense") else macs[1]} for s in STAGES}
     log.info("int8: %s", {s: (v["accuracy"], v["bytes"], round(v["latency_ms"], 4)) for s, v in stages.items()})
     return {"artifact": ARTIFACTS[runtime], "runtime": runtime, "stages": stages,
@@ -112,6 +115,31 @@ def _ort(runtime: str, tmp: Path, out: Path, inputs: Any, pruned: nn.Module, bat
     q = quantize_onnx(files["pruned_fp32"], files["pruned_int8"], batches)
     dense_q = quantize_onnx(files["dense_fp32"], files["dense_int8"], batches)
     return {"files": files, "pruned": q, "dense": dense_q, "module": lambda p: OnnxModule(p, threads=threads)}
+
+
+def _openvino(runtime: str, tmp: Path, out: Path, inputs: Any, pruned: nn.Module, batches,
+              threads: int) -> dict[str, Any]:
+    """OpenVINO: ONNX files with a free batch; FP32 IRs converted from them, INT8 IRs by NNCF on them."""
+    from edgeprune.export.onnx import export_onnx
+    from edgeprune.quantize import FileModule
+    from edgeprune.quantize.openvino import quantize_openvino
+    from edgeprune.runtimes import get_runtime
+
+    rt = get_runtime(runtime)
+    files = {"dense_fp32": tmp / "dense.xml", "pruned_fp32": tmp / "pruned.xml", "pruned_int8": out,
+             "dense_int8": tmp / "dense.int8.xml"}
+    for stage, model in (("dense", inputs.model), ("pruned", pruned)):
+        onnx_file = export_onnx(model, inputs.example, tmp / f"{stage}.onnx", dynamic_batch=True)
+        rt.export(model, inputs.example, files[f"{stage}_fp32"], onnx=onnx_file)
+    q = quantize_openvino(tmp / "pruned.onnx", files["pruned_int8"], batches, threads=threads)
+    dense_q = quantize_openvino(tmp / "dense.onnx", files["dense_int8"], batches, threads=threads)
+    return {"files": files, "pruned": q, "dense": dense_q, "module": lambda p: FileModule(p, threads=threads)}
+
+
+def _bytes(path: Path) -> int:
+    """A file's bytes with its companion (an OpenVINO IR is its ``.xml`` and its ``.bin``)."""
+    companion = path.with_suffix(".bin")
+    return path.stat().st_size + (companion.stat().st_size if path.suffix == ".xml" and companion.exists() else 0)
 
 
 def _from_torch(runtime: str, tmp: Path, out: Path, inputs: Any, pruned: nn.Module, batches,

@@ -71,7 +71,7 @@ class RunRecipe:
         val_fraction: share of an image folder held out for validation when it has no ``val/``.
         curve: evaluate the candidate plans of the search, to draw accuracy against MACs.
         quantize: ``"int8"``: after pruning and fine-tuning, static INT8 for the runtime
-            (``model.int8.onnx``, ``model.int8.tflite`` or ``model.int8.pte``; none for OpenVINO);
+            (``model.int8.onnx``, ``model.int8.tflite``, ``model.int8.pte`` or ``model.int8.xml``);
             the guard and the size and latency targets are then judged on it.
         calibration_batches: batches of the training data (validation without one) that calibrate INT8.
         device: a microcontroller profile (``cortex-m4``, ``edgeprune.targets.devices``): adds
@@ -239,9 +239,6 @@ def validate(recipe: RunRecipe, source: str = "recipe") -> None:
         raise bad("criterion", f"is {recipe.criterion!r}; choose one of {', '.join(sorted(CRITERIA))}")
     if recipe.quantize not in QUANTIZE:
         raise bad("quantize", f"is {recipe.quantize!r}; the one choice is int8 (or leave it out)")
-    if recipe.quantize and recipe.runtime == "openvino":
-        raise bad("quantize", "has no OpenVINO path here (NNCF is not a dependency); use --runtime onnxruntime, "
-                              "litert or executorch for INT8")
     if recipe.quantize and not recipe.data:
         raise bad("quantize", "needs --data: INT8 is calibrated on the user's data and its accuracy measured on it")
     if recipe.reconstruct and not recipe.data:
