@@ -4,8 +4,8 @@ Accuracy (``--accuracy``): ``edgeprune prune TASK --data TASK --target macs=0.5 
 --max-drop 1`` on ``mnist``, ``mnist1d`` and ``sensors`` (their pretrained models, seed 0; sensors is
 judged on its event-level F1, ``--evaluate edgeprune.tasks.sensors:event_f1``), through
 :func:`edgeprune.run.run_pipeline` itself. Reported per task: dense FP32, dense INT8 (quantize only),
-pruned FP32 and pruned INT8 accuracy on the validation split, each INT8 figure the file run in ONNX
-Runtime; and the pruned INT8 file's drop against dense FP32 (the goal: within 1.0 point).
+pruned FP32 and pruned INT8 accuracy on the validation split, each INT8 figure the file run in its runtime (ONNX
+Runtime, or ``--runtime``'s); and the pruned INT8 file's drop against dense FP32 (the goal: within 1.0 point).
 
 Latency (``--latency``): torchvision resnet18 and mobilenet_v2, random init (seed 0; weights do not
 change latency), 1x3x224x224, batch 1, ONNX Runtime CPU at ``--threads``:
@@ -23,7 +23,9 @@ are timed in one process, interleaved (``edgeprune.runtimes.measure_interleaved`
 alternate between the files, 20 rounds; each figure relative to dense FP32 in the same round).
 ``--runtime litert`` (or ``executorch``) makes every file for that runtime instead: FP32 by its
 plug-in, INT8 by its PT2E quantizer (``edgeprune.quantize.litert`` with the residual adds annotated,
-int8 input fed pre-quantized; ``edgeprune.quantize.executorch``), timed on it; with ``--plan
+int8 input fed pre-quantized; ``edgeprune.quantize.executorch``), timed on it; ``--runtime openvino``
+makes IRs (INT8 by NNCF on the ONNX file, ``edgeprune.quantize.openvino``; ``--plan macs`` only:
+OpenVINO has no int8 latency table); with ``--plan
 speedup`` the latency table and the search run on it too, so each ratio is dense FP32 -> pruned
 INT8 on the runtime the device runs. ``--table-precision int8`` (issue 14) times that table with the
 runtime's int8 kernels and searches ``Budget(speedup=2, precision="int8")``: pruned INT8 2x faster
@@ -36,6 +38,7 @@ The goal: pruned + INT8 >= 4x (resnet18) and >= 3x (mobilenet_v2) faster than de
     flock /tmp/edgeprune-timing.lock .venv/bin/python benchmarks/int8.py --latency --plan speedup --runtime litert \
         --table-precision int8,float32 --archs resnet18 --rounds 15
     .venv/bin/python benchmarks/int8.py --accuracy
+    .venv/bin/python benchmarks/int8.py --accuracy --runtime openvino --tasks mnist,mnist1d
     .venv/bin/python benchmarks/int8.py --latency --size 96 --rounds 4     # a quick smoke test
 
 Results go to ``--out`` (default ``runs/int8``) as ``results.json`` and ``results.md``.
@@ -125,6 +128,14 @@ def files_for(runtime: str, name: str, m, x, batches, tmp: Path, log) -> tuple[P
         fp32 = export_onnx(m, x, tmp / f"{name}.onnx", dynamic_batch=True, exporter="torchscript")
         q = quantize_onnx(fp32, tmp / f"{name}.int8.onnx", batches, check_inputs=batches[:1])
         extra = f"float ops {q.float_ops}"
+    elif runtime == "openvino":  # NNCF on the ONNX file; the FP32 IR converted from that same file
+        from edgeprune.quantize.openvino import quantize_openvino
+        from edgeprune.runtimes import get_runtime
+
+        onnx_fp32 = export_onnx(m, x, tmp / f"{name}.onnx", dynamic_batch=True, exporter="torchscript")
+        fp32 = get_runtime(runtime).export(m, x, tmp / f"{name}.xml", onnx=onnx_fp32)
+        q = quantize_openvino(onnx_fp32, tmp / f"{name}.int8.xml", batches, check_inputs=batches[:1])
+        extra = f"int8 layers {q.int8_layers}, float layers {q.float_layers}"
     else:
         from edgeprune.runtimes import get_runtime
 
@@ -136,7 +147,7 @@ def files_for(runtime: str, name: str, m, x, batches, tmp: Path, log) -> tuple[P
             from edgeprune.quantize.executorch import quantize_executorch as quantize
         q = quantize(m, x, batches[:2], tmp / f"{name}.int8{rt.suffix}", check_inputs=[batches[0][:2]])
         extra = f"float ops {getattr(q, 'float_ops', getattr(q, 'undelegated', []))}"
-    log(f"{name}: INT8 {q.bytes / os.path.getsize(fp32):.3f}x the bytes, {q.parity.within_one_step:.1%} within one "
+    log(f"{name}: INT8 {q.bytes / _bytes(fp32):.3f}x the bytes, {q.parity.within_one_step:.1%} within one "
         f"step of fake-quant (max {q.parity.max_steps:.2f}), {extra}")
     return fp32, q.path, {"steps": q.parity.max_steps, "within": q.parity.within_one_step}
 
@@ -175,7 +186,7 @@ def latency_rows(arch: str, args, log) -> list[dict]:
                  "torch-pruning FP32", "torch-pruning INT8"]
         got = measure_interleaved({k: artifacts[k] for k in order}, x, threads=args.threads, rounds=args.rounds,
                                   runs=5, warmup=2)
-        sizes = {k: os.path.getsize(files[k]) for k in order}
+        sizes = {k: _bytes(files[k]) for k in order}
     macs = {"dense": macs_of(model, x), "ours": target, "torch-pruning": macs_of(tpm, x),
             **{name: macs_of(m, x) for name, m in extra}}
     dense_ms = got["dense FP32"].ms
@@ -191,6 +202,13 @@ def latency_rows(arch: str, args, log) -> list[dict]:
         log(f"[{arch}] {rt} {k:26s} {got[k].ms:8.3f} ms  x{dense_ms / got[k].ms:.2f} "
             f"(x{got['dense INT8'].ms / got[k].ms:.2f} vs dense INT8)")
     return rows
+
+
+def _bytes(path: Path) -> int:
+    """A file's bytes; an OpenVINO IR's are its .xml and its .bin together."""
+    from edgeprune.quantize.openvino import ir_bytes
+
+    return ir_bytes(path) if path.suffix == ".xml" else os.path.getsize(path)
 
 
 def _tflite_input_quant(path: Path) -> tuple[float, int]:
@@ -245,7 +263,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of the accuracy runs")
     p.add_argument("--archs", default="resnet18,mobilenet_v2")
     p.add_argument("--plan", choices=("macs", "speedup"), default="macs")
-    p.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "litert", "executorch"),
+    p.add_argument("--runtime", default="onnxruntime", choices=("onnxruntime", "litert", "executorch", "openvino"),
                    help="the runtime every file is made for and timed on (and, with --plan speedup, planned on)")
     p.add_argument("--table-precision", default="float32",
                    help="with --plan speedup: the latency table's kernels, float32 or int8 (or both, comma-separated: "

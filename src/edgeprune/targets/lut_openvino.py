@@ -5,8 +5,8 @@ numpy on the device.
 Compiled as ``edgeprune.runtimes.openvino`` compiles whole models (``INFERENCE_PRECISION_HINT: f32``,
 ``INFERENCE_NUM_THREADS``, ``NUM_STREAMS: 1``, ``PERFORMANCE_HINT: LATENCY``): on CPUs with AVX-512
 BF16 OpenVINO's own default precision is bf16, and a table must time what the artifact runs.
-Float32 kernels only: edgeprune has no OpenVINO INT8 path (``--quantize int8`` refuses OpenVINO), so an
-int8 table is refused here by name.
+Float32 kernels only: OpenVINO's INT8 files (``edgeprune.quantize.openvino``, NNCF) have no int8
+single-op points yet, so an int8 table is refused here by name.
 """
 from __future__ import annotations
 
