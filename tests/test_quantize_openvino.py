@@ -22,6 +22,8 @@ from edgeprune.quantize.errors import MissingExtraError
 from edgeprune.quantize.openvino import check_ir, compile_ir, int8_layers, ir_bytes, quantize_openvino, quantize_qdq
 from edgeprune.quantize.reference import session
 from edgeprune.run import recipe_from_mapping
+from edgeprune.targets import lut_builder, lut_openvino
+from tests.test_int8_tables import OPS, _reference
 from tests.test_quantize_edge import ResidualCNN
 
 _register_commands()
@@ -185,6 +187,35 @@ def test_mnist_half_macs_int8_on_openvino(tmp_path):
     summary = _prune_int8_openvino("mnist", out, "--max-drop", "1")
     _check_run("mnist", out, summary)
     assert ir_bytes(out / "model.int8.xml") <= 0.35 * os.path.getsize(out / "model.onnx")
+
+
+@pytest.mark.parametrize("op, c_in, c_out", OPS)
+def test_openvino_int8_point_matches_the_numpy_int8_conv_and_runs_on_int8(op, c_in, c_out):
+    """The int8 latency-table point OpenVINO times is an int8 kernel computing the int8 op."""
+    q = lut_builder.int8_params(op, c_in, c_out, seed=3, activations="uint8")
+    request = lut_openvino.compiled(lut_openvino.op_model_bytes(op, c_in, c_out, seed=3, precision="int8"), 1)
+    ints, floats = int8_layers(request.get_compiled_model())
+    assert sum(ints.values()) == 1 and floats == []  # the one conv / gemm runs on u8 x i8
+    shape = tuple(request.model_inputs[0].get_shape())
+    x = lut_builder.random_input(shape, "int8", "uint8")  # NCHW (conv) or (rows, c_in) (gemm)
+    y = request.infer([x])[0]
+    nhwc = (lambda a: a.transpose(0, 2, 3, 1)) if op["kind"] == "conv" else (lambda a: a)
+    assert y.dtype == np.uint8
+    assert np.abs(nhwc(y).astype(np.int64) - _reference(op, q, nhwc(x))).max() <= 1  # within one step
+    assert len(np.unique(y)) > 3  # the output's range is used, not saturated
+    assert lut_openvino.time_point(op, c_in, c_out, threads=1, runs=2, warmup=1, precision="int8") > 0
+
+
+def test_an_openvino_int8_table_builds_on_int8_points_and_int8_irs():
+    from edgeprune.targets import LatencyPredictor, TableConfig, build_table
+    from tests.test_int8_tables import QUICK, _tiny
+
+    model, x = _tiny()
+    table = build_table(model, x, TableConfig(runtime="openvino", precision="int8", **QUICK))
+    assert table.precision == "int8" and table.target["key"].endswith("|int8")
+    assert "OpenVINO" in table.protocol["graph"] and "uint8" in table.protocol["graph"]
+    assert set(table.measured) == {"dense", "uniform-0.5"} and all(m["ms"] > 0 for m in table.measured.values())
+    assert LatencyPredictor(table).dense_ms() > 0
 
 
 def _saved(model, path):

@@ -74,7 +74,7 @@ class TableConfig:
         precision: the kernels the table times, ``"float32"`` or ``"int8"`` (the run quantizes:
             int8 convolutions step differently). An int8 table times the back end's int8 single-op
             graphs, and its calibration models are the INT8 files the run's quantizer makes of them
-            (``edgeprune.quantize.files``). ONNX Runtime, LiteRT and ExecuTorch; OpenVINO refuses it.
+            (``edgeprune.quantize.files``). ONNX Runtime, LiteRT, ExecuTorch and OpenVINO.
     """
 
     runtime: str = "onnxruntime"
@@ -105,7 +105,7 @@ class TableConfig:
                              f"{self.runtime} has no INT8 path in edgeprune")
 
 
-INT8_TABLE_RUNTIMES = ("onnxruntime", "litert", "executorch")
+INT8_TABLE_RUNTIMES = ("onnxruntime", "litert", "executorch", "openvino")
 
 
 def write_ops(model: nn.Module, example_inputs: ExampleInputs, folder: str | Path,

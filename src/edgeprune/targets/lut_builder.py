@@ -218,13 +218,15 @@ def int8_params(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0, activa
             "y_zero": y_zero, "qmin": qmin, "qmax": qmax, "fan_in": fan_in}
 
 
-def qdq_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) -> bytes:
+def qdq_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0, nhwc: bool = True) -> bytes:
     """One serialized int8 ONNX model in the QDQ form of ONNX Runtime's static quantizer (U8S8,
     per-channel weights): ``X(uint8) -> DequantizeLinear -> Conv|Gemm (weights and bias through
     DequantizeLinear) -> QuantizeLinear -> Y(uint8)``, the activation folded into Y's range.
 
     ONNX Runtime fuses it into one int8 kernel (``QLinearConv``; a gemm: ``QGemm``), as it fuses the
     quantized model's ops. The tensors are :func:`int8_params`'s (``activations="uint8"``).
+    ``nhwc=False`` leaves a conv's input and output NCHW, without the edge transposes (OpenVINO: a
+    transpose between the uint8 input and its dequantize keeps its conv in float32).
     """
     q = int8_params(op, c_in, c_out, seed, "uint8")
     scalar = lambda name, v, dtype: _tensor(name, np.asarray(v), dtype)  # noqa: E731
@@ -245,14 +247,17 @@ def qdq_model_bytes(op: dict[str, Any], c_in: int, c_out: int, seed: int = 0) ->
         (n, c, h, w), (_, k, oh, ow), attrs = _conv_shapes(op, c_in, c_out)
         # NHWC at the graph's edges: ONNX Runtime runs int8 convs in NHWC and, inside a model, keeps
         # the whole chain NHWC; here the edge transposes cancel against the ones it inserts
-        x_shape, y_shape = (n, h, w, c), (n, oh, ow, k)
-        nodes.insert(0, _node("Transpose", ["X"], ["Xc"], [_attr_ints("perm", [0, 3, 1, 2])], "to_nchw"))
+        x_shape, y_shape = ((n, h, w, c), (n, oh, ow, k)) if nhwc else ((n, c, h, w), (n, k, oh, ow))
+        if nhwc:
+            nodes.insert(0, _node("Transpose", ["X"], ["Xc"], [_attr_ints("perm", [0, 3, 1, 2])], "to_nchw"))
+        else:
+            nodes[0] = _node("DequantizeLinear", ["X", "xs", "xz"], ["Xf"], [], "dq_x")
         nodes.append(_node("Conv", ["Xf", "W", "B"], ["Z"], attrs, "conv"))
     else:
         raise ValueError(f"unknown op kind {op['kind']!r} (expected 'conv' or 'gemm')")
-    last = "Yc" if op["kind"] == "conv" else "Y"
+    last = "Yc" if op["kind"] == "conv" and nhwc else "Y"
     nodes.append(_node("QuantizeLinear", ["Z", "ys", "yz"], [last], [], "q_y"))
-    if op["kind"] == "conv":
+    if op["kind"] == "conv" and nhwc:
         nodes.append(_node("Transpose", ["Yc"], ["Y"], [_attr_ints("perm", [0, 2, 3, 1])], "to_nhwc"))
     return _model(nodes, inits, [_value_info("X", x_shape, UINT8)], [_value_info("Y", y_shape, UINT8)])
 
@@ -601,10 +606,11 @@ def group_levels(size: int, step: int, min_keep: float, levels: int) -> list[int
 
 
 def overhead_ms(*, threads: int, runs: int, warmup: int, stat: str, spinning: bool = True, timer=None,
-                precision: str = "float32") -> float:
-    """The cost of one run of a near-empty graph (at the table's precision): subtracted from every timed point."""
+                precision: str = "float32", channels: tuple[int, int] = (1, 1)) -> float:
+    """The cost of one run of a near-empty graph (at the table's precision): subtracted from every timed point.
+    ``channels``: the gemm's (in, out), a back end's ``OVERHEAD_CHANNELS`` where 1 x 1 does not compile."""
     op = {"kind": "gemm", "act": None}
-    return round((timer or time_point)(op, 1, 1, threads=threads, runs=runs * 4, warmup=warmup, stat=stat,
+    return round((timer or time_point)(op, *channels, threads=threads, runs=runs * 4, warmup=warmup, stat=stat,
                             spinning=spinning, precision=precision), 5)
 
 
@@ -646,7 +652,7 @@ def build(ops_doc: dict[str, Any], *, threads: int, runs: int, warmup: int, stat
         raise ValueError(f"passes must be >= 1, got {passes}")
     timing = {"threads": threads, "runs": runs, "warmup": warmup, "stat": stat, "spinning": spinning,
               "precision": precision}
-    overhead = overhead_ms(**timing, timer=be.time_point)
+    overhead = overhead_ms(**timing, timer=be.time_point, channels=getattr(be, "OVERHEAD_CHANNELS", (1, 1)))
     log(f"run overhead {overhead:.4f} ms")
     llc = last_level_cache_bytes()
     model_bytes = int(ops_doc.get("weight_bytes", 0)) // (4 if precision == "int8" else 1)  # float32 bytes listed
