@@ -24,8 +24,8 @@ alternate between the files, 20 rounds; each figure relative to dense FP32 in th
 ``--runtime litert`` (or ``executorch``) makes every file for that runtime instead: FP32 by its
 plug-in, INT8 by its PT2E quantizer (``edgeprune.quantize.litert`` with the residual adds annotated,
 int8 input fed pre-quantized; ``edgeprune.quantize.executorch``), timed on it; ``--runtime openvino``
-makes IRs (INT8 by NNCF on the ONNX file, ``edgeprune.quantize.openvino``; ``--plan macs`` only:
-OpenVINO has no int8 latency table); with ``--plan
+makes IRs (INT8 by NNCF on the ONNX file, ``edgeprune.quantize.openvino``; its latency path and
+``--plan speedup`` on OpenVINO were not run yet); with ``--plan
 speedup`` the latency table and the search run on it too, so each ratio is dense FP32 -> pruned
 INT8 on the runtime the device runs. ``--table-precision int8`` (issue 14) times that table with the
 runtime's int8 kernels and searches ``Budget(speedup=2, precision="int8")``: pruned INT8 2x faster
