@@ -24,6 +24,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # benchmarks/scale.py runs 1 vs 2 gloo ranks and asserts the ranks' parameters agree
 def test_two_gloo_ranks_match_one_process_on_the_same_global_batch(one_thread):
     inputs = resolve_inputs(TASK, TASK, seed=0)
     pruned = prune(inputs.model, inputs.example, 0.3).model

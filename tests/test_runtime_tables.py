@@ -113,6 +113,7 @@ def test_executorch_tables_are_built_on_the_host_only(tmp_path):
         write_ops(model, x, tmp_path, TableConfig(runtime="executorch"))
 
 
+@pytest.mark.slow  # benchmarks/runtimes.py builds ExecuTorch tables and verifies their plans on .pte files
 def test_an_executorch_table_times_xnnpack_points_and_calibrates_on_pte_models():
     model, x = _tiny()
     table = build_table(model, x, TableConfig(runtime="executorch", **QUICK))
