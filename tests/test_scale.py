@@ -49,6 +49,7 @@ def _scan(evaluator=None):
     return scan(session, inp.model, session.score(inp.model), RATIOS)
 
 
+@pytest.mark.slow  # benchmarks/scale.py runs this scan serially and on 2 Ray workers and asserts identical curves
 def test_sensitivity_scan_on_ray_gives_the_serial_curves_with_progress(cluster):
     done = []
     curves = _scan(Evaluator(cluster, TASK, on_done=lambda name, score, k, n: done.append((name, score, k, n))))
