@@ -94,7 +94,7 @@ def tune(model, x, rt: str, threads: int, args, log, arch: str):
                         log=lambda m: log(f"  [{arch}] {m}"))
     built = time.time() - started
     ours = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=2.0, runtime=rt, threads=threads),
-                            LatencySearch(max_attempts=4),
+                            LatencySearch(max_attempts=4, headroom=args.headroom),
                             measure=MeasureConfig(threads=threads, rounds=args.rounds, runs=5,
                                                   exporter="torchscript" if rt == "onnxruntime" else "auto"),
                             log=lambda m: log(f"  [{arch}] {m}"))
@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-runs", type=int, default=5)
     parser.add_argument("--no-latency-aware", action="store_true", help="skip the tables and their plans (fast)")
     parser.add_argument("--tune-on", default=None, help="runtimes whose tables plan (default: --runtimes)")
+    parser.add_argument("--headroom", type=float, default=0.0,
+                        help="accept a search attempt only this fraction under the goal (LatencySearch.headroom)")
     parser.add_argument("--levels", type=int, default=6, help="timed kept counts per group in each table")
     parser.add_argument("--quick", action="store_true", help="128 px, 2 threads, 5 rounds")
     parser.add_argument("--out", default="runs/runtimes")

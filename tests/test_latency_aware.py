@@ -231,3 +231,24 @@ def test_onnx_runtime_conv_groups_step_on_its_channel_block(mnist):
     block = lut_builder.layout_step()
     convs = {g for layer in table.layers if layer.kind == "conv" for g in (layer.in_group, layer.out_group) if g}
     assert convs and all(table.groups[g].step % block == 0 for g in convs)
+
+
+def test_headroom_turns_a_measurement_just_under_the_goal_into_a_miss_and_tightens(mnist, monkeypatch):
+    """``LatencySearch(headroom=)``: 1% under the goal is met without headroom and missed with 3%; each miss
+    aims lower (deterministic measurements stand in for the runtime)."""
+    from types import SimpleNamespace
+
+    import edgeprune.strategies.latency_search as ls
+
+    model, x, table, _, _ = mnist
+    monkeypatch.setattr(ls, "_measure", lambda predictor, models, inputs, measure: {
+        "dense": SimpleNamespace(ms=10.0), "pruned": SimpleNamespace(ms=10.0 / 1.5 * 0.99)})
+    plain = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=1.5), LatencySearch(max_attempts=3))
+    assert plain.met and len(plain.attempts) == 1
+    strict = prune_to_latency(model, x, LatencyPredictor(table), Budget(speedup=1.5),
+                              LatencySearch(max_attempts=3, headroom=0.03))
+    assert not strict.met and len(strict.attempts) == 3
+    targets = [a.target_ms for a in strict.attempts]
+    assert targets == sorted(targets, reverse=True) and targets[-1] < targets[0]
+    with pytest.raises(ValueError, match="headroom"):
+        LatencySearch(headroom=0.6)
